@@ -1,0 +1,50 @@
+# The README's two commands: `make run` and `make test`. Both build the environment first
+# (idempotent: a stamp file skips the install until envs/ or pyproject.toml change).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-main
+CORES ?= 2
+# Jobs call `python -m sophia...`: put the environment's interpreter first on PATH.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+# Two cores: keep BLAS/OpenMP from oversubscribing when jobs run in parallel.
+export OMP_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_DISABLE_TELEMETRY ?= 1
+
+.PHONY: setup run test lint dry-run mlflow-ui lock clean
+
+setup: $(STAMP)
+
+$(STAMP): envs/main.txt envs/constraints.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r envs/main.txt -c envs/constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+run: setup
+	snakemake --cores $(CORES)
+	@echo
+	@echo "Done. Browse the runs in the MLflow UI:"
+	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --port 5000"
+	@echo "  then open http://127.0.0.1:5000 (experiment 'sophia'; stage runs nest under 'workflow ...')"
+
+test: setup lint
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+dry-run: setup
+	snakemake -n --cores $(CORES)
+
+mlflow-ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --port 5000
+
+# Refresh the lock after changing envs/main.txt (run on the reference machine, then commit).
+lock: setup
+	$(PY) -m pip freeze --exclude-editable | grep -v '^sophia' | sed 's/^torch==\(.*\)+cpu/torch==\1/' > envs/constraints.txt.new
+	mv envs/constraints.txt.new envs/constraints.txt
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,24 @@
+# Sophia: a small code LM from hub checkpoint to offline phone assistant, one stage per rule.
+# This file only wires: config, validation, stage rules, final targets. See README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# config.yaml is the embedded default; a --configfile (e.g. configs/paper.yaml) replaces it
+# instead of being merged into it, so each file describes one complete study.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/base_model.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.base_model.output,
+        expand(rules.data.output, dataset=config["datasets"]),

@@ -1,0 +1,41 @@
+# Shared by every stage: config validation, MLflow wiring, helpers for thin rules.
+import json
+import os
+
+from snakemake.exceptions import WorkflowError
+
+from sophia import config as sophia_config
+from sophia import tracking
+from sophia.errors import ConfigError
+from sophia.provenance import source_digest
+
+try:
+    config.update(sophia_config.validate(config))
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+# Jobs inherit these; MLFLOW_TRACKING_URI set by the user (a team server) wins over config.
+os.environ["MLFLOW_TRACKING_URI"] = tracking.resolve_uri(
+    os.environ.get("MLFLOW_TRACKING_URI") or config["mlflow"]["tracking_uri"]
+)
+os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", config["mlflow"]["experiment"])
+os.environ.setdefault(tracking.ENV_ARTIFACTS, config["mlflow"]["artifact_location"])
+
+
+def spec(section):
+    """A stage's settings as one JSON string: passed to its CLI and tracked by `params:`."""
+    return json.dumps(section, sort_keys=True)
+
+
+onstart:
+    os.environ[tracking.ENV_PARENT] = tracking.start_invocation(config, list(map(str, workflow.dag.targetfiles)))
+
+
+onsuccess:
+    if tracking.ENV_PARENT in os.environ:
+        tracking.end_invocation(os.environ[tracking.ENV_PARENT], ok=True)
+
+
+onerror:
+    if tracking.ENV_PARENT in os.environ:
+        tracking.end_invocation(os.environ[tracking.ENV_PARENT], ok=False)

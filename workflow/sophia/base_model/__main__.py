@@ -1,0 +1,4 @@
+from sophia.base_model.stage import main
+from sophia.cli import main as cli_main
+
+cli_main(main)

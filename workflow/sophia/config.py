@@ -1,0 +1,128 @@
+"""Config validation against workflow/schemas/config.schema.yaml, with defaults filled in.
+
+Snakemake's own `validate` reports a schema dump; users need one line per problem naming the
+key, so errors are collected and formatted here (jsonschema still does the checking).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from sophia.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+# Which tasks each dataset format can build (see sophia.data.formats).
+FORMAT_TASKS = {"code_alpaca": {"instruct"}, "tiny_codes": {"codegen", "summary"}}
+
+
+@cache
+def schema() -> dict[str, Any]:
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _with_defaults(cls: type[jsonschema.protocols.Validator]) -> type[jsonschema.protocols.Validator]:
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, sub_schema):  # noqa: ANN001, ANN202
+        if isinstance(instance, dict):
+            for name, prop in properties.items():
+                if "default" in prop and name not in instance:
+                    instance[name] = copy.deepcopy(prop["default"])
+        yield from validate_properties(validator, properties, instance, sub_schema)
+
+    return jsonschema.validators.extend(cls, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key_path(parts: Iterable[Any]) -> str:
+    return ".".join(str(p) for p in parts if p != "") or "<top level>"
+
+
+def _format(error: jsonschema.ValidationError, where: str) -> str:
+    path = [where, *error.absolute_path]
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return "\n  ".join(f"{_key_path([*path, k])}: unknown key{hint}" for k in extra)
+    return f"{_key_path(path)}: {error.message}"
+
+
+def _check(instance: Any, sub_schema: Mapping[str, Any], where: str) -> None:
+    validator = _Validator({**sub_schema, "$defs": schema()["$defs"]})
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = "\n  ".join(_format(e, where) for e in errors)
+        raise ConfigError(f"invalid configuration:\n  {lines}")
+
+
+def _exactly_one(section: Mapping[str, Any], keys: tuple[str, ...], where: str) -> None:
+    present = [k for k in keys if section.get(k) is not None]
+    if len(present) != 1:
+        found = ", ".join(present) if present else "none"
+        raise ConfigError(f"{where}: set exactly one of {', '.join(keys)} (found: {found})")
+
+
+def check_base_model(spec: Mapping[str, Any], where: str = "base_model") -> None:
+    _exactly_one(spec, ("hub", "path", "scratch"), where)
+
+
+def check_dataset(name: str, spec: Mapping[str, Any], where: str | None = None) -> None:
+    where = where or f"datasets.{name}"
+    _exactly_one(spec, ("hub", "path"), where)
+    fmt = spec["format"]
+    unknown = sorted(set(spec["tasks"]) - FORMAT_TASKS[fmt])
+    if unknown:
+        raise ConfigError(
+            f"{where}.tasks: {', '.join(unknown)} not available for format {fmt} "
+            f"(available: {', '.join(sorted(FORMAT_TASKS[fmt]))})"
+        )
+    if fmt == "tiny_codes" and not spec.get("languages"):
+        raise ConfigError(f"{where}.languages: required for format tiny_codes")
+    if fmt == "code_alpaca" and spec.get("languages"):
+        raise ConfigError(f"{where}.languages: code_alpaca rows carry no language; remove this key")
+
+
+def validate(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a validated copy of `config` with every default filled in; raise ConfigError."""
+    cfg = copy.deepcopy(dict(config))
+    _check(cfg, schema(), "")
+    check_base_model(cfg["base_model"])
+    for name, spec in cfg["datasets"].items():
+        check_dataset(name, spec)
+    return cfg
+
+
+def validate_section(spec: Mapping[str, Any], definition: str, where: str) -> dict[str, Any]:
+    """Validate one stage's section (a `$defs` entry) for a stage run alone from its CLI."""
+    out = copy.deepcopy(dict(spec))
+    _check(out, schema()["$defs"][definition], where)
+    return out
+
+
+def base_model_schema() -> dict[str, Any]:
+    return schema()["properties"]["base_model"]
+
+
+def validate_base_model(spec: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(spec))
+    _check(out, base_model_schema(), "base_model")
+    check_base_model(out)
+    return out
+
+
+def validate_dataset(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    out = validate_section(spec, "dataset", f"datasets.{name}")
+    check_dataset(name, out)
+    return out

@@ -1,0 +1,293 @@
+"""MLflow tracking shared by every stage: one run per stage output, nested under the run of the
+workflow invocation, tagged with lineage (the run ids of the inputs).
+
+Why not the fluent `mlflow.start_run` API: it keeps global state, and stages need explicit
+control of parent/child runs and of retries when several Snakemake jobs write to one SQLite
+file at once (SQLite allows one writer; a busy database raises "database is locked").
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sophia.provenance import digest, flatten, git_commit
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
+DEFAULT_EXPERIMENT = "sophia"
+DEFAULT_ARTIFACT_LOCATION = "results/mlartifacts"
+ENV_PARENT = "SOPHIA_PARENT_RUN_ID"
+ENV_ARTIFACTS = "SOPHIA_MLFLOW_ARTIFACT_LOCATION"
+RUN_RECORD = "mlflow_run.json"
+
+_PARAM_VALUE_LIMIT = 6000  # MLflow rejects longer param values
+_BATCH = 500
+T = TypeVar("T")
+
+
+def tracking_uri() -> str:
+    return resolve_uri(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+
+
+def resolve_uri(uri: str) -> str:
+    """Make a relative sqlite URI absolute so every job, whatever its cwd, hits the same file."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+
+
+def metric_name(name: str) -> str:
+    """MLflow accepts [A-Za-z0-9_-. /]; tools like lm-eval emit `acc,none`, so map the rest to `_`."""
+    return re.sub(r"[^\w\-. /]", "_", name).strip("_") or "metric"
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def with_retry(fn: Callable[..., T], *args: Any, attempts: int = 40, **kwargs: Any) -> T:
+    """Call `fn`, retrying with jittered backoff while SQLite reports a concurrent writer."""
+    delay = 0.05
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # MLflow wraps SQLAlchemy errors in MlflowException
+            if not _is_lock_error(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def _init_lock(uri: str) -> Iterator[None]:
+    """Serialise first contact with a SQLite store: MLflow creates tables and runs migrations
+    on connect, and two processes doing that at once corrupt each other's schema setup."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _artifact_location() -> str:
+    loc = os.environ.get(ENV_ARTIFACTS) or DEFAULT_ARTIFACT_LOCATION
+    return loc if "://" in loc else Path(loc).resolve().as_uri()
+
+
+def connect() -> tuple[Any, str]:
+    """Return (MlflowClient, experiment id), creating the experiment on first use."""
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    with _init_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        name = experiment_name()
+        exp = with_retry(client.get_experiment_by_name, name)
+        if exp is None:
+            exp_id = with_retry(client.create_experiment, name, artifact_location=_artifact_location())
+        else:
+            exp_id = exp.experiment_id
+    return client, exp_id
+
+
+@dataclass
+class Run:
+    """A live MLflow run with the few logging calls stages need, all retried and batched."""
+
+    client: Any
+    run_id: str
+    experiment_id: str
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [
+            Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+            for k, v in flatten(params).items()
+        ]
+        for item in items:
+            if len(item.value) > _PARAM_VALUE_LIMIT:
+                raise ValueError(f"param {item.key} longer than {_PARAM_VALUE_LIMIT} chars")
+        for i in range(0, len(items), 100):  # MLflow caps params per batch at 100
+            with_retry(self.client.log_batch, self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        self.log_series({k: [(step, v)] for k, v in metrics.items()})
+
+    def log_series(self, series: Mapping[str, list[tuple[int, float]]]) -> None:
+        """Log whole metric histories (e.g. a loss curve) in a few batched writes."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(metric_name(name), float(value), now, int(step))
+            for name, points in series.items()
+            for step, value in points
+        ]
+        for i in range(0, len(items), _BATCH):
+            with_retry(self.client.log_batch, self.run_id, metrics=items[i : i + _BATCH])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        with_retry(self.client.log_batch, self.run_id, tags=items)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        with_retry(self.client.log_artifact, self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        with_retry(self.client.log_text, self.run_id, text, artifact_file)
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        self.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), artifact_file)
+
+    def write_record(self, out_dir: str | Path, stage: str, variant: str) -> Path:
+        """Leave the run id next to the output, so downstream stages can tag their lineage."""
+        path = Path(out_dir) / RUN_RECORD
+        path.write_text(
+            json.dumps(
+                {
+                    "run_id": self.run_id,
+                    "experiment_id": self.experiment_id,
+                    "tracking_uri": tracking_uri(),
+                    "stage": stage,
+                    "variant": variant,
+                },
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+        return path
+
+
+def read_record(output: str | Path) -> dict[str, Any] | None:
+    """The run record of a stage output (a directory, or a file inside one)."""
+    output = Path(output)
+    for candidate in (output / RUN_RECORD, output.parent / RUN_RECORD):
+        if candidate.is_file():
+            return json.loads(candidate.read_text(encoding="utf-8"))
+    return None
+
+
+def lineage_tags(inputs: Mapping[str, str | Path]) -> dict[str, str]:
+    """Tags naming the run that produced each input (`sophia.input.<role>` → run id)."""
+    tags: dict[str, str] = {}
+    ids = []
+    for role, path in inputs.items():
+        record = read_record(path)
+        if record is None:
+            log.warning("input %s (%s) has no %s; lineage not recorded", role, path, RUN_RECORD)
+            continue
+        tags[f"sophia.input.{role}"] = record["run_id"]
+        ids.append(record["run_id"])
+    if ids:
+        tags["sophia.input_runs"] = ",".join(ids)
+    return tags
+
+
+def _common_tags() -> dict[str, str]:
+    commit = git_commit()
+    return {"sophia.git_commit": commit, "mlflow.source.git.commit": commit.removesuffix("-dirty")}
+
+
+@contextmanager
+def stage_run(
+    stage: str,
+    variant: str,
+    params: Mapping[str, Any],
+    inputs: Mapping[str, str | Path] | None = None,
+) -> Iterator[Run]:
+    """One MLflow run for one stage output; FAILED if the block raises, FINISHED otherwise."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+    client, exp_id = connect()
+    tags = {
+        MLFLOW_RUN_NAME: f"{stage}:{variant}",
+        "sophia.stage": stage,
+        "sophia.variant": variant,
+        "sophia.config_digest": digest(params),
+        **_common_tags(),
+        **lineage_tags(inputs or {}),
+    }
+    parent = os.environ.get(ENV_PARENT)
+    if parent:
+        tags[MLFLOW_PARENT_RUN_ID] = parent
+    mlrun = with_retry(client.create_run, exp_id, tags=tags, run_name=f"{stage}:{variant}")
+    run = Run(client, mlrun.info.run_id, exp_id)
+    status = "FAILED"
+    try:
+        run.log_params(params)
+        yield run
+        status = "FINISHED"
+    finally:
+        with_retry(client.set_terminated, run.run_id, status)
+
+
+def start_invocation(config: Mapping[str, Any], targets: list[str]) -> str:
+    """The parent run of one `snakemake` invocation; stage runs nest under it."""
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+    client, exp_id = connect()
+    name = "workflow " + time.strftime("%Y-%m-%d %H:%M:%S")
+    mlrun = with_retry(
+        client.create_run,
+        exp_id,
+        run_name=name,
+        tags={
+            MLFLOW_RUN_NAME: name,
+            "sophia.stage": "workflow",
+            "sophia.config_digest": digest(config),
+            "sophia.targets": " ".join(targets)[:5000],
+            **_common_tags(),
+        },
+    )
+    run = Run(client, mlrun.info.run_id, exp_id)
+    run.log_dict(dict(config), "config.json")
+    return run.run_id
+
+
+def end_invocation(run_id: str, ok: bool) -> None:
+    client, _ = connect()
+    with_retry(client.set_terminated, run_id, "FINISHED" if ok else "FAILED")
+
+
+def log_output(run: Run, out_dir: str | Path, small_files: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Log an output directory by path + sha256 manifest (weights are never uploaded) and
+    upload the named small files as artifacts."""
+    from sophia.provenance import file_manifest
+
+    out_dir = Path(out_dir)
+    manifest = file_manifest(out_dir)
+    run.log_dict({"path": str(out_dir.resolve()), "files": manifest}, "manifest.json")
+    run.set_tags({"sophia.output_path": str(out_dir.resolve())})
+    for name in small_files:
+        if (out_dir / name).is_file():
+            run.log_artifact(out_dir / name)
+    return manifest
