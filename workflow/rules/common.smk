@@ -1,6 +1,7 @@
 # Shared by every stage: config validation, MLflow wiring, helpers for thin rules.
 import json
 import os
+import sys
 
 from snakemake.exceptions import WorkflowError
 
@@ -28,7 +29,7 @@ def spec(section):
 
 
 onstart:
-    os.environ[tracking.ENV_PARENT] = tracking.start_invocation(config, list(map(str, workflow.dag.targetfiles)))
+    os.environ[tracking.ENV_PARENT] = tracking.start_invocation(config, sys.argv)
 
 
 onsuccess:

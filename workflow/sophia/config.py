@@ -32,7 +32,7 @@ def schema() -> dict[str, Any]:
 def _with_defaults(cls: type[jsonschema.protocols.Validator]) -> type[jsonschema.protocols.Validator]:
     validate_properties = cls.VALIDATORS["properties"]
 
-    def set_defaults(validator, properties, instance, sub_schema):  # noqa: ANN001, ANN202
+    def set_defaults(validator, properties, instance, sub_schema):
         if isinstance(instance, dict):
             for name, prop in properties.items():
                 if "default" in prop and name not in instance:

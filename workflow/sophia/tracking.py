@@ -250,7 +250,7 @@ def stage_run(
         with_retry(client.set_terminated, run.run_id, status)
 
 
-def start_invocation(config: Mapping[str, Any], targets: list[str]) -> str:
+def start_invocation(config: Mapping[str, Any], command: list[str]) -> str:
     """The parent run of one `snakemake` invocation; stage runs nest under it."""
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
@@ -264,7 +264,7 @@ def start_invocation(config: Mapping[str, Any], targets: list[str]) -> str:
             MLFLOW_RUN_NAME: name,
             "sophia.stage": "workflow",
             "sophia.config_digest": digest(config),
-            "sophia.targets": " ".join(targets)[:5000],
+            "sophia.command": " ".join(command)[:5000],
             **_common_tags(),
         },
     )
@@ -278,15 +278,19 @@ def end_invocation(run_id: str, ok: bool) -> None:
     with_retry(client.set_terminated, run_id, "FINISHED" if ok else "FAILED")
 
 
-def log_output(run: Run, out_dir: str | Path, small_files: tuple[str, ...] = ()) -> dict[str, Any]:
+def log_output(
+    run: Run, out_dir: str | Path, final: str | Path, small_files: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Log an output directory by path + sha256 manifest (weights are never uploaded) and
-    upload the named small files as artifacts."""
+    upload the named small files as artifacts. `out_dir` is where the files are now (the
+    atomic scratch dir), `final` where they will live."""
     from sophia.provenance import file_manifest
 
     out_dir = Path(out_dir)
+    final = str(Path(final).resolve())
     manifest = file_manifest(out_dir)
-    run.log_dict({"path": str(out_dir.resolve()), "files": manifest}, "manifest.json")
-    run.set_tags({"sophia.output_path": str(out_dir.resolve())})
+    run.log_dict({"path": final, "files": manifest}, "manifest.json")
+    run.set_tags({"sophia.output_path": final})
     for name in small_files:
         if (out_dir / name).is_file():
             run.log_artifact(out_dir / name)

@@ -109,7 +109,7 @@ def run_stage(spec: dict[str, Any], out: Path) -> dict[str, Any]:
                                                "seconds", "tokens_per_second")})
         run.log_metrics(metrics)
         run.log_params({f"parameters_{k}": v for k, v in summary["parameters"].items()})
-        tracking.log_output(run, tmp, ("README.md", "config.json", SUMMARY, "loss_curve.png"))
+        tracking.log_output(run, tmp, out, ("README.md", "config.json", SUMMARY, "loss_curve.png"))
     log.info("base model (%s): %s parameters -> %s", variant, f"{metrics['parameters']:,}", out)
     return summary
 

@@ -62,7 +62,10 @@ def _collect(spec: dict[str, Any], wanted: set[int]) -> dict[int, dict[str, Any]
     return {number: row for number, row, _ in readers.read_rows(spec) if number in wanted}
 
 
-def build_records(name: str, spec: dict[str, Any]) -> tuple[dict[tuple[str, str], list[dict[str, Any]]], dict[str, Any]]:
+Records = dict[tuple[str, str], list[dict[str, Any]]]
+
+
+def build_records(name: str, spec: dict[str, Any]) -> tuple[Records, dict[str, Any]]:
     """Sample and format every (task, split); return the records and the scan summary."""
     fmt = formats.FORMATS[spec["format"]]
     source = readers.describe(spec)
@@ -71,7 +74,7 @@ def build_records(name: str, spec: dict[str, Any]) -> tuple[dict[tuple[str, str]
     _check_pools(scan, spec, groups, source)
     picked = sampling.sample(scan["pools"], spec["tasks"], groups, spec["seed"])
     rows = _collect(spec, {row for pairs in picked.values() for row, _ in pairs})
-    records: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    records: Records = {}
     for (task, split), pairs in picked.items():
         out = []
         for i, (number, language) in enumerate(pairs):
@@ -126,20 +129,21 @@ def run_stage(name: str, spec: dict[str, Any], tokenizer_dir: Path, out: Path) -
             (tmp / "stats.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
             run.write_record(tmp, "data", name)
             run.log_metrics(metrics)
-            tracking.log_output(run, tmp, ("stats.json",))
+            tracking.log_output(run, tmp, out, ("stats.json",))
             run.log_text(_preview(records), "samples.md")
     log.info("dataset %s: %s", name, {f"{t}/{s}": len(r) for (t, s), r in records.items()})
     return summary
 
 
-def _preview(records: dict[tuple[str, str], list[dict[str, Any]]], per_task: int = 3) -> str:
+def _preview(records: Records, per_task: int = 3) -> str:
     """A few formatted examples per task, for eyeballing the template in the MLflow UI."""
     parts = []
-    for (task, split), recs in records.items():
+    for (_task, split), recs in records.items():
         if split != "train":
             continue
         for r in recs[:per_task]:
-            parts.append(f"### {r['id']} ({r['language'] or 'no language'})\n```\n{r['prompt']}{r['completion']}\n```\n")
+            head = f"### {r['id']} ({r['language'] or 'no language'})"
+            parts.append(f"{head}\n```\n{r['prompt']}{r['completion']}\n```\n")
     return "\n".join(parts)
 
 
