@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sophia import tracking
 
 ROOT = Path(__file__).resolve().parents[1]

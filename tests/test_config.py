@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, micro_config
-
 from sophia import config
 from sophia.errors import ConfigError
 
@@ -49,7 +48,7 @@ def test_validate_does_not_mutate_input() -> None:
         (lambda c: c.pop("datasets"), "'datasets' is a required property"),
     ],
 )
-def test_errors_name_the_key(mutate, expected: str) -> None:  # noqa: ANN001
+def test_errors_name_the_key(mutate, expected: str) -> None:
     cfg = micro_config()
     mutate(cfg)
     with pytest.raises(ConfigError) as err:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from sophia import provenance
 from sophia.atomic import atomic_dir, write_text_atomic
 from sophia.prompt import build_completion, build_prompt

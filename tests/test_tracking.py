@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from conftest import runs_of
-
 from sophia import tracking
 
 

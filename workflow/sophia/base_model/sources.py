@@ -51,6 +51,11 @@ def check_checkpoint(path: Path, where: str) -> None:
         raise ModelError(f"{where}: {path / 'config.json'} is not valid JSON: {exc}") from exc
 
 
+# safetensors dtype codes → torch's names, so both counting paths report the same keys.
+_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+              "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
 def parameter_counts(path: Path) -> dict[str, int]:
     """Parameters by dtype, read from safetensors headers so a multi-GB model is never loaded."""
     from safetensors import safe_open
@@ -65,7 +70,8 @@ def parameter_counts(path: Path) -> dict[str, int]:
                     numel = 1
                     for d in sl.get_shape():
                         numel *= d
-                    counts[str(sl.get_dtype()).lower()] += numel
+                    code = str(sl.get_dtype())
+                    counts[_ST_DTYPES.get(code, code.lower())] += numel
         return dict(counts)
     # Legacy .bin checkpoint: count on the meta device instead of unpickling weights.
     import torch

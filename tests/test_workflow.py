@@ -1,0 +1,137 @@
+"""End to end: the real Snakemake DAG on the micro config, in a temporary working directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ROOT, micro_config
+
+pytestmark = pytest.mark.e2e
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "SOPHIA_PARENT_RUN_ID", "SOPHIA_MLFLOW_ARTIFACT_LOCATION"):
+        env.pop(var, None)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+         "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+
+
+def planned_jobs(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """Job counts per rule from a dry run's 'Job stats' table."""
+    assert result.returncode == 0, result.stderr + result.stdout
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def write_config(workdir: Path, cfg: dict[str, Any]) -> None:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    workdir = tmp_path_factory.mktemp("wf")
+    write_config(workdir, micro_config())
+    return workdir, snakemake(workdir)
+
+
+def test_full_run_produces_every_output(workflow_run: tuple[Path, Any]) -> None:
+    workdir, result = workflow_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    base = workdir / "results" / "models" / "base"
+    assert (base / "model.safetensors").is_file() and (base / "README.md").is_file()
+    for dataset, tasks in (("alpaca", ["instruct"]), ("tiny", ["codegen", "summary"])):
+        out = workdir / "results" / "data" / dataset
+        assert json.loads((out / "stats.json").read_text())["dataset"] == dataset
+        for task in tasks:
+            assert (out / task / "train.jsonl").stat().st_size > 0
+            assert (out / task / "eval.jsonl").stat().st_size > 0
+    for log in ("base_model.log", "data/alpaca.log", "data/tiny.log"):
+        assert (workdir / "results" / "logs" / log).is_file()
+    leftovers = [p for p in (workdir / "results").rglob(".*tmp-*")]
+    assert not leftovers
+
+
+def test_mlflow_runs_nest_and_link(workflow_run: tuple[Path, Any]) -> None:
+    from mlflow import MlflowClient
+
+    workdir, _ = workflow_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("sophia")
+    assert exp.artifact_location == (workdir / "results" / "mlartifacts").resolve().as_uri()
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    parent = next(r for name, r in runs.items() if name.startswith("workflow"))
+    assert parent.info.status == "FINISHED"
+    base = runs["base_model:scratch"]
+    for name in ("base_model:scratch", "data:alpaca", "data:tiny"):
+        run = runs[name]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["sophia.git_commit"]
+        assert run.data.tags["sophia.config_digest"]
+    for name in ("data:alpaca", "data:tiny"):
+        assert runs[name].data.tags["sophia.input.base_model"] == base.info.run_id
+    assert runs["data:alpaca"].data.metrics["instruct.train.rows"] == 20
+    assert len(client.get_metric_history(base.info.run_id, "train_loss")) == 3
+    artifacts = {a.path for a in client.list_artifacts(base.info.run_id)}
+    assert {"README.md", "manifest.json", "base_model.json", "loss_curve.png"} <= artifacts
+
+
+def test_second_run_has_nothing_to_do(workflow_run: tuple[Path, Any]) -> None:
+    workdir, _ = workflow_run
+    assert planned_jobs(snakemake(workdir, "-n")) == {}
+
+
+def test_changed_data_setting_reruns_only_that_dataset(workflow_run: tuple[Path, Any]) -> None:
+    workdir, _ = workflow_run
+    cfg = micro_config()
+    cfg["datasets"]["alpaca"]["tasks"]["instruct"]["n_train"] = 19
+    write_config(workdir, cfg)
+    try:
+        result = snakemake(workdir, "-n")
+        assert planned_jobs(result) == {"data": 1, "all": 1}
+        assert "dataset=alpaca" in result.stdout and "dataset=tiny" not in result.stdout
+        cfg["base_model"]["scratch"]["training"]["steps"] = 7
+        write_config(workdir, cfg)
+        assert planned_jobs(snakemake(workdir, "-n")) == {"base_model": 1, "data": 2, "all": 1}
+    finally:
+        write_config(workdir, micro_config())
+
+
+def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:
+    cfg = micro_config()
+    cfg["datasets"]["tiny"]["tasks"]["codegen"]["n_trian"] = 3
+    write_config(tmp_path, cfg)
+    result = snakemake(tmp_path)
+    assert result.returncode != 0
+    assert "datasets.tiny.tasks.codegen.n_trian: unknown key" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_failing_data_job_keeps_base_model_and_leaves_no_partial_output(tmp_path: Path) -> None:
+    cfg = micro_config()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(b'{"instruction": "a", "input": "", "output": "b"}\n{"instruction": "\xff"}\n')
+    cfg["datasets"]["alpaca"]["path"] = str(broken)
+    write_config(tmp_path, cfg)
+    result = snakemake(tmp_path)
+    assert result.returncode != 0
+    assert f"{broken}: row 2: undecodable bytes" in result.stdout + result.stderr  # --show-failed-logs
+    assert (tmp_path / "results" / "models" / "base" / "model.safetensors").is_file()
+    assert (tmp_path / "results" / "data" / "tiny" / "stats.json").is_file()
+    assert not (tmp_path / "results" / "data" / "alpaca").exists()
+    assert not list((tmp_path / "results" / "data").glob(".alpaca*"))
