@@ -65,7 +65,8 @@ def test_scratch_run_logs_curve_and_size(micro_model: Path, mlflow_store: str, t
     history = MlflowClient(mlflow_store).get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in history] == [2, 4, 6]
     assert run.data.params["scratch.training.steps"] == "6"
-    assert run.data.params["parameters_float32"] == str(sum(json.loads((micro_model / "base_model.json").read_text())["parameters"].values()))
+    counts = json.loads((micro_model / "base_model.json").read_text())["parameters"]
+    assert run.data.params["parameters_float32"] == str(sum(counts.values()))
 
 
 @pytest.mark.parametrize(

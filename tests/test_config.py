@@ -35,7 +35,8 @@ def test_validate_does_not_mutate_input() -> None:
     ("mutate", "expected"),
     [
         (lambda c: c.update(bogus=1), "bogus: unknown key"),
-        (lambda c: c["base_model"]["scratch"]["training"].update(stepz=3), "base_model.scratch.training.stepz: unknown key"),
+        (lambda c: c["base_model"]["scratch"]["training"].update(stepz=3),
+         "base_model.scratch.training.stepz: unknown key"),
         (lambda c: c["datasets"]["alpaca"]["tasks"]["instruct"].update(n_train="x"),
          "datasets.alpaca.tasks.instruct.n_train: 'x' is not of type 'integer'"),
         (lambda c: c["datasets"]["tiny"].update(invalid_rows="ignore"), "datasets.tiny.invalid_rows"),

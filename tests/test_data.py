@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def test_sample_is_disjoint_balanced_and_seeded() -> None:
     picked = sampling.sample(pools, tasks, ["A", "B"], seed=3)
     rows = [r for pairs in picked.values() for r, _ in pairs]
     assert len(rows) == len(set(rows)) == 28
-    for (task, split), pairs in picked.items():
+    for pairs in picked.values():
         assert Counter(lang for _, lang in pairs) == {"A": len(pairs) // 2, "B": len(pairs) // 2}
     assert sampling.sample(pools, tasks, ["A", "B"], seed=3) == picked
     assert sampling.sample(pools, tasks, ["A", "B"], seed=4) != picked
@@ -110,7 +111,8 @@ def test_stage_writes_files_stats_and_run(micro_model: Path, mlflow_store: str, 
     assert len(ids) == 30  # no row reused across tasks or splits
     (run,) = [r for r in runs_of(mlflow_store) if r.info.run_name == "data:tiny"]
     assert run.data.metrics["codegen.train.rows"] == 10
-    assert run.data.tags["sophia.input.base_model"] == json.loads((micro_model / "mlflow_run.json").read_text())["run_id"]
+    upstream = json.loads((micro_model / "mlflow_run.json").read_text())["run_id"]
+    assert run.data.tags["sophia.input.base_model"] == upstream
 
 
 def test_same_seed_same_output(micro_model: Path, mlflow_store: str, tmp_path: Path) -> None:
@@ -167,7 +169,7 @@ def test_bad_data_is_named_and_leaves_nothing(
 
 def test_skip_mode_counts_bad_rows(tmp_path: Path) -> None:
     path = _bad(tmp_path, [*GOOD, tiny_row(1, response=""), tiny_row(2, prompt="")])
-    records, summary = build_records("t", tiny_spec(path, seed=0, invalid_rows="skip"))
+    _, summary = build_records("t", tiny_spec(path, seed=0, invalid_rows="skip"))
     assert summary["rows_skipped"] == {"empty field 'response'": 1, "empty field 'prompt'": 1}
     assert summary["rows_read"] == 14
 
@@ -191,7 +193,7 @@ def test_unreadable_sources(tmp_path: Path, name: str, content: str | None, expe
     path = tmp_path / name
     if content is not None:
         path.write_text(content)
-    with pytest.raises(DataError, match=expected):
+    with pytest.raises(DataError, match=re.escape(expected)):
         build_records("t", tiny_spec(path, seed=0, invalid_rows="error"))
 
 
@@ -211,7 +213,7 @@ def test_json_and_parquet_sources_read_like_jsonl(tmp_path: Path) -> None:
 
 
 def test_stage_rejects_bad_spec(micro_model: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="datasets.t.tasks.codegen.n_train"):
+    with pytest.raises(ConfigError, match=re.escape("datasets.t.tasks.codegen.n_train")):
         run_stage("t", tiny_spec(tmp_path / "x.jsonl", n_train=0), micro_model, tmp_path / "o")
 
 

@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 import yaml
 from conftest import ROOT, micro_config
+from sophia import tracking
 
 pytestmark = pytest.mark.e2e
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "SOPHIA_PARENT_RUN_ID", "SOPHIA_MLFLOW_ARTIFACT_LOCATION"):
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", tracking.ENV_PARENT, tracking.ENV_ARTIFACTS):
         env.pop(var, None)
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
