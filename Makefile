@@ -43,7 +43,8 @@ mlflow-ui: setup
 
 # Refresh the lock after changing envs/main.txt (run on the reference machine, then commit).
 lock: setup
-	$(PY) -m pip freeze --exclude-editable | grep -v '^sophia' | sed 's/^torch==\(.*\)+cpu/torch==\1/' > envs/constraints.txt.new
+	head -n 3 envs/constraints.txt > envs/constraints.txt.new
+	$(PY) -m pip freeze --exclude-editable | grep -v '^sophia' | sed 's/^torch==\(.*\)+cpu/torch==\1/' >> envs/constraints.txt.new
 	mv envs/constraints.txt.new envs/constraints.txt
 
 clean:

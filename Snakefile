@@ -15,6 +15,7 @@ if not workflow.config_settings.configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/base_model.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/quantize.smk"
 
 
 rule all:
@@ -22,3 +23,4 @@ rule all:
     input:
         rules.base_model.output,
         expand(rules.data.output, dataset=config["datasets"]),
+        rules.quantize.output,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,15 @@ MICRO_SCRATCH: dict[str, Any] = {
 }
 
 
+# hidden 64 / intermediate 128: group size 32 divides both.
+MICRO_QUANTIZE: dict[str, Any] = {
+    "bits": 4,
+    "group_size": 32,
+    "calibration": {"dataset": "alpaca", "task": "instruct", "n_samples": 16, "max_length": 64},
+    "eval": {"max_samples": 5, "max_length": 64, "logit_samples": 4},
+}
+
+
 def micro_config() -> dict[str, Any]:
     """A complete workflow config on the bundled fixture data, with absolute paths so it runs
     from any working directory."""
@@ -50,6 +61,9 @@ def micro_config() -> dict[str, Any]:
                 "tasks": {"codegen": {"n_train": 10, "n_eval": 5}, "summary": {"n_train": 10, "n_eval": 5}},
             },
         },
+        "quantize": copy.deepcopy(MICRO_QUANTIZE),
+        "reference_prompts": ["Give me a program that checks if a number is prime.", "Reverse a string."],
+        "generation": {"max_new_tokens": 8},
     }
 
 
@@ -70,19 +84,42 @@ def micro_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sophia.base_model.stage import run_stage
 
     root = tmp_path_factory.mktemp("micro_model")
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", tracking.ENV_ARTIFACTS, tracking.ENV_PARENT)}
+    with isolated_tracking(root):
+        run_stage({"scratch": copy.deepcopy(MICRO_SCRATCH)}, root / "base")
+    return root / "base"
+
+
+@contextmanager
+def isolated_tracking(root: Path) -> Iterator[None]:
+    """Session fixtures log to their own store, whatever a test's monkeypatch does later."""
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", tracking.ENV_ARTIFACTS, tracking.ENV_PARENT)
+    saved = {k: os.environ.get(k) for k in keys}
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = "test"
     os.environ[tracking.ENV_ARTIFACTS] = str(root / "mlartifacts")
     os.environ.pop(tracking.ENV_PARENT, None)
     try:
-        run_stage({"scratch": copy.deepcopy(MICRO_SCRATCH)}, root / "base")
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return root / "base"
+
+
+@pytest.fixture(scope="session")
+def micro_data(micro_model: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The data stage's outputs for the micro config, built once per session."""
+    from sophia.config import validate
+    from sophia.data.stage import run_stage
+
+    root = tmp_path_factory.mktemp("micro_data")
+    cfg = validate(micro_config())
+    with isolated_tracking(root):
+        for name, spec in cfg["datasets"].items():
+            run_stage(name, spec, micro_model, root / name)
+    return [root / name for name in cfg["datasets"]]
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from conftest import MICRO_SCRATCH, runs_of
-from sophia.base_model import corpus, sources
+from sophia import checkpoint
+from sophia.base_model import corpus
 from sophia.base_model.stage import run_stage
 from sophia.errors import ConfigError, ModelError
 
@@ -169,4 +170,4 @@ def test_parameter_counts_without_safetensors(micro_model: Path, tmp_path: Path)
     src = tmp_path / "bin"
     shutil.copytree(micro_model, src)
     (src / "model.safetensors").rename(src / "pytorch_model.bin")
-    assert sources.parameter_counts(src) == sources.parameter_counts(micro_model)
+    assert checkpoint.parameter_counts(src) == checkpoint.parameter_counts(micro_model)

@@ -61,7 +61,11 @@ def test_full_run_produces_every_output(workflow_run: tuple[Path, Any]) -> None:
         for task in tasks:
             assert (out / task / "train.jsonl").stat().st_size > 0
             assert (out / task / "eval.jsonl").stat().st_size > 0
-    for log in ("base_model.log", "data/alpaca.log", "data/tiny.log"):
+    gptq = workdir / "results" / "models" / "gptq"
+    assert json.loads((gptq / "config.json").read_text())["quantization_config"]["bits"] == 4
+    assert json.loads((gptq / "quantize.json").read_text())["size_ratio"] > 1
+    assert not (workdir / "logs").exists()  # gptqmodel's ./logs went into the output
+    for log in ("base_model.log", "data/alpaca.log", "data/tiny.log", "quantize.log"):
         assert (workdir / "results" / "logs" / log).is_file()
     leftovers = [p for p in (workdir / "results").rglob(".*tmp-*")]
     assert not leftovers
@@ -78,7 +82,7 @@ def test_mlflow_runs_nest_and_link(workflow_run: tuple[Path, Any]) -> None:
     parent = next(r for name, r in runs.items() if name.startswith("workflow"))
     assert parent.info.status == "FINISHED"
     base = runs["base_model:scratch"]
-    for name in ("base_model:scratch", "data:alpaca", "data:tiny"):
+    for name in ("base_model:scratch", "data:alpaca", "data:tiny", "quantize:w4g32"):
         run = runs[name]
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -86,6 +90,10 @@ def test_mlflow_runs_nest_and_link(workflow_run: tuple[Path, Any]) -> None:
         assert run.data.tags["sophia.config_digest"]
     for name in ("data:alpaca", "data:tiny"):
         assert runs[name].data.tags["sophia.input.base_model"] == base.info.run_id
+    quantize = runs["quantize:w4g32"].data
+    assert quantize.tags["sophia.input.base_model"] == base.info.run_id
+    assert quantize.tags["sophia.input.data.tiny"] == runs["data:tiny"].info.run_id
+    assert {"size_ratio", "ppl_before", "ppl_after", "quantize_seconds", "peak_rss_mb"} <= set(quantize.metrics)
     assert runs["data:alpaca"].data.metrics["instruct.train.rows"] == 20
     assert len(client.get_metric_history(base.info.run_id, "train_loss")) == 3
     artifacts = {a.path for a in client.list_artifacts(base.info.run_id)}
@@ -104,11 +112,15 @@ def test_changed_data_setting_reruns_only_that_dataset(workflow_run: tuple[Path,
     write_config(workdir, cfg)
     try:
         result = snakemake(workdir, "-n")
-        assert planned_jobs(result) == {"data": 1, "all": 1}
+        assert planned_jobs(result) == {"data": 1, "quantize": 1, "all": 1}
         assert "dataset=alpaca" in result.stdout and "dataset=tiny" not in result.stdout
         cfg["base_model"]["scratch"]["training"]["steps"] = 7
         write_config(workdir, cfg)
-        assert planned_jobs(snakemake(workdir, "-n")) == {"base_model": 1, "data": 2, "all": 1}
+        assert planned_jobs(snakemake(workdir, "-n")) == {"base_model": 1, "data": 2, "quantize": 1, "all": 1}
+        cfg = micro_config()
+        cfg["quantize"]["damp_percent"] = 0.1
+        write_config(workdir, cfg)
+        assert planned_jobs(snakemake(workdir, "-n")) == {"quantize": 1, "all": 1}
     finally:
         write_config(workdir, micro_config())
 

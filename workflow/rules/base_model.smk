@@ -3,7 +3,7 @@ rule base_model:
         directory("results/models/base"),
     params:
         spec=spec(config["base_model"]),
-        src=source_digest("base_model"),
+        src=source_digest("base_model", "checkpoint"),
     log:
         "results/logs/base_model.log",
     threads: config["base_model"].get("scratch", {}).get("threads", 1)

@@ -94,6 +94,29 @@ def check_dataset(name: str, spec: Mapping[str, Any], where: str | None = None) 
         raise ConfigError(f"{where}.languages: code_alpaca rows carry no language; remove this key")
 
 
+def check_quantize(spec: Mapping[str, Any], datasets: Mapping[str, Any]) -> None:
+    """What can be checked before any job: the calibration data exists and is big enough."""
+    cal = spec["calibration"]
+    if cal["dataset"] not in datasets:
+        raise ConfigError(
+            f"quantize.calibration.dataset: '{cal['dataset']}' is not in datasets ({', '.join(datasets)})"
+        )
+    tasks = datasets[cal["dataset"]]["tasks"]
+    if cal["task"] not in tasks:
+        raise ConfigError(
+            f"quantize.calibration.task: '{cal['task']}' is not a task of dataset '{cal['dataset']}' "
+            f"({', '.join(tasks)})"
+        )
+    available = tasks[cal["task"]]["n_train"]
+    if cal["n_samples"] > available:
+        raise ConfigError(
+            f"quantize.calibration.n_samples: {cal['n_samples']} exceeds the {available} training rows of "
+            f"{cal['dataset']}/{cal['task']} (datasets.{cal['dataset']}.tasks.{cal['task']}.n_train)"
+        )
+    if spec["group_size"] != -1 and spec["group_size"] < 1:
+        raise ConfigError(f"quantize.group_size: {spec['group_size']} must be -1 or a positive integer")
+
+
 def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     """Return a validated copy of `config` with every default filled in; raise ConfigError."""
     cfg = copy.deepcopy(dict(config))
@@ -101,6 +124,7 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     check_base_model(cfg["base_model"])
     for name, spec in cfg["datasets"].items():
         check_dataset(name, spec)
+    check_quantize(cfg["quantize"], cfg["datasets"])
     return cfg
 
 

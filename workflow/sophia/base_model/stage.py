@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 import sophia
-from sophia import tracking
+from sophia import checkpoint, tracking
 from sophia.atomic import atomic_dir
 from sophia.base_model import card, corpus, scratch, sources, tokenizer
 from sophia.config import validate_base_model
@@ -91,9 +91,9 @@ def run_stage(spec: dict[str, Any], out: Path) -> dict[str, Any]:
             sources.from_path(Path(spec["path"]), tmp)
         else:
             summary.update(_build_scratch(spec, tmp, run))
-        sources.check_checkpoint(tmp, f"base_model ({variant})")
-        summary["parameters"] = sources.parameter_counts(tmp)
-        summary.update(sources.size_on_disk(tmp))
+        checkpoint.check_checkpoint(tmp, f"base_model ({variant})")
+        summary["parameters"] = checkpoint.parameter_counts(tmp)
+        summary.update(checkpoint.size_on_disk(tmp))
         if spec.get("scratch"):
             (tmp / "README.md").write_text(card.scratch_card(summary), encoding="utf-8")
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,24 @@
+rule quantize:
+    input:
+        base=rules.base_model.output,
+        data=expand(rules.data.output, dataset=config["datasets"]),
+    output:
+        directory("results/models/gptq"),
+    params:
+        spec=spec(
+            {
+                "quantize": config["quantize"],
+                "reference_prompts": config["reference_prompts"],
+                "generation": config["generation"],
+            }
+        ),
+        src=source_digest("quantize", "lm", "generate", "prompt", "checkpoint"),
+    log:
+        "results/logs/quantize.log",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    shell:
+        "python -m sophia.quantize --spec {params.spec:q} --base {input.base} --data {input.data}"
+        " --threads {threads} --out {output} > {log} 2>&1"

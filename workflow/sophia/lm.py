@@ -1,0 +1,96 @@
+"""Loading causal LMs and measuring them: device choice, perplexity, logits on a fixed batch.
+
+Shared by every stage that compares models (quantize now; finetune, evaluate, export later),
+so "perplexity" means the same computation everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def float_dtype(dev: torch.device) -> torch.dtype:
+    """fp32 on CPU (fp16 matmuls are slow or missing there), bf16/fp16 on GPU."""
+    if dev.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def load(path: str | Path, dev: torch.device | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode; GPTQ checkpoints load through transformers' own path."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = dev or device()
+    quantized = "quantization_config" in json.loads((Path(path) / "config.json").read_text())
+    kwargs: dict[str, Any] = {"device_map": str(dev)} if quantized else {"dtype": float_dtype(dev)}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if not quantized:
+        model.to(dev)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.eval(), tokenizer
+
+
+def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of full training-style sequences: the text, then EOS, truncated."""
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [[*x, tokenizer.eos_token_id][:max_length] for x in ids]
+
+
+def _batch(seqs: Sequence[list[int]], pad: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids.to(dev), mask.to(dev)
+
+
+@torch.no_grad()
+def perplexity(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 8
+) -> dict[str, float]:
+    """Token-weighted perplexity over `texts` (each scored on its own, right-padded)."""
+    dev = next(model.parameters()).device
+    seqs = [s for s in encode(tokenizer, texts, max_length) if len(s) > 1]
+    nll, count = 0.0, 0
+    for i in range(0, len(seqs), batch_size):
+        ids, mask = _batch(seqs[i : i + batch_size], tokenizer.pad_token_id, dev)
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        target = ids[:, 1:]
+        keep = mask[:, 1:].bool()
+        token_nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        nll += token_nll[keep].sum().item()
+        count += int(keep.sum().item())
+    if count == 0:
+        raise ValueError("perplexity needs at least one text of two or more tokens")
+    return {"ppl": math.exp(nll / count), "nll": nll / count, "tokens": count}
+
+
+@torch.no_grad()
+def logits(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 logits, attention mask) of one right-padded batch, for model-vs-model checks."""
+    dev = next(model.parameters()).device
+    ids, mask = _batch(encode(tokenizer, texts, max_length), tokenizer.pad_token_id, dev)
+    return model(input_ids=ids, attention_mask=mask).logits.float().cpu(), mask.cpu()
+
+
+def logit_difference(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Mean and max absolute difference over real (non-padding) positions."""
+    keep = mask.bool()
+    diff = (a - b).abs()[keep]
+    return {"mean_abs": float(diff.mean()), "max_abs": float(diff.max()),
+            "argmax_agreement": float((a.argmax(-1) == b.argmax(-1))[keep].float().mean())}
