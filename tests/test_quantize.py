@@ -44,6 +44,12 @@ def test_checkpoint_reloads_with_plain_transformers(quantized: tuple[Path, dict]
     assert out_ids.shape[1] == ids["input_ids"].shape[1] + 5 or tok.eos_token_id in out_ids[0].tolist()
 
 
+def test_cpu_measurements_use_the_exact_kernel(quantized: tuple[Path, dict]) -> None:
+    """lm.load picks gptqmodel's plain torch kernel on CPU (fp32 dequantization, any group size)."""
+    model, _ = lm.load(quantized[0], torch.device("cpu"))
+    assert type(dict(model.named_modules())["model.layers.0.self_attn.q_proj"]).__name__ == "TorchLinear"
+
+
 def test_measurements(quantized: tuple[Path, dict]) -> None:
     out, summary = quantized
     assert summary == json.loads((out / "quantize.json").read_text())
@@ -168,3 +174,10 @@ def test_answer_is_bounded_and_template_shaped(micro_model: Path) -> None:
         assert r["new_tokens"] <= 6 and r["finish"] in {"eos", "stop", "length"}
         assert "Instruct:" not in r["answer"]
     assert tok.padding_side == "right"  # restored
+
+
+def test_per_row_groups(micro_model: Path, micro_data: list[Path], mlflow_store: str, tmp_path: Path) -> None:
+    """group_size -1 (one scale per output row) needs gptqmodel's group-aware reordering off."""
+    summary = run_stage(stage_spec(group_size=-1), micro_model, micro_data, tmp_path / "gptq")
+    assert json.loads((tmp_path / "gptq" / "config.json").read_text())["quantization_config"]["group_size"] == -1
+    assert summary["ppl_overall_after"] < summary["ppl_overall_before"] * 1.05

@@ -31,11 +31,19 @@ def load(path: str | Path, dev: torch.device | None = None) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = dev or device()
-    quantized = "quantization_config" in json.loads((Path(path) / "config.json").read_text())
-    kwargs: dict[str, Any] = {"device_map": str(dev)} if quantized else {"dtype": float_dtype(dev)}
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if not quantized:
-        model.to(dev)
+    qcfg = json.loads((Path(path) / "config.json").read_text()).get("quantization_config")
+    if qcfg is None:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=float_dtype(dev)).to(dev)
+    else:
+        kwargs: dict[str, Any] = {"device_map": str(dev)}
+        if dev.type == "cpu":
+            # gptqmodel's default CPU kernel computes in bf16 and only takes group sizes 32-256;
+            # the plain torch kernel dequantizes exactly (fp32), so measurements show the
+            # quantization error itself, for every group size (and it keeps gradients, see finetune).
+            from transformers import GPTQConfig
+
+            kwargs["quantization_config"] = GPTQConfig(bits=qcfg["bits"], backend="gptq_torch")
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -77,6 +77,8 @@ def quantize(
         desc_act=spec["desc_act"],
         sym=spec["sym"],
         damp_percent=spec["damp_percent"],
+        # gptqmodel's group-aware reordering (on by default) is undefined without groups.
+        act_group_aware=spec["group_size"] > 0,
         offload_to_disk=False,  # else it spills layers into /tmp/gptqmodel_*, outside the rule's output
     )
     if dev.type == "cuda":
