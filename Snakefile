@@ -16,6 +16,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/base_model.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/quantize.smk"
+include: "workflow/rules/finetune.smk"
 
 
 rule all:
@@ -24,3 +25,4 @@ rule all:
         rules.base_model.output,
         expand(rules.data.output, dataset=config["datasets"]),
         rules.quantize.output,
+        expand(rules.finetune.output.summary, chain=curricula.finals(FINETUNE["curricula"]).values()),

@@ -28,7 +28,7 @@ MICRO_SCRATCH: dict[str, Any] = {
         "intermediate_size": 128,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
-        "max_position_embeddings": 128,
+        "max_position_embeddings": 768,  # the tiny-codes fixture rows run to ~730 micro tokens
     },
     "training": {"steps": 6, "batch_size": 4, "seq_len": 32, "log_every": 2, "warmup_steps": 2},
 }
@@ -40,6 +40,24 @@ MICRO_QUANTIZE: dict[str, Any] = {
     "group_size": 32,
     "calibration": {"dataset": "alpaca", "task": "instruct", "n_samples": 16, "max_length": 64},
     "eval": {"max_samples": 5, "max_length": 64, "logit_samples": 4},
+}
+
+
+MICRO_FINETUNE: dict[str, Any] = {
+    "lora": {"r": 8, "alpha": 16},
+    "training": {"batch_size": 4, "logging_steps": 1, "eval_steps": 2, "save_steps": 2, "learning_rate": 0.001},
+    "phases": {
+        "alpaca": {"dataset": "alpaca", "tasks": ["instruct"], "epochs": 1, "max_length": 64},
+        "tiny_codegen": {"dataset": "tiny", "tasks": ["codegen"], "epochs": 1, "max_length": 256},
+        "tiny_summary": {"dataset": "tiny", "tasks": ["summary"], "epochs": 1, "max_length": 640},
+        "tiny_mixed": {"dataset": "tiny", "tasks": ["codegen", "summary"], "epochs": 1, "max_length": 640},
+    },
+    "curricula": {
+        "alpaca": ["alpaca"],
+        "tiny": ["tiny_codegen", "tiny_summary"],
+        "alpaca-tiny": ["alpaca", "tiny_mixed"],
+        "tiny-alpaca": ["tiny_codegen", "tiny_summary", "alpaca"],
+    },
 }
 
 
@@ -62,6 +80,7 @@ def micro_config() -> dict[str, Any]:
             },
         },
         "quantize": copy.deepcopy(MICRO_QUANTIZE),
+        "finetune": copy.deepcopy(MICRO_FINETUNE),
         "reference_prompts": ["Give me a program that checks if a number is prime.", "Reverse a string."],
         "generation": {"max_new_tokens": 8},
     }
@@ -120,6 +139,20 @@ def micro_data(micro_model: Path, tmp_path_factory: pytest.TempPathFactory) -> l
         for name, spec in cfg["datasets"].items():
             run_stage(name, spec, micro_model, root / name)
     return [root / name for name in cfg["datasets"]]
+
+
+@pytest.fixture(scope="session")
+def micro_gptq(micro_model: Path, micro_data: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quantize stage's output for the micro config, built once per session."""
+    from sophia.config import validate
+    from sophia.quantize.stage import run_stage
+
+    root = tmp_path_factory.mktemp("micro_gptq")
+    cfg = validate(micro_config())
+    spec = {k: cfg[k] for k in ("quantize", "reference_prompts", "generation")}
+    with isolated_tracking(root):
+        run_stage(spec, micro_model, micro_data, root / "gptq")
+    return root / "gptq"
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:

@@ -65,6 +65,10 @@ def test_full_run_produces_every_output(workflow_run: tuple[Path, Any]) -> None:
     assert json.loads((gptq / "config.json").read_text())["quantization_config"]["bits"] == 4
     assert json.loads((gptq / "quantize.json").read_text())["size_ratio"] > 1
     assert not (workdir / "logs").exists()  # gptqmodel's ./logs went into the output
+    for chain in ("alpaca", "tiny_codegen", "tiny_codegen/tiny_summary", "alpaca/tiny_mixed",
+                  "tiny_codegen/tiny_summary/alpaca"):
+        summary = json.loads((workdir / "results" / "adapters" / chain / "finetune.json").read_text())
+        assert summary["chain"] == chain and (workdir / "results" / "logs" / "finetune" / f"{chain}.log").is_file()
     for log in ("base_model.log", "data/alpaca.log", "data/tiny.log", "quantize.log"):
         assert (workdir / "results" / "logs" / log).is_file()
     leftovers = [p for p in (workdir / "results").rglob(".*tmp-*")]
@@ -95,6 +99,11 @@ def test_mlflow_runs_nest_and_link(workflow_run: tuple[Path, Any]) -> None:
     assert quantize.tags["sophia.input.data.tiny"] == runs["data:tiny"].info.run_id
     assert {"size_ratio", "ppl_before", "ppl_after", "quantize_seconds", "peak_rss_mb"} <= set(quantize.metrics)
     assert runs["data:alpaca"].data.metrics["instruct.train.rows"] == 20
+    step = runs["finetune:tiny_codegen/tiny_summary/alpaca"].data
+    assert step.tags["sophia.input.prefix"] == runs["finetune:tiny_codegen/tiny_summary"].info.run_id
+    assert step.tags["sophia.input.model"] == runs["quantize:w4g32"].info.run_id
+    assert step.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert len([n for n in runs if n.startswith("finetune:")]) == 5
     assert len(client.get_metric_history(base.info.run_id, "train_loss")) == 3
     artifacts = {a.path for a in client.list_artifacts(base.info.run_id)}
     assert {"README.md", "manifest.json", "base_model.json", "loss_curve.png"} <= artifacts
@@ -112,15 +121,25 @@ def test_changed_data_setting_reruns_only_that_dataset(workflow_run: tuple[Path,
     write_config(workdir, cfg)
     try:
         result = snakemake(workdir, "-n")
-        assert planned_jobs(result) == {"data": 1, "quantize": 1, "all": 1}
+        # alpaca data feeds quantize (calibration), hence every step after it
+        assert planned_jobs(result) == {"data": 1, "quantize": 1, "finetune": 5, "all": 1}
         assert "dataset=alpaca" in result.stdout and "dataset=tiny" not in result.stdout
         cfg["base_model"]["scratch"]["training"]["steps"] = 7
         write_config(workdir, cfg)
-        assert planned_jobs(snakemake(workdir, "-n")) == {"base_model": 1, "data": 2, "quantize": 1, "all": 1}
+        assert planned_jobs(snakemake(workdir, "-n")) == {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5,
+                                                          "all": 1}
         cfg = micro_config()
         cfg["quantize"]["damp_percent"] = 0.1
         write_config(workdir, cfg)
-        assert planned_jobs(snakemake(workdir, "-n")) == {"quantize": 1, "all": 1}
+        assert planned_jobs(snakemake(workdir, "-n")) == {"quantize": 1, "finetune": 5, "all": 1}
+        # one phase's setting: the steps that use it and their descendants, nothing else
+        cfg = micro_config()
+        cfg["finetune"]["phases"]["tiny_summary"]["epochs"] = 2
+        write_config(workdir, cfg)
+        result = snakemake(workdir, "-n")
+        assert planned_jobs(result) == {"finetune": 2, "all": 1}
+        assert "chain=tiny_codegen/tiny_summary\n" in result.stdout
+        assert "chain=tiny_codegen/tiny_summary/alpaca" in result.stdout
     finally:
         write_config(workdir, micro_config())
 

@@ -46,3 +46,25 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_files(target: str | os.PathLike[str], marker: str) -> Iterator[Path]:
+    """Like `atomic_dir`, for a directory that also holds other outputs (nested adapter chains):
+    files written into the yielded scratch dir are moved into `target` one by one, `marker`
+    last, so the marker's presence means every other file is complete."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / marker).unlink(missing_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target))
+    try:
+        yield tmp
+        if not (tmp / marker).is_file():
+            raise FileNotFoundError(f"{marker} was not written")
+        for item in sorted(tmp.iterdir(), key=lambda p: p.name == marker):
+            dest = target / item.name
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            os.replace(item, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

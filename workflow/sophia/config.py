@@ -117,6 +117,24 @@ def check_quantize(spec: Mapping[str, Any], datasets: Mapping[str, Any]) -> None
         raise ConfigError(f"quantize.group_size: {spec['group_size']} must be -1 or a positive integer")
 
 
+def check_finetune(spec: Mapping[str, Any], datasets: Mapping[str, Any]) -> None:
+    for name, phase in spec["phases"].items():
+        where = f"finetune.phases.{name}"
+        if phase["dataset"] not in datasets:
+            raise ConfigError(f"{where}.dataset: '{phase['dataset']}' is not in datasets ({', '.join(datasets)})")
+        missing = [t for t in phase["tasks"] if t not in datasets[phase["dataset"]]["tasks"]]
+        if missing:
+            raise ConfigError(
+                f"{where}.tasks: {', '.join(missing)} not built for dataset '{phase['dataset']}' "
+                f"({', '.join(datasets[phase['dataset']]['tasks'])})"
+            )
+    for name, phases in spec["curricula"].items():
+        unknown = [p for p in phases if p not in spec["phases"]]
+        if unknown:
+            raise ConfigError(f"finetune.curricula.{name}: unknown phase {', '.join(unknown)} "
+                              f"(phases: {', '.join(spec['phases'])})")
+
+
 def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     """Return a validated copy of `config` with every default filled in; raise ConfigError."""
     cfg = copy.deepcopy(dict(config))
@@ -125,6 +143,7 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     for name, spec in cfg["datasets"].items():
         check_dataset(name, spec)
     check_quantize(cfg["quantize"], cfg["datasets"])
+    check_finetune(cfg["finetune"], cfg["datasets"])
     return cfg
 
 

@@ -26,8 +26,11 @@ def float_dtype(dev: torch.device) -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def load(path: str | Path, dev: torch.device | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) in eval mode; GPTQ checkpoints load through transformers' own path."""
+def load(path: str | Path, dev: torch.device | None = None, trainable: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode; GPTQ checkpoints load through transformers' own path.
+
+    `trainable` asks for a GPTQ kernel that passes gradients through the frozen int4 base (LoRA).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = dev or device()
@@ -49,6 +52,11 @@ def load(path: str | Path, dev: torch.device | None = None) -> tuple[Any, Any]:
             import torch._dynamo
 
             torch._dynamo.config.disable = True
+        elif trainable:
+            # Fast CUDA kernels (Marlin, ExLlama) are inference-only; let gptqmodel pick one with a backward.
+            from transformers import GPTQConfig
+
+            kwargs["quantization_config"] = GPTQConfig(bits=qcfg["bits"], backend="auto_trainable")
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:

@@ -223,11 +223,28 @@ def stage_run(
     variant: str,
     params: Mapping[str, Any],
     inputs: Mapping[str, str | Path] | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[Run]:
-    """One MLflow run for one stage output; FAILED if the block raises, FINISHED otherwise."""
+    """One MLflow run for one stage output; FAILED if the block raises, FINISHED otherwise.
+
+    `resume_run_id` continues the run of an interrupted attempt (its metrics keep their steps)."""
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
     client, exp_id = connect()
+    if resume_run_id:
+        try:
+            with_retry(client.update_run, resume_run_id, status="RUNNING")
+        except Exception as exc:  # deleted or from another store: start afresh
+            log.warning("cannot resume MLflow run %s (%s); starting a new one", resume_run_id, exc)
+        else:
+            run = Run(client, resume_run_id, exp_id)
+            status = "FAILED"
+            try:
+                yield run
+                status = "FINISHED"
+            finally:
+                with_retry(client.set_terminated, run.run_id, status)
+            return
     tags = {
         MLFLOW_RUN_NAME: f"{stage}:{variant}",
         "sophia.stage": stage,

@@ -1,0 +1,49 @@
+# One job per curriculum step; a step's chain of phases is its path under results/adapters/.
+from sophia.finetune import curricula
+
+FINETUNE = config["finetune"]
+STEPS = curricula.steps(FINETUNE["curricula"])
+
+
+def finetune_spec(chain):
+    return spec(
+        {
+            "chain": chain,
+            "phase": FINETUNE["phases"][curricula.phase_of(chain)],
+            "lora": FINETUNE["lora"],
+            "training": FINETUNE["training"],
+            "reference_prompts": config["reference_prompts"],
+            "generation": config["generation"],
+        }
+    )
+
+
+def finetune_prefix(wildcards):
+    parent = curricula.parent(wildcards.chain)
+    return [] if parent is None else f"results/adapters/{parent}/finetune.json"
+
+
+rule finetune:
+    input:
+        model=rules.quantize.output,
+        data=lambda wc: f"results/data/{FINETUNE['phases'][curricula.phase_of(wc.chain)]['dataset']}",
+        prefix=finetune_prefix,
+    output:
+        adapter="results/adapters/{chain}/adapter_model.safetensors",
+        summary="results/adapters/{chain}/finetune.json",
+    params:
+        spec=lambda wc: finetune_spec(wc.chain),
+        src=source_digest("finetune", "lm", "generate", "prompt"),
+        prefix=lambda wc, input: f"--prefix {Path(input.prefix).parent}" if input.prefix else "",
+        out=lambda wc, output: Path(output.summary).parent,
+    log:
+        "results/logs/finetune/{chain}.log",
+    wildcard_constraints:
+        chain="|".join(STEPS),
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "python -m sophia.finetune --spec {params.spec:q} --model {input.model} --data {input.data}"
+        " {params.prefix} --threads {threads} --out {params.out} > {log} 2>&1"
