@@ -181,8 +181,11 @@ def test_resume_after_kill(micro_gptq: Path, micro_data: list[Path], mlflow_stor
            "--data", str(data), "--out", str(out), "--threads", "1"]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    def saved_steps() -> int:  # older checkpoints are rotated away (save_total_limit)
+        return max((int(p.name.split("-")[1]) for p in (out / ".checkpoints").glob("checkpoint-*")), default=0)
+
     deadline = time.time() + 300
-    while not (out / ".checkpoints" / "checkpoint-3").exists():
+    while saved_steps() < 3:
         assert proc.poll() is None, "finished before it could be killed"
         assert time.time() < deadline
         time.sleep(0.2)
@@ -202,6 +205,21 @@ def test_resume_after_kill(micro_gptq: Path, micro_data: list[Path], mlflow_stor
     runs = runs_of(mlflow_store)
     assert len(runs) == 2  # the resumed attempt continued the killed attempt's run
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_checkpoint_cut_off_mid_save_is_skipped(tmp_path: Path) -> None:
+    from sophia.finetune import trainer
+
+    root = tmp_path / ".checkpoints"
+    for step, state in ((2, "{}"), (4, "{}"), (6, None), (8, '{"trunc')):
+        (root / f"checkpoint-{step}").mkdir(parents=True)
+        if state is not None:
+            (root / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    trainer.remember(root, "fp", "run1")
+    state = trainer.resume_state(root, "fp")
+    assert state == {"fingerprint": "fp", "run_id": "run1", "checkpoint": str(root / "checkpoint-4")}
+    assert sorted(p.name for p in root.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert trainer.resume_state(root, "other settings") is None and not root.exists()
 
 
 def test_stale_checkpoints_are_not_resumed(micro_gptq: Path, micro_data: list[Path], mlflow_store: str,

@@ -85,7 +85,7 @@ def run_stage(spec: dict[str, Any], model_dir: Path, data_dir: Path, prefix: Pat
         log.info("step %s: %d train rows, %.1f%% real tokens, optimizer %s%s", step, len(train_rows),
                  100 * shares["nonpad_token_share"], optimizer, " (resuming)" if resume else "")
         start = time.perf_counter()
-        result = sft.train(resume_from_checkpoint=True if resume else None)
+        result = sft.train(resume_from_checkpoint=resume["checkpoint"] if resume else None)
         seconds = time.perf_counter() - start
         final_eval = sft.evaluate()["eval_loss"] if eval_rows else None
         peft_model = sft.model

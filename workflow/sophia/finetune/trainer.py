@@ -116,14 +116,28 @@ def answer_coverage(tokenizer: Any, rows: list[dict[str, str]], max_length: int)
     return sum(n < max_length for n in lengths) / len(rows)
 
 
+def _complete(checkpoint: Path) -> bool:
+    """The Trainer writes trainer_state.json after weights, optimizer and RNG states: a checkpoint
+    without a readable one was cut off mid-save (the Trainer itself would resume from it and fail)."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def resume_state(checkpoints: Path, fingerprint: str) -> dict[str, Any] | None:
-    """A previous attempt of this very step (same settings and inputs) left checkpoints: reuse them.
-    Anything else there is stale and removed."""
+    """A previous attempt of this very step (same settings and inputs) left checkpoints: return
+    its record with the last complete checkpoint. Anything else there is stale and removed."""
     record = checkpoints / RESUME_FILE
     if record.is_file():
         state = json.loads(record.read_text())
-        if state.get("fingerprint") == fingerprint and any(checkpoints.glob("checkpoint-*")):
-            return state
+        found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        for partial in [p for p in found if not _complete(p)]:
+            shutil.rmtree(partial)
+        complete = [p for p in found if p.exists()]
+        if state.get("fingerprint") == fingerprint and complete:
+            return {**state, "checkpoint": str(complete[-1])}
     shutil.rmtree(checkpoints, ignore_errors=True)
     return None
 
