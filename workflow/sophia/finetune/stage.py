@@ -6,11 +6,16 @@ import argparse
 import json
 import logging
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from datasets import Dataset
+from peft import PeftModel
+from transformers import AutoTokenizer
+from trl import SFTTrainer
 
 from sophia import generate, lm, tracking
 from sophia.atomic import atomic_files
@@ -18,16 +23,20 @@ from sophia.config import validate_section
 from sophia.errors import ConfigError
 from sophia.finetune import curricula, lora, trainer
 from sophia.plots import line_plot
-from sophia.provenance import digest, sha256_file
+from sophia.provenance import digest, file_manifest
 
 log = logging.getLogger(__name__)
 SUMMARY = "finetune.json"
 ANSWERS = "reference_answers.json"
 
 
-def run_stage(spec: dict[str, Any], model_dir: Path, data_dir: Path, prefix: Path | None, out: Path) -> dict[str, Any]:
-    from trl import SFTTrainer
+def _identity(path: Path) -> str:
+    """What a model or adapter folder is: the run that made it, or failing that its files' hashes."""
+    record = tracking.read_record(path)
+    return record["run_id"] if record else digest(file_manifest(path))
 
+
+def run_stage(spec: dict[str, Any], model_dir: Path, data_dir: Path, prefix: Path | None, out: Path) -> dict[str, Any]:
     step = spec["chain"]
     phase = validate_section(spec["phase"], "phase", f"finetune.phases.{curricula.phase_of(step)}")
     training = validate_section(spec["training"], "training", "finetune.training")
@@ -35,8 +44,6 @@ def run_stage(spec: dict[str, Any], model_dir: Path, data_dir: Path, prefix: Pat
     where = f"finetune.phases.{curricula.phase_of(step)}"
     train_rows = trainer.read_split(data_dir, phase["tasks"], "train")
     eval_rows = trainer.read_split(data_dir, phase["tasks"], "eval")
-    from transformers import AutoTokenizer
-
     coverage = trainer.answer_coverage(AutoTokenizer.from_pretrained(model_dir), train_rows, phase["max_length"])
     if coverage == 0:
         raise ConfigError(f"{where}.max_length: {phase['max_length']} tokens leave no answer token in any "
@@ -49,9 +56,7 @@ def run_stage(spec: dict[str, Any], model_dir: Path, data_dir: Path, prefix: Pat
     optimizer = lora.optimizer(training["optimizer"])
 
     # Same settings and same inputs → the same step: only then are old checkpoints resumed.
-    inputs_fp = [sha256_file(model_dir / "model.safetensors")]
-    if prefix is not None:
-        inputs_fp.append(sha256_file(prefix / "adapter_model.safetensors"))
+    inputs_fp = [_identity(model_dir), _identity(data_dir)] + ([_identity(prefix)] if prefix is not None else [])
     fingerprint = digest({"spec": spec, "inputs": inputs_fp})
     checkpoints = out / ".checkpoints"
     resume = trainer.resume_state(checkpoints, fingerprint)
@@ -65,11 +70,7 @@ def run_stage(spec: dict[str, Any], model_dir: Path, data_dir: Path, prefix: Pat
         dev = lm.device()
         model, tok = lm.load(model_dir, dev, trainable=True)
         if prefix is not None:
-            from peft import PeftModel
-
             model = PeftModel.from_pretrained(model, prefix, is_trainable=True)
-        from datasets import Dataset
-
         cfg = trainer.sft_config(spec, checkpoints, has_eval=bool(eval_rows))
         sft = SFTTrainer(
             model=model,
@@ -135,8 +136,6 @@ def run_stage(spec: dict[str, Any], model_dir: Path, data_dir: Path, prefix: Pat
             (tmp / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
             tracking.log_output(run, tmp, out, ("README.md", SUMMARY, ANSWERS, "loss_curve.png",
                                                 "adapter_config.json", "adapter_model.safetensors"))
-    import shutil
-
     shutil.rmtree(checkpoints, ignore_errors=True)
     log.info("step %s done in %.1f s: train loss %.3f, eval loss %s", step, seconds, result.training_loss, final_eval)
     return summary
