@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from sophia import provenance
-from sophia.atomic import atomic_dir, write_text_atomic
+from sophia.atomic import atomic_dir, atomic_files
 from sophia.prompt import build_completion, build_prompt
 
 
@@ -63,8 +63,22 @@ def test_atomic_dir_failure_leaves_nothing_and_keeps_previous(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_write_text_atomic(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "x.json"
-    write_text_atomic(path, "{}")
-    assert path.read_text() == "{}"
-    assert [p.name for p in path.parent.iterdir()] == ["x.json"]
+def test_atomic_files_marker_last_and_children_kept(tmp_path: Path) -> None:
+    """Adapter folders also hold the folders of longer chains; those must survive."""
+    target = tmp_path / "alpaca"
+    (target / "tiny_mixed").mkdir(parents=True)
+    (target / "tiny_mixed" / "done.json").write_text("child")
+    (target / "done.json").write_text("old")
+    with pytest.raises(RuntimeError), atomic_files(target, "done.json") as tmp:
+        (tmp / "weights.bin").write_text("half")
+        raise RuntimeError("killed")
+    assert not (target / "done.json").exists()  # the old marker no longer vouches for the folder
+    assert not (target / "weights.bin").exists()
+    with atomic_files(target, "done.json") as tmp:
+        (tmp / "weights.bin").write_text("w")
+        (tmp / "done.json").write_text("new")
+    assert (target / "done.json").read_text() == "new" and (target / "weights.bin").read_text() == "w"
+    assert (target / "tiny_mixed" / "done.json").read_text() == "child"
+    assert sorted(p.name for p in target.iterdir()) == ["done.json", "tiny_mixed", "weights.bin"]
+    with pytest.raises(FileNotFoundError, match=r"done\.json was not written"), atomic_files(target, "done.json"):
+        pass

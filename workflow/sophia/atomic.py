@@ -34,20 +34,6 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write a single file via rename so readers never see a truncated file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @contextmanager
 def atomic_files(target: str | os.PathLike[str], marker: str) -> Iterator[Path]:
     """Like `atomic_dir`, for a directory that also holds other outputs (nested adapter chains):
