@@ -33,7 +33,7 @@ rule finetune:
         summary="results/adapters/{chain}/finetune.json",
     params:
         spec=lambda wc: finetune_spec(wc.chain),
-        src=source_digest("finetune", "lm", "generate", "prompt"),
+        src=source_digest("finetune", "lm", "generate", "prompt", "records"),
         prefix=lambda wc, input: f"--prefix {Path(input.prefix).parent}" if input.prefix else "",
         out=lambda wc, output: Path(output.summary).parent,
     log:

@@ -12,7 +12,7 @@ rule quantize:
                 "generation": config["generation"],
             }
         ),
-        src=source_digest("quantize", "lm", "generate", "prompt", "checkpoint"),
+        src=source_digest("quantize", "lm", "generate", "prompt", "checkpoint", "records"),
     log:
         "results/logs/quantize.log",
     threads: 2

@@ -94,20 +94,25 @@ def check_dataset(name: str, spec: Mapping[str, Any], where: str | None = None) 
         raise ConfigError(f"{where}.languages: code_alpaca rows carry no language; remove this key")
 
 
+def _check_tasks_exist(
+    where: str, dataset: str, tasks: list[str], datasets: Mapping[str, Any], task_key: str = "tasks"
+) -> None:
+    """A later stage's reference to data the data stage builds (`<where>.dataset`, `<where>.<task_key>`)."""
+    if dataset not in datasets:
+        raise ConfigError(f"{where}.dataset: '{dataset}' is not in datasets ({', '.join(datasets)})")
+    built = datasets[dataset]["tasks"]
+    missing = [t for t in tasks if t not in built]
+    if missing:
+        raise ConfigError(
+            f"{where}.{task_key}: {', '.join(missing)} not built for dataset '{dataset}' ({', '.join(built)})"
+        )
+
+
 def check_quantize(spec: Mapping[str, Any], datasets: Mapping[str, Any]) -> None:
     """What can be checked before any job: the calibration data exists and is big enough."""
     cal = spec["calibration"]
-    if cal["dataset"] not in datasets:
-        raise ConfigError(
-            f"quantize.calibration.dataset: '{cal['dataset']}' is not in datasets ({', '.join(datasets)})"
-        )
-    tasks = datasets[cal["dataset"]]["tasks"]
-    if cal["task"] not in tasks:
-        raise ConfigError(
-            f"quantize.calibration.task: '{cal['task']}' is not a task of dataset '{cal['dataset']}' "
-            f"({', '.join(tasks)})"
-        )
-    available = tasks[cal["task"]]["n_train"]
+    _check_tasks_exist("quantize.calibration", cal["dataset"], [cal["task"]], datasets, task_key="task")
+    available = datasets[cal["dataset"]]["tasks"][cal["task"]]["n_train"]
     if cal["n_samples"] > available:
         raise ConfigError(
             f"quantize.calibration.n_samples: {cal['n_samples']} exceeds the {available} training rows of "
@@ -119,15 +124,7 @@ def check_quantize(spec: Mapping[str, Any], datasets: Mapping[str, Any]) -> None
 
 def check_finetune(spec: Mapping[str, Any], datasets: Mapping[str, Any]) -> None:
     for name, phase in spec["phases"].items():
-        where = f"finetune.phases.{name}"
-        if phase["dataset"] not in datasets:
-            raise ConfigError(f"{where}.dataset: '{phase['dataset']}' is not in datasets ({', '.join(datasets)})")
-        missing = [t for t in phase["tasks"] if t not in datasets[phase["dataset"]]["tasks"]]
-        if missing:
-            raise ConfigError(
-                f"{where}.tasks: {', '.join(missing)} not built for dataset '{phase['dataset']}' "
-                f"({', '.join(datasets[phase['dataset']]['tasks'])})"
-            )
+        _check_tasks_exist(f"finetune.phases.{name}", phase["dataset"], phase["tasks"], datasets)
     for name, phases in spec["curricula"].items():
         unknown = [p for p in phases if p not in spec["phases"]]
         if unknown:

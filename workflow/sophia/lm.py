@@ -38,13 +38,13 @@ def load(path: str | Path, dev: torch.device | None = None, trainable: bool = Fa
     if qcfg is None:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=float_dtype(dev)).to(dev)
     else:
+        from transformers import GPTQConfig
+
         kwargs: dict[str, Any] = {"device_map": str(dev)}
         if dev.type == "cpu":
             # gptqmodel's default CPU kernel computes in bf16 and only takes group sizes 32-256;
             # the plain torch kernel dequantizes exactly (fp32), so measurements show the
             # quantization error itself, for every group size (and it keeps gradients, see finetune).
-            from transformers import GPTQConfig
-
             kwargs["quantization_config"] = GPTQConfig(bits=qcfg["bits"], backend="gptq_torch")
             # That kernel wraps its dequantizer in torch.compile; on CPU, inductor recompiles per
             # layer shape and train/eval mode, which made one forward pass of the embedded model
@@ -54,8 +54,6 @@ def load(path: str | Path, dev: torch.device | None = None, trainable: bool = Fa
             torch._dynamo.config.disable = True
         elif trainable:
             # Fast CUDA kernels (Marlin, ExLlama) are inference-only; let gptqmodel pick one with a backward.
-            from transformers import GPTQConfig
-
             kwargs["quantization_config"] = GPTQConfig(bits=qcfg["bits"], backend="auto_trainable")
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path)

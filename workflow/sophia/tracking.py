@@ -231,40 +231,38 @@ def stage_run(
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
     client, exp_id = connect()
-    if resume_run_id:
-        try:
-            with_retry(client.update_run, resume_run_id, status="RUNNING")
-        except Exception as exc:  # deleted or from another store: start afresh
-            log.warning("cannot resume MLflow run %s (%s); starting a new one", resume_run_id, exc)
-        else:
-            run = Run(client, resume_run_id, exp_id)
-            status = "FAILED"
-            try:
-                yield run
-                status = "FINISHED"
-            finally:
-                with_retry(client.set_terminated, run.run_id, status)
-            return
-    tags = {
-        MLFLOW_RUN_NAME: f"{stage}:{variant}",
-        "sophia.stage": stage,
-        "sophia.variant": variant,
-        "sophia.config_digest": digest(params),
-        **_common_tags(),
-        **lineage_tags(inputs or {}),
-    }
-    parent = os.environ.get(ENV_PARENT)
-    if parent:
-        tags[MLFLOW_PARENT_RUN_ID] = parent
-    mlrun = with_retry(client.create_run, exp_id, tags=tags, run_name=f"{stage}:{variant}")
-    run = Run(client, mlrun.info.run_id, exp_id)
+    run = _reopen(client, resume_run_id, exp_id) if resume_run_id else None
+    if run is None:
+        tags = {
+            MLFLOW_RUN_NAME: f"{stage}:{variant}",
+            "sophia.stage": stage,
+            "sophia.variant": variant,
+            "sophia.config_digest": digest(params),
+            **_common_tags(),
+            **lineage_tags(inputs or {}),
+        }
+        parent = os.environ.get(ENV_PARENT)
+        if parent:
+            tags[MLFLOW_PARENT_RUN_ID] = parent
+        mlrun = with_retry(client.create_run, exp_id, tags=tags, run_name=f"{stage}:{variant}")
+        run = Run(client, mlrun.info.run_id, exp_id)
+        run.log_params(params)
     status = "FAILED"
     try:
-        run.log_params(params)
         yield run
         status = "FINISHED"
     finally:
         with_retry(client.set_terminated, run.run_id, status)
+
+
+def _reopen(client: Any, run_id: str, exp_id: str) -> Run | None:
+    """Mark an interrupted attempt's run RUNNING again; None if it is gone (deleted, other store)."""
+    try:
+        with_retry(client.update_run, run_id, status="RUNNING")
+    except Exception as exc:
+        log.warning("cannot resume MLflow run %s (%s); starting a new one", run_id, exc)
+        return None
+    return Run(client, run_id, exp_id)
 
 
 def start_invocation(config: Mapping[str, Any], command: list[str]) -> str:

@@ -12,8 +12,7 @@ from typing import Any, ClassVar
 import torch
 from transformers import TrainerCallback
 
-from sophia import tracking
-from sophia.errors import DataError
+from sophia import records, tracking
 from sophia.finetune import lora
 
 log = logging.getLogger(__name__)
@@ -22,16 +21,11 @@ RESUME_FILE = "resume.json"
 
 def read_split(data_dir: Path, tasks: list[str], split: str) -> list[dict[str, str]]:
     """prompt/completion rows of the phase's tasks (the data stage's documented format)."""
-    rows: list[dict[str, str]] = []
-    for task in tasks:
-        path = data_dir / task / f"{split}.jsonl"
-        if not path.is_file():
-            raise DataError(f"{path}: no such file (the data stage builds tasks listed under datasets.*.tasks)")
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                r = json.loads(line)
-                rows.append({"prompt": r["prompt"], "completion": r["completion"]})
-    return rows
+    return [
+        {"prompt": r["prompt"], "completion": r["completion"]}
+        for task in tasks
+        for r in records.read(data_dir / task / f"{split}.jsonl")
+    ]
 
 
 class MlflowLogger(TrainerCallback):

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from sophia import checkpoint, generate, lm, tracking
+from sophia import checkpoint, generate, lm, records, tracking
 from sophia.atomic import atomic_dir
 from sophia.config import validate_section
 from sophia.errors import DataError
@@ -23,21 +23,15 @@ SUMMARY = "quantize.json"
 ANSWERS = "reference_answers.json"
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (was the data stage run with this dataset and task?)")
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def calibration_texts(data_dirs: dict[str, Path], cal: dict[str, Any], seed: int) -> list[str]:
     if cal["dataset"] not in data_dirs:
         raise DataError(f"quantize.calibration.dataset: no data directory for '{cal['dataset']}' among --data")
     path = data_dirs[cal["dataset"]] / cal["task"] / "train.jsonl"
-    rows = _read_jsonl(path)
+    rows = records.read(path)
     if len(rows) < cal["n_samples"]:
         raise DataError(f"{path}: {len(rows)} rows, fewer than quantize.calibration.n_samples={cal['n_samples']}")
     random.Random(seed).shuffle(rows)
-    return [r["prompt"] + r["completion"] for r in rows[: cal["n_samples"]]]
+    return [records.text(r) for r in rows[: cal["n_samples"]]]
 
 
 def eval_texts(data_dirs: dict[str, Path], max_samples: int) -> dict[str, list[str]]:
@@ -45,9 +39,9 @@ def eval_texts(data_dirs: dict[str, Path], max_samples: int) -> dict[str, list[s
     splits = {}
     for name, root in sorted(data_dirs.items()):
         for path in sorted(root.glob("*/eval.jsonl")):
-            rows = _read_jsonl(path)[:max_samples]
+            rows = records.read(path)[:max_samples]
             if rows:
-                splits[f"{name}/{path.parent.name}"] = [r["prompt"] + r["completion"] for r in rows]
+                splits[f"{name}/{path.parent.name}"] = [records.text(r) for r in rows]
     if not splits:
         raise DataError("no held-out rows in any eval.jsonl: set n_eval > 0 for at least one dataset task")
     return splits
