@@ -155,6 +155,18 @@ def micro_gptq(micro_model: Path, micro_data: list[Path], tmp_path_factory: pyte
     return root / "gptq"
 
 
+def config_error(mutate: Any, section: str | None = None) -> str:
+    """The ConfigError message of the micro config after `mutate` (applied to one section or all)."""
+    from sophia.config import validate
+    from sophia.errors import ConfigError
+
+    cfg = micro_config()
+    mutate(cfg if section is None else cfg[section])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    return str(err.value)
+
+
 def write_jsonl(path: Path, rows: list[Any]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, micro_config
+from conftest import ROOT, config_error, micro_config
 from sophia import config
 from sophia.errors import ConfigError
 
@@ -50,11 +50,7 @@ def test_validate_does_not_mutate_input() -> None:
     ],
 )
 def test_errors_name_the_key(mutate, expected: str) -> None:
-    cfg = micro_config()
-    mutate(cfg)
-    with pytest.raises(ConfigError) as err:
-        config.validate(cfg)
-    assert expected in str(err.value)
+    assert expected in config_error(mutate)
 
 
 def test_all_errors_reported_at_once() -> None:
