@@ -12,9 +12,18 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: setup run test lint dry-run mlflow-ui lock clean
+.PHONY: setup system run test lint dry-run mlflow-ui lock clean
 
-setup: $(STAMP)
+setup: $(STAMP) system
+
+# Debian packages the workflow needs: bubblewrap isolates generated code in the evaluate stage.
+# Installed when missing and we are root with apt; otherwise say what to install.
+system:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -qq bubblewrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }; \
+	  else echo "warning: bubblewrap (bwrap) is missing: install it (e.g. sudo apt-get install bubblewrap)," \
+	    "or generated code cannot be evaluated (see evaluate.sandbox in README)"; fi; }
 
 $(STAMP): envs/main.txt envs/constraints.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)

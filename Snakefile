@@ -17,6 +17,8 @@ include: "workflow/rules/base_model.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/quantize.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -26,3 +28,4 @@ rule all:
         expand(rules.data.output, dataset=config["datasets"]),
         rules.quantize.output,
         expand(rules.finetune.output.summary, chain=curricula.finals(FINETUNE["curricula"]).values()),
+        rules.report.output,

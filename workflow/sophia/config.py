@@ -132,6 +132,26 @@ def check_finetune(spec: Mapping[str, Any], datasets: Mapping[str, Any]) -> None
                               f"(phases: {', '.join(spec['phases'])})")
 
 
+def model_variants(curricula: Mapping[str, Any]) -> list[str]:
+    """Every evaluable variant: base, gptq, and each curriculum's adapter on the GPTQ model."""
+    return ["base", "gptq", *(f"gptq+{name}" for name in curricula)]
+
+
+def check_evaluate(spec: Mapping[str, Any], curricula: Mapping[str, Any]) -> None:
+    known = model_variants(curricula)
+    unknown = [m for m in spec["models"] or [] if m not in known]
+    if unknown:
+        raise ConfigError(f"evaluate.models: {', '.join(unknown)} unknown (variants: {', '.join(known)})")
+    for name, bench in spec["benchmarks"].items():
+        ks = bench.get("k", [])
+        if bench.get("n_samples", 1) > 1 and max(ks) > bench["n_samples"]:
+            raise ConfigError(f"evaluate.benchmarks.{name}.k: pass@{max(ks)} needs n_samples >= {max(ks)}, "
+                              f"got {bench['n_samples']}")
+    root = spec["dataset_root"]
+    if root is not None and not Path(root).is_dir():
+        raise ConfigError(f"evaluate.dataset_root: {root} is not a directory (null reads the hub)")
+
+
 def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     """Return a validated copy of `config` with every default filled in; raise ConfigError."""
     cfg = copy.deepcopy(dict(config))
@@ -141,6 +161,7 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
         check_dataset(name, spec)
     check_quantize(cfg["quantize"], cfg["datasets"])
     check_finetune(cfg["finetune"], cfg["datasets"])
+    check_evaluate(cfg["evaluate"], cfg["finetune"]["curricula"])
     return cfg
 
 

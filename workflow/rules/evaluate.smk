@@ -1,0 +1,49 @@
+# One job per model variant x benchmark: results/eval/{model}/{benchmark}/.
+import re
+
+from sophia.config import model_variants
+
+EVALUATE = config["evaluate"]
+FINALS = curricula.finals(FINETUNE["curricula"])
+MODELS = EVALUATE["models"] or model_variants(FINETUNE["curricula"])
+BENCHMARKS = list(EVALUATE["benchmarks"])
+
+
+def eval_model_inputs(wildcards):
+    """base -> base weights; gptq -> GPTQ weights; gptq+<curriculum> -> GPTQ weights + its adapter."""
+    if wildcards.model == "base":
+        return {"model": rules.base_model.output[0]}
+    inputs = {"model": rules.quantize.output[0]}
+    if wildcards.model.startswith("gptq+"):
+        chain = FINALS[wildcards.model.split("+", 1)[1]]
+        inputs["adapter"] = f"results/adapters/{chain}/finetune.json"
+    return inputs
+
+
+def eval_args(wildcards, input):
+    adapter = f" --adapter {Path(input.adapter).parent}" if "adapter" in input.keys() else ""
+    return f"--model {input.model}{adapter}"
+
+
+rule evaluate:
+    input:
+        unpack(eval_model_inputs),
+        data=[EVALUATE["dataset_root"]] if EVALUATE["dataset_root"] else [],
+    output:
+        directory("results/eval/{model}/{benchmark}"),
+    params:
+        spec=spec({"evaluate": EVALUATE}),
+        src=source_digest("evaluate", "lm"),
+        args=eval_args,
+    log:
+        "results/logs/evaluate/{model}/{benchmark}.log",
+    wildcard_constraints:
+        model="|".join(re.escape(m) for m in MODELS),
+        benchmark="|".join(BENCHMARKS),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "python -m sophia.evaluate --spec {params.spec:q} --model-id {wildcards.model:q} {params.args}"
+        " --benchmark {wildcards.benchmark} --threads {threads} --out {output} > {log} 2>&1"

@@ -1,0 +1,32 @@
+# The comparison of every evaluated variant: results/report/.
+REPORT_ADAPTERS = {m.split("+", 1)[1]: f"results/adapters/{FINALS[m.split('+', 1)[1]]}" for m in MODELS
+                   if m.startswith("gptq+")}
+NEEDS_GPTQ = any(m != "base" for m in MODELS)
+
+
+def report_args(wildcards, input):
+    gptq = f" --gptq {input.gptq}" if NEEDS_GPTQ else ""
+    adapters = "".join(f" --adapter {name}={path}" for name, path in REPORT_ADAPTERS.items())
+    return f"--base {input.base}{gptq}{adapters}"
+
+
+rule report:
+    input:
+        evals=expand(rules.evaluate.output, model=MODELS, benchmark=BENCHMARKS),
+        base=rules.base_model.output[0],
+        gptq=[rules.quantize.output[0]] if NEEDS_GPTQ else [],
+        adapters=[f"{path}/finetune.json" for path in REPORT_ADAPTERS.values()],
+    output:
+        directory("results/report"),
+    params:
+        spec=spec({"confidence": EVALUATE["confidence"], "models": MODELS, "reference": config["report"]["reference"]}),
+        src=source_digest("report", "plots", "evaluate/scoring", "evaluate/benchmarks"),
+        args=report_args,
+    log:
+        "results/logs/report.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m sophia.report --spec {params.spec:q} --eval {input.evals} {params.args} --out {output} > {log} 2>&1"

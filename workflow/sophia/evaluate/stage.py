@@ -1,0 +1,251 @@
+"""Stage function: one model variant x one benchmark → results/eval/{model}/{benchmark}/ + one
+MLflow run.
+
+Output folder: `scores.json` (the documented format the report reads), `samples.jsonl` (lm-eval's
+per-sample log: prompt, response, target, per-item metric), for code benchmarks `executions.jsonl`
+(one line per program: problem, sample, status passed/failed/timeout/error and the reason), and
+`mlflow_run.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sophia import lm, tracking
+from sophia.atomic import atomic_dir
+from sophia.config import validate_section
+from sophia.errors import ConfigError, ModelError
+from sophia.evaluate import code, harness, sandbox
+from sophia.evaluate.benchmarks import BENCHMARKS, Benchmark
+from sophia.evaluate.scoring import pass_at_k, summarize
+
+log = logging.getLogger(__name__)
+SCORES = "scores.json"
+SAMPLES = "samples.jsonl.gz"
+EXECUTIONS = "executions.jsonl"
+
+
+def load_model(model_dir: Path, adapter: Path | None, dev: torch.device) -> tuple[Any, Any]:
+    """The variant as it is served: base or GPTQ weights, plus the curriculum's LoRA adapter."""
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir}: no config.json, not a model directory")
+    model, tok = lm.load(model_dir, dev)
+    if adapter is not None:
+        from peft import PeftModel
+
+        if not (adapter / "adapter_config.json").is_file():
+            raise ModelError(f"{adapter}: no adapter_config.json, not a LoRA adapter directory")
+        model = PeftModel.from_pretrained(model, adapter).eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def item_scores(bench: Benchmark, samples: dict[str, list[dict[str, Any]]]) -> list[float]:
+    """Per-item values of the benchmark's metric, pooled over its tasks (BBH: size-weighted)."""
+    values = []
+    for rows in samples.values():
+        for row in rows:
+            if row.get("filter") == bench.filter and bench.metric in row:
+                values.append(float(row[bench.metric]))
+    return values
+
+
+def other_metrics(samples: dict[str, list[dict[str, Any]]], primary: tuple[str, str]) -> dict[str, list[float]]:
+    """Every other per-item metric lm-eval logged (acc_norm, flexible-extract, …), by `metric,filter`."""
+    found: dict[str, list[float]] = {}
+    for rows in samples.values():
+        for row in rows:
+            for m in row.get("metrics", []):
+                if (m, row.get("filter")) != primary and isinstance(row.get(m), (int, float)):
+                    found.setdefault(f"{m},{row.get('filter')}", []).append(float(row[m]))
+    return found
+
+
+def run_programs(bench: Benchmark, samples: dict[str, list[dict[str, Any]]], box: sandbox.Sandbox,
+                 workers: int) -> tuple[list[dict[str, Any]], float]:
+    """Execute every generated program; one record per (problem, mode, sample)."""
+    jobs = []
+    for task, rows in samples.items():
+        mode = "greedy" if task.endswith("_greedy") else "sampled"
+        for row in rows:
+            for i, completion in enumerate(row["resps"][0] if _nested(row["resps"]) else row["resps"]):
+                jobs.append((code.problem_id(row["doc"]), mode, i, code.program(row["doc"], completion)))
+    start = time.perf_counter()
+    outcomes = box.run_many([j[3] for j in jobs], workers)
+    seconds = time.perf_counter() - start
+    records = [{"problem": p, "mode": m, "sample": i, **o.to_dict()}
+               for (p, m, i, _), o in zip(jobs, outcomes, strict=True)]
+    return records, seconds
+
+
+def _nested(resps: list[Any]) -> bool:
+    return bool(resps) and isinstance(resps[0], list)
+
+
+def code_scores(records: list[dict[str, Any]], ks: list[int], n_samples: int,
+                confidence: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """pass@1 from the greedy completion; pass@k (unbiased) from the n sampled ones."""
+    problems: dict[str, dict[str, Any]] = {}
+    for r in records:
+        p = problems.setdefault(r["problem"], {"problem": r["problem"], "greedy": None, "n": 0, "c": 0})
+        if r["mode"] == "greedy":
+            p["greedy"] = r["status"] == sandbox.PASSED
+        else:
+            p["n"] += 1
+            p["c"] += r["status"] == sandbox.PASSED
+    rows = list(problems.values())
+    metrics = {"pass@1": summarize([float(p["greedy"]) for p in rows if p["greedy"] is not None], confidence)}
+    if n_samples > 1:
+        for k in ks:
+            if k > n_samples:
+                raise ConfigError(f"evaluate.benchmarks: pass@{k} needs n_samples >= {k}, got {n_samples}")
+            for p in rows:
+                p[f"pass@{k}"] = pass_at_k(p["n"], p["c"], k)
+            name = f"pass@{k}" if k > 1 else "pass@1_sampled"
+            metrics[name] = summarize([p[f"pass@{k}"] for p in rows], confidence)
+    return metrics, rows
+
+
+def truncated(samples: dict[str, list[dict[str, Any]]], tokenizer: Any, max_length: int, max_gen: int) -> int:
+    """Requests whose prompt lm-eval had to cut from the left to fit the model's context."""
+    count = 0
+    for rows in samples.values():
+        for row in rows:
+            for args in row["arguments"]:
+                context = args[0]
+                extra = max_gen if isinstance(args[1], dict) else len(tokenizer(args[1]).input_ids)
+                count += len(tokenizer(context).input_ids) + extra > max_length
+    return count
+
+
+def generated_tokens(samples: dict[str, list[dict[str, Any]]], tokenizer: Any) -> int:
+    total = 0
+    for rows in samples.values():
+        for row in rows:
+            for r in (row["resps"][0] if _nested(row["resps"]) else row["resps"]):
+                if isinstance(r, str):
+                    total += len(tokenizer(r).input_ids)
+    return total
+
+
+def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Path | None, benchmark: str,
+              out: Path) -> dict[str, Any]:
+    espec = validate_section(spec["evaluate"], "evaluate", "evaluate")
+    if benchmark not in espec["benchmarks"]:
+        raise ConfigError(f"evaluate.benchmarks: '{benchmark}' is not configured (have: "
+                          f"{', '.join(espec['benchmarks'])})")
+    bench = BENCHMARKS[benchmark]
+    bspec = espec["benchmarks"][benchmark]
+    root = Path(espec["dataset_root"]) if espec["dataset_root"] else None
+    box = None
+    if bench.code:
+        sb = espec["sandbox"]
+        isolation = sandbox.resolve_isolation(sb["isolation"], sb["allow_unisolated"])
+        box = sandbox.Sandbox(sandbox.Limits(timeout_s=sb["timeout_s"], memory_mb=sb["memory_mb"],
+                                             max_processes=sb["max_processes"]), isolation)
+    dev = lm.device()
+    inputs: dict[str, Path] = {"model": model_dir}
+    if adapter is not None:
+        inputs["adapter"] = adapter
+    with tracking.stage_run("evaluate", f"{model_id}:{benchmark}", {"model": model_id, "benchmark": benchmark,
+                                                                    "evaluate": espec}, inputs=inputs) as run, \
+            atomic_dir(out) as tmp:
+        model, tok = load_model(model_dir, adapter, dev)
+        start = time.perf_counter()
+        res = harness.evaluate(model, tok, bench, bspec, root, espec["batch_size"], espec["seed"],
+                               confirm_unsafe_code=bench.code)
+        seconds = time.perf_counter() - start
+        samples = res["samples"]
+        max_length = res["max_length"]
+        n_gen = generated_tokens(samples, tok)
+        scores: dict[str, Any] = {
+            "model": model_id, "benchmark": benchmark, "group": bench.group, "primary": bench.metric,
+            "device": str(dev), "dataset_root": str(root) if root else None, "settings": bspec,
+            "tasks": sorted(samples), "n_shot": res.get("n-shot", {}),
+            "lm_eval_results": res["results"], "lm_eval_version": res.get("lm_eval_version"),
+            "max_length": max_length,
+            "truncated_requests": truncated(samples, tok, max_length, bspec.get("max_gen_toks") or 256),
+            "eval_seconds": seconds, "generated_tokens": n_gen,
+            "generated_tokens_per_second": n_gen / seconds if n_gen else None,
+        }
+        if bench.code:
+            records, exec_seconds = run_programs(bench, samples, box, espec["sandbox"]["workers"])
+            metrics, problems = code_scores(records, bspec["k"], bspec["n_samples"], espec["confidence"])
+            statuses = Counter(r["status"] for r in records)
+            scores.update({
+                "metrics": metrics, "problems": problems,
+                "executions": {"programs": len(records), **{s: statuses.get(s, 0) for s in
+                                                            (sandbox.PASSED, sandbox.FAILED, sandbox.TIMEOUT,
+                                                             sandbox.ERROR)},
+                               "seconds": exec_seconds,
+                               "programs_per_second": len(records) / exec_seconds if records else None},
+                "sandbox": {"isolation": box.isolation, "missing": box.missing, **espec["sandbox"]},
+            })
+            with open(tmp / EXECUTIONS, "w", encoding="utf-8") as fh:
+                for r in records:
+                    fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        else:
+            metrics = {bench.metric: summarize(item_scores(bench, samples), espec["confidence"])}
+            for key, values in other_metrics(samples, (bench.metric, bench.filter)).items():
+                metrics[key] = summarize(values, espec["confidence"])
+            scores["metrics"] = metrics
+        scores["score"] = scores["metrics"][bench.metric]
+        write_samples(tmp / SAMPLES, samples)
+        (tmp / SCORES).write_text(json.dumps(scores, indent=2, default=str) + "\n", encoding="utf-8")
+        run.write_record(tmp, "evaluate", f"{model_id}:{benchmark}")
+        run.log_metrics(mlflow_metrics(scores))
+        run.set_tags({"sophia.model": model_id, "sophia.benchmark": benchmark, "sophia.group": bench.group,
+                      **({"sophia.sandbox.isolation": box.isolation} if box else {})})
+        tracking.log_output(run, tmp, out, (SCORES, SAMPLES, EXECUTIONS))
+    s = scores["score"]
+    log.info("%s on %s: %s = %s (n=%d) in %.1f s", model_id, benchmark, bench.metric, s["value"], s["n"], seconds)
+    return scores
+
+
+def mlflow_metrics(scores: dict[str, Any]) -> dict[str, float]:
+    """`acc`, `acc.stderr`, `acc.ci_low`, … with lm-eval's `,` and `@` mapped to names MLflow accepts."""
+    out: dict[str, float] = {}
+    for name, s in scores["metrics"].items():
+        base = tracking.metric_name(name.replace("@", "_at_").replace(",", "."))
+        for field in ("value", "stderr", "ci_low", "ci_high", "n"):
+            if s.get(field) is not None:
+                out[base if field == "value" else f"{base}.{field}"] = float(s[field])
+    for key in ("eval_seconds", "generated_tokens", "generated_tokens_per_second", "truncated_requests"):
+        if scores.get(key) is not None:
+            out[key] = float(scores[key])
+    for key, value in scores.get("executions", {}).items():
+        if value is not None:
+            out[f"executions.{key}"] = float(value)
+    return out
+
+
+def write_samples(path: Path, samples: dict[str, list[dict[str, Any]]]) -> None:
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for task, rows in samples.items():
+            for row in rows:
+                fh.write(json.dumps({"task": task, **row}, ensure_ascii=False, default=str) + "\n")
+
+
+def main() -> None:
+    from sophia.cli import load_spec, parser
+
+    p: argparse.ArgumentParser = parser("Evaluate one model variant on one benchmark (stage evaluate).")
+    p.add_argument("--model-id", required=True, help="variant name: base, gptq or gptq+<curriculum>")
+    p.add_argument("--model", required=True, type=Path, help="base or GPTQ model directory")
+    p.add_argument("--adapter", type=Path, help="LoRA adapter directory applied on top of --model")
+    p.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_stage(load_spec(args.spec), args.model_id, args.model, args.adapter, args.benchmark, args.out)

@@ -1,0 +1,133 @@
+"""Stage function: every evaluation + model summaries → results/report/ (table.md, table.csv,
+benchmarks.png, reference_answers.md), logged to the workflow invocation's MLflow run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sophia import checkpoint, tracking
+from sophia.atomic import atomic_dir
+from sophia.errors import DataError
+from sophia.evaluate.benchmarks import GROUPS
+from sophia.plots import grouped_bars
+from sophia.report import table
+
+log = logging.getLogger(__name__)
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DataError(f"{path}: missing (written by an earlier stage)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def model_sizes(base: Path, gptq: Path | None, adapters: Mapping[str, Path]) -> dict[str, dict[str, Any]]:
+    """Weights on disk and parameter count per variant; an adapter adds its own file and LoRA weights."""
+    base_params = sum(checkpoint.parameter_counts(base).values())
+    sizes = {"base": {"size_bytes": checkpoint.size_on_disk(base)["weights_bytes"], "parameters": base_params}}
+    if gptq is not None:
+        gptq_bytes = checkpoint.size_on_disk(gptq)["weights_bytes"]
+        sizes["gptq"] = {"size_bytes": gptq_bytes, "parameters": base_params}
+        for name, adapter in adapters.items():
+            summary = _read_json(adapter / "finetune.json")
+            sizes[f"gptq+{name}"] = {
+                "size_bytes": gptq_bytes + (adapter / "adapter_model.safetensors").stat().st_size,
+                "parameters": base_params + summary["trainable_parameters"],
+            }
+    return sizes
+
+
+def reference_answers(gptq: Path | None, adapters: Mapping[str, Path], models: Sequence[str]) -> str:
+    """The reference prompts answered by every variant, side by side (one section per prompt)."""
+    by_request: dict[str, dict[str, str]] = {}
+    if gptq is not None:
+        for a in _read_json(gptq / "reference_answers.json"):
+            by_request.setdefault(a["request"], {}).update({"base": a["base"], "gptq": a["gptq"]})
+    for name, adapter in adapters.items():
+        for a in _read_json(adapter / "reference_answers.json"):
+            by_request.setdefault(a["request"], {})[f"gptq+{name}"] = a["answer"]
+    parts = ["# Reference prompts, every variant", ""]
+    for request, answers in by_request.items():
+        parts += [f"## {request}", ""]
+        for model in models:
+            if model in answers:
+                parts += [f"**{model}**", "", "```", answers[model] or "(empty)", "```", ""]
+    return "\n".join(parts)
+
+
+def run_stage(spec: dict[str, Any], eval_dirs: Sequence[Path], base: Path, gptq: Path | None,
+              adapters: Mapping[str, Path], out: Path) -> list[dict[str, Any]]:
+    confidence, models, reference = spec["confidence"], spec["models"], spec["reference"]
+    scores = table.read_scores(eval_dirs)
+    rows = table.build_rows(scores, models, model_sizes(base, gptq, adapters), confidence)
+    with atomic_dir(out) as tmp:
+        md = table.markdown(rows, reference, confidence)
+        (tmp / "table.md").write_text(md, encoding="utf-8")
+        table.write_csv(rows, reference, tmp / "table.csv")
+        series = {r["model"]: [(s.get("value"), s.get("ci_low"), s.get("ci_high"))
+                               for s in (r["groups"].get(g, {}) for g in GROUPS)] for r in rows}
+        if reference:
+            series[f"{reference['name']} (published)"] = [
+                ((reference["scores"][g] / 100) if g in reference["scores"] else None, None, None) for g in GROUPS]
+        grouped_bars([table.GROUP_TITLES[g] for g in GROUPS], series, tmp / "benchmarks.png",
+                     title=f"Benchmarks ({round(100 * confidence)} % CI)", ylabel="score",
+                     hatched=[k for k in series if k.endswith("(published)")])
+        (tmp / "reference_answers.md").write_text(reference_answers(gptq, adapters, models), encoding="utf-8")
+        (tmp / "report.json").write_text(json.dumps({"rows": rows, "reference": reference}, indent=2) + "\n",
+                                         encoding="utf-8")
+        log_report(rows, tmp, eval_dirs)
+    print(md)
+    return rows
+
+
+def log_report(rows: Sequence[dict[str, Any]], folder: Path, eval_dirs: Sequence[Path]) -> None:
+    """Onto the workflow invocation's run (the one the MLflow UI opens first); a new run when the
+    stage runs alone from its CLI."""
+    parent = os.environ.get(tracking.ENV_PARENT)
+    metrics = {}
+    for r in rows:
+        for g, s in r["groups"].items():
+            if s["value"] is not None:
+                metrics[f"report/{r['model']}/{g}"] = s["value"]
+    files = ("table.md", "table.csv", "benchmarks.png", "reference_answers.md", "report.json")
+    if parent:
+        client, exp_id = tracking.connect()
+        run = tracking.Run(client, parent, exp_id)
+        _log(run, metrics, folder, files)
+        run.write_record(folder, "report", "table")
+        return
+    inputs = {f"eval.{Path(d).parent.name}.{Path(d).name}": d for d in eval_dirs}
+    with tracking.stage_run("report", "table", {"models": [r["model"] for r in rows]}, inputs=inputs) as run:
+        _log(run, metrics, folder, files)
+        run.write_record(folder, "report", "table")
+
+
+def _log(run: tracking.Run, metrics: Mapping[str, float], folder: Path, files: Sequence[str]) -> None:
+    run.log_metrics({tracking.metric_name(k): v for k, v in metrics.items()})
+    for name in files:
+        run.log_artifact(folder / name, "report")
+
+
+def main() -> None:
+    from sophia.cli import load_spec, parser
+
+    p: argparse.ArgumentParser = parser("Build the comparison table and plot (stage report).")
+    p.add_argument("--eval", required=True, type=Path, nargs="+", help="evaluate stage output directories")
+    p.add_argument("--base", required=True, type=Path, help="base model directory")
+    p.add_argument("--gptq", type=Path, help="GPTQ model directory")
+    p.add_argument("--adapter", action="append", default=[], metavar="CURRICULUM=DIR",
+                   help="a curriculum's final adapter directory (repeatable)")
+    args = p.parse_args()
+    adapters = {}
+    for item in args.adapter:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise DataError(f"--adapter {item}: expected CURRICULUM=DIR")
+        adapters[name] = Path(path)
+    run_stage(load_spec(args.spec), args.eval, args.base, args.gptq, adapters, args.out)
