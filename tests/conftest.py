@@ -15,6 +15,7 @@ from sophia import tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "workflow" / "resources" / "data"
+EVAL_FIXTURES = ROOT / "workflow" / "resources" / "eval" / "hub"
 LANGUAGES = ["C++", "Java", "Ruby", "Rust", "Bash"]
 
 # Small enough to build in seconds on one core; same code path as the embedded default.
@@ -81,6 +82,13 @@ def micro_config() -> dict[str, Any]:
         },
         "quantize": copy.deepcopy(MICRO_QUANTIZE),
         "finetune": copy.deepcopy(MICRO_FINETUNE),
+        "evaluate": {
+            "models": ["base", "gptq+alpaca"],
+            "dataset_root": str(EVAL_FIXTURES),
+            "benchmarks": {"piqa": {"limit": 2},
+                           "humaneval": {"limit": 2, "max_gen_toks": 8, "n_samples": 2, "k": [1, 2]}},
+            "sandbox": {"timeout_s": 5},
+        },
         "reference_prompts": ["Give me a program that checks if a number is prime.", "Reverse a string."],
         "generation": {"max_new_tokens": 8},
     }

@@ -69,7 +69,17 @@ def test_full_run_produces_every_output(workflow_run: tuple[Path, Any]) -> None:
                   "tiny_codegen/tiny_summary/alpaca"):
         summary = json.loads((workdir / "results" / "adapters" / chain / "finetune.json").read_text())
         assert summary["chain"] == chain and (workdir / "results" / "logs" / "finetune" / f"{chain}.log").is_file()
-    for log in ("base_model.log", "data/alpaca.log", "data/tiny.log", "quantize.log"):
+    for model, bench in (("base", "piqa"), ("base", "humaneval"), ("gptq+alpaca", "piqa"),
+                         ("gptq+alpaca", "humaneval")):
+        scores = json.loads((workdir / "results" / "eval" / model / bench / "scores.json").read_text())
+        assert scores["model"] == model and 0 <= scores["score"]["value"] <= 1
+    executions = (workdir / "results" / "eval" / "gptq+alpaca" / "humaneval" / "executions.jsonl").read_text()
+    assert len(executions.splitlines()) == 2 * 3  # 2 problems x (1 greedy + 2 sampled)
+    table = (workdir / "results" / "report" / "table.md").read_text()
+    assert "| base |" in table and "| gptq+alpaca |" in table
+    assert (workdir / "results" / "report" / "benchmarks.png").stat().st_size > 0
+    for log in ("base_model.log", "data/alpaca.log", "data/tiny.log", "quantize.log", "report.log",
+                "evaluate/gptq+alpaca/humaneval.log"):
         assert (workdir / "results" / "logs" / log).is_file()
     leftovers = [p for p in (workdir / "results").rglob(".*tmp-*")]
     assert not leftovers
@@ -107,6 +117,16 @@ def test_mlflow_runs_nest_and_link(workflow_run: tuple[Path, Any]) -> None:
     assert len(client.get_metric_history(base.info.run_id, "train_loss")) == 3
     artifacts = {a.path for a in client.list_artifacts(base.info.run_id)}
     assert {"README.md", "manifest.json", "base_model.json", "loss_curve.png"} <= artifacts
+    evaluation = runs["evaluate:gptq+alpaca:humaneval"].data
+    assert evaluation.tags["sophia.input.model"] == runs["quantize:w4g32"].info.run_id
+    assert evaluation.tags["sophia.input.adapter"] == runs["finetune:alpaca"].info.run_id
+    assert evaluation.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert {"pass_at_1", "pass_at_1.ci_low", "pass_at_2"} <= set(evaluation.metrics)
+    assert len([n for n in runs if n.startswith("evaluate:")]) == 4
+    # the report lands on the invocation's own run
+    assert {"report/base/commonsense", "report/gptq_alpaca/coding"} <= set(parent.data.metrics)
+    assert {"report/table.md", "report/benchmarks.png"} <= {a.path for a in client.list_artifacts(
+        parent.info.run_id, "report")}
 
 
 def test_second_run_has_nothing_to_do(workflow_run: tuple[Path, Any]) -> None:
@@ -122,16 +142,18 @@ def test_changed_data_setting_reruns_only_that_dataset(workflow_run: tuple[Path,
     try:
         result = snakemake(workdir, "-n")
         # alpaca data feeds quantize (calibration), hence every step after it
-        assert planned_jobs(result) == {"data": 1, "quantize": 1, "finetune": 5, "all": 1}
+        assert planned_jobs(result) == {"data": 1, "quantize": 1, "finetune": 5, "evaluate": 2, "report": 1,
+                                        "all": 1}
         assert "dataset=alpaca" in result.stdout and "dataset=tiny" not in result.stdout
         cfg["base_model"]["scratch"]["training"]["steps"] = 7
         write_config(workdir, cfg)
         assert planned_jobs(snakemake(workdir, "-n")) == {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5,
-                                                          "all": 1}
+                                                          "evaluate": 4, "report": 1, "all": 1}
         cfg = micro_config()
         cfg["quantize"]["damp_percent"] = 0.1
         write_config(workdir, cfg)
-        assert planned_jobs(snakemake(workdir, "-n")) == {"quantize": 1, "finetune": 5, "all": 1}
+        assert planned_jobs(snakemake(workdir, "-n")) == {"quantize": 1, "finetune": 5, "evaluate": 2,
+                                                          "report": 1, "all": 1}
         # one phase's setting: the steps that use it and their descendants, nothing else
         cfg = micro_config()
         cfg["finetune"]["phases"]["tiny_summary"]["epochs"] = 2
@@ -140,6 +162,13 @@ def test_changed_data_setting_reruns_only_that_dataset(workflow_run: tuple[Path,
         assert planned_jobs(result) == {"finetune": 2, "all": 1}
         assert "chain=tiny_codegen/tiny_summary\n" in result.stdout
         assert "chain=tiny_codegen/tiny_summary/alpaca" in result.stdout
+        # one benchmark's setting: that benchmark for every model, then the report
+        cfg = micro_config()
+        cfg["evaluate"]["benchmarks"]["humaneval"]["limit"] = 1
+        write_config(workdir, cfg)
+        result = snakemake(workdir, "-n")
+        assert planned_jobs(result) == {"evaluate": 2, "report": 1, "all": 1}
+        assert "benchmark=piqa" not in result.stdout
     finally:
         write_config(workdir, micro_config())
 

@@ -2,6 +2,7 @@
 import re
 
 from sophia.config import model_variants
+from sophia.evaluate.benchmarks import BENCHMARKS as SUITE
 
 EVALUATE = config["evaluate"]
 FINALS = curricula.finals(FINETUNE["curricula"])
@@ -20,6 +21,15 @@ def eval_model_inputs(wildcards):
     return inputs
 
 
+def eval_spec(wildcards):
+    """Only what shapes this job's result, so changing one benchmark's setting reruns only its jobs."""
+    section = {k: v for k, v in EVALUATE.items() if k not in ("models", "benchmarks", "sandbox")}
+    section["benchmarks"] = {wildcards.benchmark: EVALUATE["benchmarks"][wildcards.benchmark]}
+    if SUITE[wildcards.benchmark].code:
+        section["sandbox"] = EVALUATE["sandbox"]
+    return spec({"evaluate": section})
+
+
 def eval_args(wildcards, input):
     adapter = f" --adapter {Path(input.adapter).parent}" if "adapter" in input.keys() else ""
     return f"--model {input.model}{adapter}"
@@ -32,7 +42,7 @@ rule evaluate:
     output:
         directory("results/eval/{model}/{benchmark}"),
     params:
-        spec=spec({"evaluate": EVALUATE}),
+        spec=eval_spec,
         src=source_digest("evaluate", "lm"),
         args=eval_args,
     log:

@@ -1,7 +1,7 @@
 """Stage function: one model variant x one benchmark → results/eval/{model}/{benchmark}/ + one
 MLflow run.
 
-Output folder: `scores.json` (the documented format the report reads), `samples.jsonl` (lm-eval's
+Output folder: `scores.json` (the documented format the report reads), `samples.jsonl.gz` (lm-eval's
 per-sample log: prompt, response, target, per-item metric), for code benchmarks `executions.jsonl`
 (one line per program: problem, sample, status passed/failed/timeout/error and the reason), and
 `mlflow_run.json`.
@@ -116,6 +116,29 @@ def code_scores(records: list[dict[str, Any]], ks: list[int], n_samples: int,
     return metrics, rows
 
 
+def score(bench: Benchmark, bspec: dict[str, Any], samples: dict[str, list[dict[str, Any]]], confidence: float,
+          box: sandbox.Sandbox | None, workers: int) -> dict[str, Any]:
+    """Metrics with uncertainty from lm-eval's per-sample log; code benchmarks run their programs."""
+    if not bench.code:
+        metrics = {bench.metric: summarize(item_scores(bench, samples), confidence)}
+        for key, values in other_metrics(samples, (bench.metric, bench.filter)).items():
+            metrics[key] = summarize(values, confidence)
+        return {"metrics": metrics}
+    if box is None:
+        raise ValueError(f"{bench.name}: code benchmarks need a sandbox")
+    records, exec_seconds = run_programs(bench, samples, box, workers)
+    metrics, problems = code_scores(records, bspec["k"], bspec["n_samples"], confidence)
+    statuses = Counter(r["status"] for r in records)
+    counts = {s: statuses.get(s, 0) for s in (sandbox.PASSED, sandbox.FAILED, sandbox.TIMEOUT, sandbox.ERROR)}
+    return {
+        "metrics": metrics, "problems": problems, "records": records,
+        "executions": {"programs": len(records), **counts, "seconds": exec_seconds,
+                       "programs_per_second": len(records) / exec_seconds if records else None},
+        "sandbox": {"isolation": box.isolation, "missing": box.missing, "workers": workers,
+                    **{k: v for k, v in vars(box.limits).items()}},
+    }
+
+
 def truncated(samples: dict[str, list[dict[str, Any]]], tokenizer: Any, max_length: int, max_gen: int) -> int:
     """Requests whose prompt lm-eval had to cut from the left to fit the model's context."""
     count = 0
@@ -162,8 +185,8 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
             atomic_dir(out) as tmp:
         model, tok = load_model(model_dir, adapter, dev)
         start = time.perf_counter()
-        res = harness.evaluate(model, tok, bench, bspec, root, espec["batch_size"], espec["seed"],
-                               confirm_unsafe_code=bench.code)
+        lm_obj = harness.hf_lm(model, tok, espec["batch_size"])
+        res = harness.evaluate(lm_obj, bench, bspec, root, espec["seed"], confirm_unsafe_code=bench.code)
         seconds = time.perf_counter() - start
         samples = res["samples"]
         max_length = res["max_length"]
@@ -178,27 +201,13 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
             "eval_seconds": seconds, "generated_tokens": n_gen,
             "generated_tokens_per_second": n_gen / seconds if n_gen else None,
         }
-        if bench.code:
-            records, exec_seconds = run_programs(bench, samples, box, espec["sandbox"]["workers"])
-            metrics, problems = code_scores(records, bspec["k"], bspec["n_samples"], espec["confidence"])
-            statuses = Counter(r["status"] for r in records)
-            scores.update({
-                "metrics": metrics, "problems": problems,
-                "executions": {"programs": len(records), **{s: statuses.get(s, 0) for s in
-                                                            (sandbox.PASSED, sandbox.FAILED, sandbox.TIMEOUT,
-                                                             sandbox.ERROR)},
-                               "seconds": exec_seconds,
-                               "programs_per_second": len(records) / exec_seconds if records else None},
-                "sandbox": {"isolation": box.isolation, "missing": box.missing, **espec["sandbox"]},
-            })
+        result = score(bench, bspec, samples, espec["confidence"], box, espec["sandbox"]["workers"])
+        records = result.pop("records", None)
+        scores.update(result)
+        if records is not None:
             with open(tmp / EXECUTIONS, "w", encoding="utf-8") as fh:
                 for r in records:
                     fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        else:
-            metrics = {bench.metric: summarize(item_scores(bench, samples), espec["confidence"])}
-            for key, values in other_metrics(samples, (bench.metric, bench.filter)).items():
-                metrics[key] = summarize(values, espec["confidence"])
-            scores["metrics"] = metrics
         scores["score"] = scores["metrics"][bench.metric]
         write_samples(tmp / SAMPLES, samples)
         (tmp / SCORES).write_text(json.dumps(scores, indent=2, default=str) + "\n", encoding="utf-8")
