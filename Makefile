@@ -4,6 +4,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-main
+# The export stage converts in its own environment (onnx2tf's pins conflict with the main one).
+EXPORT_VENV ?= .venv-export
+EXPORT_STAMP := $(EXPORT_VENV)/.installed-export
 CORES ?= 2
 # Jobs call `python -m sophia...`: put the environment's interpreter first on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -14,7 +17,7 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 
 .PHONY: setup system run test lint dry-run mlflow-ui lock clean
 
-setup: $(STAMP) system
+setup: $(STAMP) $(EXPORT_STAMP) system
 
 # Debian packages the workflow needs: bubblewrap isolates generated code in the evaluate stage.
 # Installed when missing and we are root with apt; otherwise say what to install.
@@ -29,6 +32,12 @@ $(STAMP): envs/main.txt envs/constraints.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r envs/main.txt -c envs/constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+$(EXPORT_STAMP): envs/export.txt pyproject.toml
+	@test -x $(EXPORT_VENV)/bin/python || python3 -m venv $(EXPORT_VENV)
+	$(EXPORT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r envs/export.txt
+	$(EXPORT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 run: setup

@@ -19,6 +19,7 @@ include: "workflow/rules/quantize.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/export.smk"
 
 
 rule all:
@@ -29,3 +30,4 @@ rule all:
         rules.quantize.output,
         expand(rules.finetune.output.summary, chain=curricula.finals(FINETUNE["curricula"]).values()),
         rules.report.output,
+        expand(rules.export.output, model=EXPORT["models"]),

@@ -89,6 +89,13 @@ def micro_config() -> dict[str, Any]:
                            "humaneval": {"limit": 2, "max_gen_toks": 8, "n_samples": 2, "k": [1, 2]}},
             "sandbox": {"timeout_s": 5},
         },
+        "export": {
+            "models": ["gptq+alpaca"],
+            "window": 32,
+            "kv_cache": 48,
+            "bundle_precision": "fp32",
+            "parity": {"inputs": 2, "teacher_forced_steps": 16, "greedy_prompts": 2, "greedy_tokens": 8},
+        },
         "reference_prompts": ["Give me a program that checks if a number is prime.", "Reverse a string."],
         "generation": {"max_new_tokens": 8},
     }

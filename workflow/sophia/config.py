@@ -152,6 +152,16 @@ def check_evaluate(spec: Mapping[str, Any], curricula: Mapping[str, Any]) -> Non
         raise ConfigError(f"evaluate.dataset_root: {root} is not a directory (null reads the hub)")
 
 
+def check_export(spec: Mapping[str, Any], curricula: Mapping[str, Any]) -> None:
+    known = model_variants(curricula)
+    unknown = [m for m in spec["models"] if m not in known]
+    if unknown:
+        raise ConfigError(f"export.models: {', '.join(unknown)} unknown (variants: {', '.join(known)})")
+    if spec["bundle_precision"] not in spec["precisions"]:
+        raise ConfigError(f"export.bundle_precision: {spec['bundle_precision']} is not among export.precisions "
+                          f"({', '.join(spec['precisions'])})")
+
+
 def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     """Return a validated copy of `config` with every default filled in; raise ConfigError."""
     cfg = copy.deepcopy(dict(config))
@@ -162,6 +172,7 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     check_quantize(cfg["quantize"], cfg["datasets"])
     check_finetune(cfg["finetune"], cfg["datasets"])
     check_evaluate(cfg["evaluate"], cfg["finetune"]["curricula"])
+    check_export(cfg["export"], cfg["finetune"]["curricula"])
     return cfg
 
 

@@ -15,3 +15,7 @@ class DataError(SophiaError):
 
 class ModelError(SophiaError):
     """A model source cannot be found or loaded."""
+
+
+class ParityError(SophiaError):
+    """A merged or exported model disagrees with its source beyond the configured tolerance."""

@@ -1,0 +1,57 @@
+# On-device export: results/merged/{model}/ (float weights) -> results/export/{model}/ (TFLite + bundle).
+EXPORT = config["export"]
+
+
+def merge_inputs(wildcards):
+    inputs = {"model": rules.quantize.output[0]}
+    if wildcards.model.startswith("gptq+"):
+        inputs["adapter"] = f"results/adapters/{FINALS[wildcards.model.split('+', 1)[1]]}/finetune.json"
+    return inputs
+
+
+rule merge:
+    input:
+        unpack(merge_inputs),
+    output:
+        directory("results/merged/{model}"),
+    params:
+        spec=spec({"merge_max_abs": EXPORT["parity"]["merge_max_abs"]}),
+        src=source_digest("export/merge", "lm"),
+        adapter=lambda wc, input: f"--adapter {Path(input.adapter).parent}" if "adapter" in input.keys() else "",
+    log:
+        "results/logs/merge/{model}.log",
+    wildcard_constraints:
+        model=r"gptq(\+[A-Za-z0-9_.-]+)?",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    shell:
+        "python -m sophia.export.merge --spec {params.spec:q} --model-id {wildcards.model:q} --gptq {input.model}"
+        " {params.adapter} --out {output} > {log} 2>&1"
+
+
+def float_model(wildcards):
+    return rules.base_model.output[0] if wildcards.model == "base" else f"results/merged/{wildcards.model}"
+
+
+rule export:
+    input:
+        model=float_model,
+    output:
+        directory("results/export/{model}"),
+    params:
+        spec=spec({"export": {k: v for k, v in EXPORT.items() if k != "models"},
+                   "reference_prompts": config["reference_prompts"]}),
+        src=source_digest("export", "prompt", "generate"),
+    log:
+        "results/logs/export/{model}.log",
+    wildcard_constraints:
+        model="|".join(re.escape(m) for m in EXPORT["models"]) or "^$",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "python -m sophia.export --spec {params.spec:q} --model-id {wildcards.model:q} --model {input.model}"
+        " --threads {threads} --out {output} > {log} 2>&1"

@@ -1,0 +1,138 @@
+"""ONNX → TensorFlow SavedModel → TFLite with onnx2tf, then parity against the PyTorch references
+(export environment: `.venv-export/bin/python -m sophia.export.convert`).
+
+Reads `<work>/onnx/{window,kv}.onnx` and `<work>/references.npz` + `references.json` written by
+the main environment, writes `<work>/{graph}_{precision}.tflite` and `<work>/parity.json`. It only
+measures; the gates are applied by the export stage, which reads parity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sophia.export.decode import KVModel, WindowModel, greedy
+
+SUFFIX = {"fp32": "float32", "fp16": "float16", "int8": "dynamic_range_quant"}
+KV_INPUTS = ["k_cache", "v_cache"]  # 5-D tensors onnx2tf must keep as they are (-kat)
+
+
+def onnx2tf(onnx_path: Path, out: Path, graph: str, precisions: list[str], log: Path) -> dict[str, Path]:
+    """Convert one graph; onnx2tf rewrites its input in place (onnxsim), so it gets a copy."""
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}"}  # it runs the onnxsim CLI
+    with tempfile.TemporaryDirectory(prefix=f"onnx2tf-{graph}-", dir=out) as scratch:
+        scratch_dir = Path(scratch)
+        src = scratch_dir / f"{graph}.onnx"
+        shutil.copy(onnx_path, src)
+        data = onnx_path.with_suffix(".onnx.data")
+        if data.exists():
+            shutil.copy(data, scratch_dir / data.name)
+        cmd = [str(Path(bindir) / "onnx2tf"), "-i", str(src), "-o", str(scratch_dir / "saved_model"), "-osd", "-n"]
+        if graph == "kv":
+            cmd += ["-kat", *KV_INPUTS]
+        if "int8" in precisions:
+            cmd += ["-odrqt"]
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"$ {' '.join(cmd)}\n")
+            fh.flush()
+            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=scratch_dir)
+        if proc.returncode != 0:
+            raise RuntimeError(f"onnx2tf failed on {graph}.onnx (exit {proc.returncode}); see {log}")
+        made = {}
+        for precision in precisions:
+            produced = scratch_dir / "saved_model" / f"{graph}_{SUFFIX[precision]}.tflite"
+            if not produced.is_file():
+                raise RuntimeError(f"onnx2tf wrote no {produced.name} for {graph}; see {log}")
+            made[precision] = out / f"{graph}_{precision}.tflite"
+            shutil.move(produced, made[precision])
+    return made
+
+
+def compare(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    return {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
+            "argmax_agreement": float((got.argmax(-1) == want.argmax(-1)).mean()),
+            "logit_scale": float(np.abs(want).max())}
+
+
+def onnx_parity(work: Path, refs: dict[str, np.ndarray]) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    out = {}
+    win = ort.InferenceSession(str(work / "onnx" / "window.onnx"), providers=["CPUExecutionProvider"])
+    got = np.stack([win.run(["logits"], {"input_ids": x[None]})[0][0] for x in refs["window_inputs"]])
+    out["window"] = compare(got, refs["window_logits"])
+    if (work / "onnx" / "kv.onnx").is_file():
+        kv = ort.InferenceSession(str(work / "onnx" / "kv.onnx"), providers=["CPUExecutionProvider"])
+        k = np.zeros(tuple(refs["cache_shape"]), dtype=np.float32)
+        v = k.copy()
+        rows = []
+        for p, t in enumerate(refs["kv_ids"]):
+            logits, k, v = kv.run(["logits", "k_cache_out", "v_cache_out"],
+                                  {"input_ids": np.array([[t]], np.int32), "pos": np.array([p], np.int32),
+                                   "k_cache": k, "v_cache": v})
+            rows.append(logits.reshape(-1))
+        out["kv"] = compare(np.stack(rows), refs["kv_logits"])
+    return out
+
+
+def tflite_parity(path: Path, graph: str, refs: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, Any]:
+    start = time.perf_counter()
+    model = WindowModel(path) if graph == "window" else KVModel(path)
+    result: dict[str, Any] = {"load_s": time.perf_counter() - start, "bytes": path.stat().st_size}
+    if graph == "window":
+        got = np.stack([model.logits(x[None])[0] for x in refs["window_inputs"]])
+        result["logits"] = compare(got, refs["window_logits"])
+    else:
+        result["logits"] = compare(model.teacher_forced([int(t) for t in refs["kv_ids"]]), refs["kv_logits"])
+    matches = []
+    for prompt, want in zip(meta["greedy_prompts"], meta["greedy_tokens"], strict=True):
+        got_tokens = list(greedy(model, prompt, len(want)))
+        first_diff = next((i for i, (a, b) in enumerate(zip(got_tokens, want, strict=False)) if a != b), None)
+        matches.append({"equal": got_tokens == want, "first_difference": first_diff, "tokens": got_tokens})
+    result["greedy"] = matches
+    result["greedy_equal"] = all(m["equal"] for m in matches)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", required=True, type=Path)
+    p.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "int8"], choices=sorted(SUFFIX))
+    p.add_argument("--check-only", action="store_true",
+                   help="skip conversion: measure the .tflite files already in --work (e.g. a copied export)")
+    p.add_argument("--out", type=Path, help="where to write parity.json (default: --work)")
+    args = p.parse_args()
+    work: Path = args.work
+    refs = dict(np.load(work / "references.npz"))
+    meta = json.loads((work / "references.json").read_text(encoding="utf-8"))
+    log = work / "onnx2tf.log"
+    graphs = ["window"] + (["kv"] if (work / "onnx" / "kv.onnx").is_file() else [])
+    parity: dict[str, Any] = {"onnx": onnx_parity(work, refs), "tflite": {}, "convert_s": {}}
+    for graph in graphs:
+        if args.check_only:
+            made = {p: work / f"{graph}_{p}.tflite" for p in args.precisions if (work / f"{graph}_{p}.tflite").is_file()}
+        else:
+            start = time.perf_counter()
+            made = onnx2tf(work / "onnx" / f"{graph}.onnx", work, graph, args.precisions, log)
+            parity["convert_s"][graph] = time.perf_counter() - start
+        for precision, path in made.items():
+            parity["tflite"][f"{graph}_{precision}"] = tflite_parity(path, graph, refs, meta)
+            print(f"{graph} {precision}: {json.dumps(parity['tflite'][f'{graph}_{precision}']['logits'])}",
+                  flush=True)
+    (args.out or work / "parity.json").write_text(json.dumps(parity, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Greedy decoding of the exported graphs with the LiteRT interpreter (export environment: numpy
+and ai-edge-litert only, no torch). Shared by the parity check and the on-device runner, so what
+the gate checks is exactly what the runner does."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def interpreter(path: str | Path, threads: int = 2) -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), num_threads=threads)
+    interp.allocate_tensors()
+    return interp
+
+
+class Graph:
+    """Call a .tflite by input/output names. onnx2tf keeps the ONNX names in the signature of its
+    float files, but its dynamic-range file has no signature: there, inputs keep their names and
+    outputs come as Identity, Identity_1, ... in the ONNX output order."""
+
+    def __init__(self, path: str | Path, outputs: list[str], threads: int = 2) -> None:
+        self.interp = interpreter(path, threads)
+        if self.interp.get_signature_list():
+            self.runner = self.interp.get_signature_runner()
+            self.inputs = dict(self.runner.get_input_details())
+            return
+        self.runner = None
+        self.inputs = {d["name"]: d for d in self.interp.get_input_details()}
+        ordered = sorted(self.interp.get_output_details(), key=lambda d: _identity_index(d["name"]))
+        if len(ordered) != len(outputs):
+            raise ValueError(f"{path}: {len(ordered)} outputs, expected {len(outputs)} ({', '.join(outputs)})")
+        self.outputs = dict(zip(outputs, ordered, strict=True))
+
+    def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
+        if self.runner is not None:
+            return self.runner(**feeds)
+        for name, value in feeds.items():
+            self.interp.set_tensor(self.inputs[name]["index"], value)
+        self.interp.invoke()
+        return {name: self.interp.get_tensor(d["index"]) for name, d in self.outputs.items()}
+
+
+def _identity_index(name: str) -> int:
+    tail = name.rsplit("_", 1)[-1] if "_" in name else "0"
+    return int(tail) if tail.isdigit() else 0
+
+
+class WindowModel:
+    """Fixed window [1, T]: the prompt sits at the start, the rest is padding; causal attention
+    means the padding never changes the logits at the last real position."""
+
+    def __init__(self, path: str | Path, threads: int = 2) -> None:
+        self.runner = Graph(path, ["logits"], threads)
+        (name, detail), = self.runner.inputs.items()
+        self.input_name = name
+        self.window = int(detail["shape"][1])
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        """[1, T] int32 → [1, T, V]."""
+        return self.runner(**{self.input_name: ids.astype(np.int32)})["logits"]
+
+    def next_logits(self, tokens: list[int]) -> np.ndarray:
+        if len(tokens) > self.window:
+            raise ValueError(f"{len(tokens)} tokens do not fit the {self.window}-token window")
+        ids = np.zeros((1, self.window), dtype=np.int32)
+        ids[0, : len(tokens)] = tokens
+        return self.logits(ids)[0, len(tokens) - 1]
+
+
+class KVModel:
+    """One token per call against a static cache carried between calls."""
+
+    def __init__(self, path: str | Path, threads: int = 2) -> None:
+        self.runner = Graph(path, ["logits", "k_cache_out", "v_cache_out"], threads)
+        details = self.runner.inputs
+        self.cache_shape = tuple(int(x) for x in details["k_cache"]["shape"])
+        self.max_len = self.cache_shape[3]
+        self.reset()
+
+    def reset(self) -> None:
+        self.k = np.zeros(self.cache_shape, dtype=np.float32)
+        self.v = np.zeros(self.cache_shape, dtype=np.float32)
+        self.pos = 0
+
+    def step(self, token: int) -> np.ndarray:
+        if self.pos >= self.max_len:
+            raise ValueError(f"the KV cache holds {self.max_len} positions")
+        out = self.runner(input_ids=np.array([[token]], dtype=np.int32), pos=np.array([self.pos], dtype=np.int32),
+                          k_cache=self.k, v_cache=self.v)
+        # onnx2tf may move a size-1 axis of the cache outputs; the memory layout is the same.
+        self.k = out["k_cache_out"].reshape(self.cache_shape)
+        self.v = out["v_cache_out"].reshape(self.cache_shape)
+        self.pos += 1
+        return out["logits"].reshape(-1)
+
+    def teacher_forced(self, ids: list[int]) -> np.ndarray:
+        self.reset()
+        return np.stack([self.step(t) for t in ids])
+
+
+@dataclass
+class Timing:
+    first_token_s: float = 0.0
+    total_s: float = 0.0
+    new_tokens: int = 0
+    finish: str = ""  # eos, stop, length (the cap) or context (window/cache full)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.total_s if self.total_s > 0 else 0.0
+
+
+def greedy(model: WindowModel | KVModel, prompt: list[int], max_new_tokens: int, stop_ids: set[int] = frozenset(),
+           should_stop: Callable[[list[int]], bool] | None = None, timing: Timing | None = None) -> Iterator[int]:
+    """Yield greedy tokens one by one (streaming); stop at a stop id, `should_stop`, the length cap
+    or the end of the window/cache."""
+    start = time.perf_counter()
+    timing = timing if timing is not None else Timing()
+    kv = isinstance(model, KVModel)
+    if kv:
+        model.reset()
+        for t in prompt[:-1]:
+            model.step(t)
+    tokens = list(prompt)
+    new: list[int] = []
+
+    def room() -> bool:
+        return model.pos < model.max_len if kv else len(tokens) <= model.window
+
+    timing.finish = "length"
+    while len(new) < max_new_tokens:
+        if not room():
+            timing.finish = "context"
+            return
+        logits = model.step(tokens[-1]) if kv else model.next_logits(tokens)
+        token = int(np.argmax(logits))
+        if not new:
+            timing.first_token_s = time.perf_counter() - start
+        tokens.append(token)
+        new.append(token)
+        timing.new_tokens = len(new)
+        timing.total_s = time.perf_counter() - start
+        if token in stop_ids:
+            timing.finish = "eos"
+            return
+        yield token
+        if should_stop is not None and should_stop(new):
+            timing.finish = "stop"
+            return

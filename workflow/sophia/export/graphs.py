@@ -1,0 +1,132 @@
+"""The two fixed-shape graphs the phone runs, as torch modules over a Hugging Face Phi model's own
+submodules (same weights, same math):
+
+- `WindowLM`: token ids [1, T] → logits [1, T, V]; generation re-runs the whole window.
+- `KVStep`: one token, its position and a static key/value cache [L, 1, H, MAX, D] → logits and the
+  updated cache; generation costs one step per token.
+
+Why fixed shapes: onnx2tf fails on transformers' dynamic causal-mask machinery and GPU delegates
+dislike dynamic shapes. Why int32 inputs: LiteRT.js (the phone app's runtime) has no int64
+tensors, so the graphs cast to int64 inside. The cache is written with one-hot arithmetic rather
+than scatter ops, which convert to TFLite builtins cleanly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from sophia.errors import ModelError
+
+SUPPORTED = {"phi": "PhiForCausalLM"}  # families whose block layout KVStep reproduces
+NEG = -1e9  # finite additive mask: -inf would give inf - inf = NaN in fp16
+
+
+def check_family(model: Any) -> None:
+    kind = getattr(model.config, "model_type", None)
+    if kind not in SUPPORTED:
+        raise ModelError(f"export: model_type '{kind}' is not supported (supported: "
+                         f"{', '.join(f'{k} ({v})' for k, v in SUPPORTED.items())}); the static KV-cache graph "
+                         "reproduces each family's attention block")
+
+
+class WindowLM(nn.Module):
+    """Logits for a fixed window of token ids; causal, so right padding never changes earlier logits."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids.long(), use_cache=False, return_dict=True).logits
+
+
+class KVStep(nn.Module):
+    """One decode step of a Phi model against a static cache of `max_len` positions."""
+
+    def __init__(self, model: Any, max_len: int) -> None:
+        super().__init__()
+        check_family(model)
+        cfg = model.config
+        self.model = model
+        self.layers = cfg.num_hidden_layers
+        self.heads = cfg.num_attention_heads
+        self.head_dim = cfg.hidden_size // self.heads
+        self.max_len = max_len
+        attn = model.model.layers[0].self_attn
+        self.rot = attn.rotary_ndims
+        self.scaling = attn.scaling
+        positions = torch.arange(max_len)[None]
+        cos, sin = model.model.rotary_emb(torch.zeros(1, max_len, cfg.hidden_size), position_ids=positions)
+        self.register_buffer("cos_table", cos[0].contiguous(), persistent=False)  # [MAX, rot]
+        self.register_buffer("sin_table", sin[0].contiguous(), persistent=False)
+        self.register_buffer("slots", torch.arange(max_len), persistent=False)
+
+    def cache_shape(self) -> tuple[int, ...]:
+        return (self.layers, 1, self.heads, self.max_len, self.head_dim)
+
+    def empty_cache(self) -> torch.Tensor:
+        return torch.zeros(self.cache_shape())
+
+    @staticmethod
+    def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        r = self.rot
+        return torch.cat((x[..., :r] * cos + self._rotate_half(x[..., :r]) * sin, x[..., r:]), dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor,
+                v_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m = self.model.model
+        h_n, d = self.heads, self.head_dim
+        pos = pos.long()
+        x = m.embed_tokens(input_ids.long())  # [1, 1, C]
+        cos = self.cos_table[pos][None, None]  # [1, 1, 1, rot]
+        sin = self.sin_table[pos][None, None]
+        onehot = (self.slots[None, :] == pos[:, None]).to(x.dtype)  # [1, MAX]
+        keep = (1.0 - onehot)[None, None, :, :].transpose(2, 3)  # [1, 1, MAX, 1]
+        write = onehot.t()[None, None]  # [1, 1, MAX, 1]
+        mask = torch.where(self.slots[None, :] <= pos[:, None], torch.zeros((), dtype=x.dtype),
+                           torch.full((), NEG, dtype=x.dtype))[None, None]  # [1, 1, 1, MAX]
+        keys, values = [], []
+        for i, layer in enumerate(m.layers):
+            a = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = self._rope(a.q_proj(h).view(1, 1, h_n, d).transpose(1, 2), cos, sin)
+            k = self._rope(a.k_proj(h).view(1, 1, h_n, d).transpose(1, 2), cos, sin)
+            v = a.v_proj(h).view(1, 1, h_n, d).transpose(1, 2)
+            kc = k_cache[i] * keep + torch.matmul(write, k)  # [1, H, MAX, D]
+            vc = v_cache[i] * keep + torch.matmul(write, v)
+            w = torch.softmax(torch.matmul(q, kc.transpose(2, 3)) * self.scaling + mask, dim=-1)
+            o = torch.matmul(w, vc).transpose(1, 2).reshape(1, 1, h_n * d)
+            x = a.dense(o) + layer.mlp(h) + x  # Phi: attention and MLP in parallel on one norm
+            keys.append(kc)
+            values.append(vc)
+        logits = self.model.lm_head(m.final_layernorm(x))
+        return logits, torch.stack(keys), torch.stack(values)
+
+
+@torch.no_grad()
+def teacher_forced(step: KVStep, ids: list[int]) -> torch.Tensor:
+    """Logits [len(ids), V] from feeding `ids` one at a time through the cache."""
+    k, v = step.empty_cache(), step.empty_cache()
+    rows = []
+    for p, t in enumerate(ids):
+        logits, k, v = step(torch.tensor([[t]], dtype=torch.int32), torch.tensor([p], dtype=torch.int32), k, v)
+        rows.append(logits[0, 0])
+    return torch.stack(rows)
+
+
+def export_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], names: tuple[list[str], list[str]],
+                path: Any, opset: int) -> None:
+    """Dynamo exporter, fixed shapes; weights go to an external data file when the graph would pass
+    protobuf's 2 GB limit (real Phi-2 does)."""
+    n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    external = n_bytes > 1.8e9
+    program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=names[0],
+                                output_names=names[1], external_data=external, optimize=True)
+    program.save(str(path), external_data=external)

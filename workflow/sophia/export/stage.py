@@ -1,0 +1,247 @@
+"""Stage function: a float model (base, or a merged GPTQ+adapter) → results/export/{model}/ + one
+MLflow run.
+
+Main environment: ONNX export of both graphs and the PyTorch references. Export environment
+(`export.python`, a subprocess): onnx2tf conversion and every parity measurement. Back here: the
+gates, the phone bundle, MLflow. Output folder:
+
+    onnx/{window,kv}.onnx          what onnx2tf converted (never modified: it gets a copy)
+    {window,kv}_{fp32,fp16,int8}.tflite
+    references.npz, references.json   PyTorch inputs/logits/greedy tokens the parity used
+    parity.json                    every measurement and the gate verdicts
+    tokenizer.json
+    bundle/                        what the phone app loads (manifest.json with sizes and sha256)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sophia import prompt, tracking
+from sophia.atomic import atomic_dir
+from sophia.config import validate_section
+from sophia.errors import ConfigError, ModelError, ParityError
+from sophia.export import graphs
+from sophia.generate import STOP_STRINGS
+from sophia.provenance import git_commit, sha256_file
+
+log = logging.getLogger(__name__)
+PROTOBUF_LIMIT = 2 * 1024**3
+KV_NAMES = (["input_ids", "pos", "k_cache", "v_cache"], ["logits", "k_cache_out", "v_cache_out"])
+
+
+def load_float(model_dir: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir}: no config.json, not a model directory")
+    if "quantization_config" in json.loads((model_dir / "config.json").read_text()):
+        raise ModelError(f"{model_dir}: a quantized checkpoint; export its merged float model (results/merged/...)")
+    # eager attention: SDPA adds IsNaN/Where chains that onnx2tf handles worse
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    return model, AutoTokenizer.from_pretrained(model_dir)
+
+
+def check_convertible(model: Any, espec: dict[str, Any]) -> None:
+    """Fail before any work when the chosen route cannot convert this model."""
+    graphs.check_family(model)
+    n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if espec["backend"] == "onnx2tf" and n_bytes > PROTOBUF_LIMIT:
+        raise ModelError(
+            f"export: {n_bytes / 1e9:.1f} GB of float32 weights exceed the TensorFlow SavedModel protobuf limit "
+            f"(2 GB) that onnx2tf goes through; set export.backend: litert_torch (direct PyTorch -> TFLite)")
+    limit = model.config.max_position_embeddings
+    for key in ("window", "kv_cache"):
+        if espec[key] > limit:
+            raise ConfigError(f"export.{key}: {espec[key]} exceeds the model's max_position_embeddings ({limit})")
+
+
+@torch.no_grad()
+def references(model: Any, tok: Any, espec: dict[str, Any], prompts: list[str]) -> tuple[dict[str, np.ndarray],
+                                                                                           dict[str, Any]]:
+    """Fixed-seed inputs and what PyTorch (the HF model itself, not our graph modules) says about them."""
+    par, window = espec["parity"], espec["window"]
+    gen = torch.Generator().manual_seed(par["seed"])
+    vocab = model.config.vocab_size
+    inputs = torch.randint(0, vocab, (par["inputs"], window), generator=gen, dtype=torch.int64)
+    refs: dict[str, np.ndarray] = {
+        "window_inputs": inputs.to(torch.int32).numpy(),
+        "window_logits": torch.stack([model(input_ids=x[None]).logits[0] for x in inputs]).numpy(),
+    }
+    if espec["kv_cache"]:
+        steps = min(par["teacher_forced_steps"], espec["kv_cache"])
+        ids = torch.randint(0, vocab, (steps,), generator=gen, dtype=torch.int64)
+        refs["kv_ids"] = ids.to(torch.int32).numpy()
+        refs["kv_logits"] = model(input_ids=ids[None]).logits[0].numpy()
+        step = graphs.KVStep(model, espec["kv_cache"]).eval()
+        refs["cache_shape"] = np.array(step.cache_shape(), dtype=np.int64)
+    n_new = par["greedy_tokens"]
+    room = min([window] + ([espec["kv_cache"]] if espec["kv_cache"] else []))
+    greedy_prompts, greedy_tokens = [], []
+    for text in prompts[: par["greedy_prompts"]]:
+        ids = tok(prompt.build_prompt(text)).input_ids[: room - n_new]
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             do_sample=False, max_new_tokens=n_new, min_new_tokens=n_new,
+                             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        greedy_prompts.append(ids)
+        greedy_tokens.append(out[0, len(ids):].tolist())
+    return refs, {"greedy_prompts": greedy_prompts, "greedy_tokens": greedy_tokens, "seed": par["seed"]}
+
+
+def export_graphs(model: Any, espec: dict[str, Any], onnx_dir: Path) -> dict[str, Any]:
+    onnx_dir.mkdir(parents=True)
+    info: dict[str, Any] = {}
+    start = time.perf_counter()
+    graphs.export_onnx(graphs.WindowLM(model).eval(), (torch.zeros(1, espec["window"], dtype=torch.int32),),
+                       (["input_ids"], ["logits"]), onnx_dir / "window.onnx", espec["opset"])
+    info["window_export_s"] = time.perf_counter() - start
+    if espec["kv_cache"]:
+        step = graphs.KVStep(model, espec["kv_cache"]).eval()
+        start = time.perf_counter()
+        # two distinct cache tensors: the exporter merges inputs that are the same object
+        args = (torch.zeros(1, 1, dtype=torch.int32), torch.zeros(1, dtype=torch.int32), step.empty_cache(),
+                step.empty_cache())
+        graphs.export_onnx(step, args, KV_NAMES, onnx_dir / "kv.onnx", espec["opset"])
+        info["kv_export_s"] = time.perf_counter() - start
+    return info
+
+
+def gate_failures(parity: dict[str, Any], gates: dict[str, Any]) -> list[str]:
+    """Every check that misses its threshold, as 'which check: measured vs allowed'."""
+    failures = []
+    for graph, r in parity["onnx"].items():
+        if r["max_abs"] > gates["onnx"]["max_abs"]:
+            failures.append(f"onnx {graph}: max |logit diff| {r['max_abs']:.3g} > "
+                            f"export.parity.gates.onnx.max_abs={gates['onnx']['max_abs']}")
+    for key, r in parity["tflite"].items():
+        precision = key.rsplit("_", 1)[1]
+        g = gates[precision]
+        where = f"export.parity.gates.{precision}"
+        if g["max_abs"] is not None and r["logits"]["max_abs"] > g["max_abs"]:
+            failures.append(f"{key}.tflite: max |logit diff| {r['logits']['max_abs']:.3g} > "
+                            f"{where}.max_abs={g['max_abs']}")
+        if r["logits"]["argmax_agreement"] < g["argmax_agreement"]:
+            failures.append(f"{key}.tflite: argmax agreement {r['logits']['argmax_agreement']:.3f} < "
+                            f"{where}.argmax_agreement={g['argmax_agreement']}")
+        if g["greedy_equal"] and not r["greedy_equal"]:
+            bad = [(i, m["first_difference"]) for i, m in enumerate(r["greedy"]) if not m["equal"]]
+            failures.append(f"{key}.tflite: greedy tokens differ from PyTorch generate "
+                            f"(prompt, first differing token): {bad} ({where}.greedy_equal=true)")
+    return failures
+
+
+def convert(espec: dict[str, Any], work: Path) -> dict[str, Any]:
+    python = Path(espec["python"])
+    if not python.is_file():
+        raise ConfigError(f"export.python: {python} not found; `make setup` builds the export environment")
+    cmd = [str(python), "-m", "sophia.export.convert", "--work", str(work), "--precisions", *espec["precisions"]]
+    log.info("converting in the export environment: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    (work / "convert.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise ModelError(f"export: conversion failed (exit {proc.returncode}):\n{tail}")
+    return json.loads((work / "parity.json").read_text(encoding="utf-8"))
+
+
+def write_bundle(out: Path, model_id: str, espec: dict[str, Any], tok: Any) -> dict[str, Any]:
+    """Everything the phone app needs, and nothing it does not: one precision of each graph."""
+    bundle = out / "bundle"
+    bundle.mkdir()
+    precision = espec["bundle_precision"]
+    models = {g: f"{g}_{precision}.tflite" for g in ("window", "kv") if (out / f"{g}_{precision}.tflite").is_file()}
+    for name in models.values():
+        shutil.copy(out / name, bundle / name)
+    shutil.copy(out / "tokenizer.json", bundle / "tokenizer.json")
+    generation = {"max_new_tokens": espec["generation"]["max_new_tokens"], "stop_strings": list(STOP_STRINGS),
+                  "eos_token_id": tok.eos_token_id, "window": espec["window"], "kv_cache": espec["kv_cache"],
+                  "precision": precision, "models": models, "greedy": True}
+    template = {"template": prompt.TEMPLATE, "answer_prefix": prompt.ANSWER_PREFIX,
+                "modes": {"generate": "a request in plain words", "summarise": "a piece of code"}}
+    (bundle / "generation.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
+    (bundle / "prompt.json").write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(bundle.iterdir())}
+    manifest = {"model": model_id, "git_commit": git_commit(), "files": files,
+                "total_bytes": sum(f["bytes"] for f in files.values())}
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, out: Path) -> dict[str, Any]:
+    espec = validate_section(spec["export"], "export", "export")
+    inputs = {"model": model_dir}
+    with tracking.stage_run("export", model_id, {"model": model_id, "export": espec}, inputs=inputs) as run, \
+            atomic_dir(out) as tmp:
+        model, tok = load_float(model_dir)
+        check_convertible(model, espec)
+        if espec["backend"] != "onnx2tf":
+            raise ConfigError(f"export.backend: '{espec['backend']}' is not available in this build (onnx2tf)")
+        kv_torch = None
+        if espec["kv_cache"]:
+            ids = list(range(1, min(16, espec["kv_cache"]) + 1))
+            step = graphs.KVStep(model, espec["kv_cache"]).eval()
+            with torch.no_grad():
+                full = model(input_ids=torch.tensor([ids])).logits[0]
+            kv_torch = float((graphs.teacher_forced(step, ids) - full).abs().max())
+        refs, meta = references(model, tok, espec, spec["reference_prompts"])
+        np.savez(tmp / "references.npz", **refs)
+        (tmp / "references.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+        info = export_graphs(model, espec, tmp / "onnx")
+        del model
+        tok.save_pretrained(tmp / "tokenizer")
+        shutil.move(tmp / "tokenizer" / "tokenizer.json", tmp / "tokenizer.json")
+        shutil.rmtree(tmp / "tokenizer")
+        parity = convert(espec, tmp)
+        parity.update({"torch_kv_vs_full_max_abs": kv_torch, **info})
+        failures = gate_failures(parity, espec["parity"]["gates"])
+        parity["gates"] = espec["parity"]["gates"]
+        parity["failures"] = failures
+        (tmp / "parity.json").write_text(json.dumps(parity, indent=2) + "\n", encoding="utf-8")
+        run.log_artifact(tmp / "parity.json")
+        run.log_metrics(parity_metrics(parity))
+        if failures:
+            raise ParityError("export parity gate failed:\n  " + "\n  ".join(failures))
+        manifest = write_bundle(tmp, model_id, espec, tok)
+        run.log_metrics({"bundle.total_bytes": manifest["total_bytes"]})
+        run.write_record(tmp, "export", model_id)
+        tracking.log_output(run, tmp, out, ("parity.json", "references.json", "bundle/manifest.json"))
+    log.info("%s exported: %s", model_id, ", ".join(sorted(parity["tflite"])))
+    return parity
+
+
+def parity_metrics(parity: dict[str, Any]) -> dict[str, float]:
+    m: dict[str, float] = {}
+    for graph, r in parity["onnx"].items():
+        m[f"onnx.{graph}.max_abs"] = r["max_abs"]
+    for key, r in parity["tflite"].items():
+        m[f"{key}.max_abs"] = r["logits"]["max_abs"]
+        m[f"{key}.argmax_agreement"] = r["logits"]["argmax_agreement"]
+        m[f"{key}.greedy_equal"] = float(r["greedy_equal"])
+        m[f"{key}.bytes"] = r["bytes"]
+        m[f"{key}.load_s"] = r["load_s"]
+    for graph, s in parity.get("convert_s", {}).items():
+        m[f"convert_s.{graph}"] = s
+    return m
+
+
+def main() -> None:
+    from sophia.cli import load_spec, parser
+
+    p: argparse.ArgumentParser = parser("Export a float model to ONNX and TFLite with parity gates (stage export).")
+    p.add_argument("--model-id", required=True)
+    p.add_argument("--model", required=True, type=Path, help="float model directory (base or merged)")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_stage(load_spec(args.spec), args.model_id, args.model, args.out)
