@@ -122,7 +122,8 @@ def main() -> None:
     parity: dict[str, Any] = {"onnx": onnx_parity(work, refs), "tflite": {}, "convert_s": {}}
     for graph in graphs:
         if args.check_only:
-            made = {p: work / f"{graph}_{p}.tflite" for p in args.precisions if (work / f"{graph}_{p}.tflite").is_file()}
+            existing = {p: work / f"{graph}_{p}.tflite" for p in args.precisions}
+            made = {p: f for p, f in existing.items() if f.is_file()}
         else:
             start = time.perf_counter()
             made = onnx2tf(work / "onnx" / f"{graph}.onnx", work, graph, args.precisions, log)
