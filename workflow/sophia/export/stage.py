@@ -52,10 +52,14 @@ def load_float(model_dir: Path) -> tuple[Any, Any]:
     return model, AutoTokenizer.from_pretrained(model_dir)
 
 
+def weight_bytes(model: Any) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
 def check_convertible(model: Any, espec: dict[str, Any]) -> None:
     """Fail before any work when the chosen route cannot convert this model."""
     graphs.check_family(model)
-    n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    n_bytes = weight_bytes(model)
     if espec["backend"] == "onnx2tf" and n_bytes > PROTOBUF_LIMIT:
         raise ModelError(
             f"export: {n_bytes / 1e9:.1f} GB of float32 weights exceed the TensorFlow SavedModel protobuf limit "

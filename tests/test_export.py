@@ -1,0 +1,192 @@
+"""Export stage: the graph modules, the gates, a real export of the micro model through every
+precision and both graphs, the LiteRT runner against PyTorch, the bundle manifest, corruption."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import ROOT
+from sophia.errors import ConfigError, ModelError, ParityError
+from sophia.export import graphs, stage
+from sophia.provenance import sha256_file
+
+EXPORT_PY = ROOT / ".venv-export" / "bin" / "python"
+SOPHIA_EXPORT = ROOT / ".venv-export" / "bin" / "sophia"
+PROMPTS = ["Give me a program that checks if a number is prime.", "Reverse a string."]
+
+
+def micro_phi(**overrides: Any) -> Any:
+    from transformers import PhiConfig, PhiForCausalLM
+
+    torch.manual_seed(0)
+    cfg = PhiConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    max_position_embeddings=128, **overrides)
+    model = PhiForCausalLM(cfg).eval()
+    model.config._attn_implementation = "eager"
+    return model
+
+
+def test_kv_step_equals_the_full_forward() -> None:
+    model = micro_phi()
+    step = graphs.KVStep(model, 40).eval()
+    ids = torch.randint(0, 300, (30,), generator=torch.Generator().manual_seed(1)).tolist()
+    with torch.no_grad():
+        full = model(input_ids=torch.tensor([ids])).logits[0]
+        window = graphs.WindowLM(model)(torch.tensor([ids], dtype=torch.int32))[0]
+    assert (graphs.teacher_forced(step, ids) - full).abs().max() < 1e-5
+    assert (window - full).abs().max() == 0
+
+
+def test_unsupported_family_and_sizes_fail_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    with pytest.raises(ModelError, match="model_type 'llama' is not supported"):
+        stage.check_convertible(llama, {"backend": "onnx2tf", "window": 8, "kv_cache": 8})
+    with pytest.raises(ConfigError, match=r"export\.window: 512 exceeds"):
+        stage.check_convertible(micro_phi(), {"backend": "onnx2tf", "window": 512, "kv_cache": 8})
+    monkeypatch.setattr(stage, "weight_bytes", lambda model: 11 * 10**9)  # Phi-2 in float32
+    with pytest.raises(ModelError, match=r"11\.0 GB of float32 weights exceed the TensorFlow SavedModel protobuf"):
+        stage.check_convertible(micro_phi(), {"backend": "onnx2tf", "window": 8, "kv_cache": 8})
+
+
+def parity(max_abs: float, argmax: float, greedy: bool) -> dict[str, Any]:
+    return {"logits": {"max_abs": max_abs, "argmax_agreement": argmax},
+            "greedy": [{"equal": greedy, "first_difference": None if greedy else 3}], "greedy_equal": greedy}
+
+
+def test_gates_name_the_check_and_the_amount() -> None:
+    from sophia.config import validate_section
+
+    gates = validate_section({}, "export", "export")["parity"]["gates"]
+    ok = {"onnx": {"window": {"max_abs": 1e-6}}, "tflite": {"window_fp32": parity(2e-6, 1.0, True),
+                                                          "kv_fp16": parity(3e-3, 1.0, True),
+                                                          "kv_int8": parity(0.2, 0.9, False)}}
+    assert stage.gate_failures(ok, gates) == []
+    bad = {"onnx": {"kv": {"max_abs": 0.5}}, "tflite": {"window_fp32": parity(0.01, 0.95, False)}}
+    failures = stage.gate_failures(bad, gates)
+    assert failures[0] == "onnx kv: max |logit diff| 0.5 > export.parity.gates.onnx.max_abs=0.0001"
+    assert "window_fp32.tflite: max |logit diff| 0.01 > export.parity.gates.fp32.max_abs=0.0001" in failures
+    assert any("argmax agreement 0.950 < export.parity.gates.fp32.argmax_agreement=0.99" in f for f in failures)
+    assert any("greedy tokens differ" in f and "[(0, 3)]" in f for f in failures)
+
+
+# --- a real export of the micro model ---------------------------------------------------------------
+
+SPEC: dict[str, Any] = {
+    "export": {"window": 32, "kv_cache": 48, "bundle_precision": "fp32",
+               "python": str(EXPORT_PY),
+               "parity": {"inputs": 2, "teacher_forced_steps": 16, "greedy_prompts": 2, "greedy_tokens": 8}},
+    "reference_prompts": PROMPTS,
+}
+
+
+@pytest.fixture(scope="module")
+def exported(micro_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import isolated_tracking
+
+    if not EXPORT_PY.is_file():
+        pytest.fail(f"{EXPORT_PY} missing: `make setup` builds the export environment")
+    root = tmp_path_factory.mktemp("export")
+    with isolated_tracking(root):
+        stage.run_stage(SPEC, "base", micro_model, root / "base")
+    return root / "base"
+
+
+def test_every_precision_and_graph_passes_its_gates(exported: Path) -> None:
+    p = json.loads((exported / "parity.json").read_text())
+    assert p["failures"] == []
+    assert set(p["tflite"]) == {f"{g}_{q}" for g in ("window", "kv") for q in ("fp32", "fp16", "int8")}
+    for key in ("window_fp32", "kv_fp32", "window_fp16", "kv_fp16"):
+        assert p["tflite"][key]["greedy_equal"], key
+    assert p["tflite"]["window_fp32"]["logits"]["max_abs"] < 1e-4
+    assert p["onnx"]["kv"]["max_abs"] < 1e-4
+    assert (exported / "onnx" / "window.onnx").is_file() and (exported / "onnx" / "kv.onnx").is_file()
+    leftovers = [x.name for x in exported.iterdir() if x.name.startswith(("onnx2tf-", "saved_model"))]
+    assert leftovers == []  # temporaries cleaned
+
+
+def test_bundle_manifest_matches_its_files(exported: Path) -> None:
+    bundle = exported / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    names = {p.name for p in bundle.iterdir()} - {"manifest.json"}
+    assert names == set(manifest["files"]) == {"window_fp32.tflite", "kv_fp32.tflite", "tokenizer.json",
+                                               "generation.json", "prompt.json"}
+    for name, entry in manifest["files"].items():
+        assert sha256_file(bundle / name) == entry["sha256"] and (bundle / name).stat().st_size == entry["bytes"]
+
+
+def run_cli(bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SOPHIA_EXPORT), "run", "--bundle", str(bundle), *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("graph", ["kv", "window"])
+def test_runner_greedy_output_equals_pytorch(exported: Path, micro_model: Path, graph: str) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result = run_cli(exported / "bundle", "--prompt", PROMPTS[1], "--graph", graph, "--max-new-tokens", "8", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    tok = AutoTokenizer.from_pretrained(micro_model)
+    model = AutoModelForCausalLM.from_pretrained(micro_model, dtype=torch.float32).eval()
+    ids = tok(f"Instruct: {PROMPTS[1]}\nOutput:").input_ids
+    assert got["prompt_tokens"] == len(ids)
+    out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                         do_sample=False, max_new_tokens=8, pad_token_id=tok.pad_token_id)
+    want = out[0, len(ids):].tolist()
+    if tok.eos_token_id in want:
+        want = want[: want.index(tok.eos_token_id)]
+    # the runner may stop earlier, at a stop string ("\nInstruct:"); up to there the tokens are PyTorch's
+    assert got["tokens"] == want[: len(got["tokens"])]
+    assert got["finish"] in ("eos", "stop", "length", "context")
+    assert got["load_s"] > 0 and got["first_token_s"] > 0 and got["tokens_per_s"] > 0 and got["graph"] == graph
+
+
+def test_runner_refuses_a_corrupt_bundle(exported: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported / "bundle", bundle)
+    data = bytearray((bundle / "kv_fp32.tflite").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / "kv_fp32.tflite").write_bytes(bytes(data))
+    result = run_cli(bundle, "--prompt", "hi")
+    assert result.returncode == 2
+    assert f"error: {bundle / 'kv_fp32.tflite'}: corrupt (size or sha256 differs from manifest.json)" in result.stderr
+
+
+def test_corrupted_model_fails_the_parity_gates(exported: Path, tmp_path: Path) -> None:
+    """Damaged weights in a converted file (same size, so only the parity check can tell)."""
+    from sophia.config import validate_section
+
+    work = tmp_path / "work"
+    shutil.copytree(exported, work, ignore=shutil.ignore_patterns("bundle"))
+    path = work / "window_fp32.tflite"
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle: middle + 4096] = bytes([0x3F]) * 4096  # weights become ~0.75 everywhere in that span
+    path.write_bytes(bytes(data))
+    out = tmp_path / "parity.json"
+    proc = subprocess.run([str(EXPORT_PY), "-m", "sophia.export.convert", "--work", str(work), "--check-only",
+                           "--precisions", "fp32", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    gates = validate_section({}, "export", "export")["parity"]["gates"]
+    failures = stage.gate_failures(json.loads(out.read_text()), gates)
+    assert failures and all(f.startswith("window_fp32.tflite") for f in failures), failures
+
+
+def test_failed_gate_leaves_no_output(micro_model: Path, tmp_path: Path, mlflow_store: str) -> None:
+    spec = json.loads(json.dumps(SPEC))
+    spec["export"]["precisions"] = ["fp32"]
+    spec["export"]["bundle_precision"] = "fp32"
+    spec["export"]["kv_cache"] = 0
+    spec["export"]["parity"]["gates"] = {"onnx": {"max_abs": 0.0}}  # nothing is bit-exact: must fail
+    with pytest.raises(ParityError, match=r"onnx window: max \|logit diff\| .* > export.parity.gates.onnx.max_abs=0"):
+        stage.run_stage(spec, "base", micro_model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
