@@ -118,7 +118,7 @@ def test_bundle_manifest_matches_its_files(exported: Path) -> None:
     manifest = json.loads((bundle / "manifest.json").read_text())
     names = {p.name for p in bundle.iterdir()} - {"manifest.json"}
     assert names == set(manifest["files"]) == {"window_fp32.tflite", "kv_fp32.tflite", "tokenizer.json",
-                                               "generation.json", "prompt.json"}
+                                               "tokenizer_config.json", "generation.json", "prompt.json"}
     for name, entry in manifest["files"].items():
         assert sha256_file(bundle / name) == entry["sha256"] and (bundle / name).stat().st_size == entry["bytes"]
 

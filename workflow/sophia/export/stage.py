@@ -9,7 +9,7 @@ gates, the phone bundle, MLflow. Output folder:
     {window,kv}_{fp32,fp16,int8}.tflite
     references.npz, references.json   PyTorch inputs/logits/greedy tokens the parity used
     parity.json                    every measurement and the gate verdicts
-    tokenizer.json
+    tokenizer.json, tokenizer_config.json
     bundle/                        what the phone app loads (manifest.json with sizes and sha256)
 """
 
@@ -166,7 +166,8 @@ def write_bundle(out: Path, model_id: str, espec: dict[str, Any], tok: Any) -> d
     models = {g: f"{g}_{precision}.tflite" for g in ("window", "kv") if (out / f"{g}_{precision}.tflite").is_file()}
     for name in models.values():
         shutil.copy(out / name, bundle / name)
-    shutil.copy(out / "tokenizer.json", bundle / "tokenizer.json")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(out / name, bundle / name)
     generation = {"max_new_tokens": espec["generation"]["max_new_tokens"], "stop_strings": list(STOP_STRINGS),
                   "eos_token_id": tok.eos_token_id, "window": espec["window"], "kv_cache": espec["kv_cache"],
                   "precision": precision, "models": models, "greedy": True}
@@ -203,7 +204,8 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, out: Path) -
         info = export_graphs(model, espec, tmp / "onnx")
         del model
         tok.save_pretrained(tmp / "tokenizer")
-        shutil.move(tmp / "tokenizer" / "tokenizer.json", tmp / "tokenizer.json")
+        for name in ("tokenizer.json", "tokenizer_config.json"):  # the app's tokenizer reads both
+            shutil.move(tmp / "tokenizer" / name, tmp / name)
         shutil.rmtree(tmp / "tokenizer")
         parity = convert(espec, tmp)
         parity.update({"torch_kv_vs_full_max_abs": kv_torch, **info})

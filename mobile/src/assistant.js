@@ -1,0 +1,96 @@
+// Loading a bundle written by the workflow's export stage, and answering with it.
+import { loadLiteRt } from "@litertjs/core";
+import { Tokenizer } from "@huggingface/tokenizers";
+import { cutAtStop, greedy } from "./decode.js";
+import { KVModel, WindowModel } from "./model.js";
+
+export class BundleError extends Error {}
+
+let runtime = null; // the WASM runtime loads once per page, whatever number of models
+const loadRuntime = (wasm) => (runtime ??= loadLiteRt(new URL(wasm, location.href).href));
+
+async function fetchOk(url) {
+  let res;
+  try {
+    res = await fetch(url);
+  } catch (e) {
+    throw new BundleError(`Cannot load ${url.split("/").pop()}: ${e.message}`);
+  }
+  if (!res.ok) throw new BundleError(`Model file ${url.split("/").pop()} is missing (HTTP ${res.status}).`);
+  return res;
+}
+
+async function sha256(bytes) {
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// Every file is checked against manifest.json before anything uses it.
+async function verifiedBytes(base, name, manifest) {
+  const entry = manifest.files[name];
+  if (!entry) throw new BundleError(`${name} is not listed in the bundle's manifest.`);
+  const bytes = new Uint8Array(await (await fetchOk(base + name)).arrayBuffer());
+  if (bytes.length !== entry.bytes || (await sha256(bytes)) !== entry.sha256) {
+    throw new BundleError(`Model file ${name} is corrupt (its sha256 does not match the manifest). ` +
+      "Reinstall the app or re-export the bundle.");
+  }
+  return bytes;
+}
+
+const json = (bytes) => JSON.parse(new TextDecoder().decode(bytes));
+
+export class Assistant {
+  static async load(base = "./bundle/", { graph = "auto", wasm = "./wasm/" } = {}) {
+    const start = performance.now();
+    const manifest = await (await fetchOk(base + "manifest.json")).json();
+    const [settings, template, tokJson, tokConfig] = await Promise.all(
+      ["generation.json", "prompt.json", "tokenizer.json", "tokenizer_config.json"].map(
+        async (name) => json(await verifiedBytes(base, name, manifest))));
+    const chosen = graph === "auto" ? (settings.models.kv ? "kv" : "window") : graph;
+    if (!settings.models[chosen]) throw new BundleError(`This bundle has no ${chosen} model.`);
+    const modelBytes = await verifiedBytes(base, settings.models[chosen], manifest);
+    await loadRuntime(wasm);
+    const model = chosen === "kv" ? await KVModel.load(modelBytes) : await WindowModel.load(modelBytes);
+    const tokenizer = new Tokenizer(tokJson, tokConfig);
+    return new Assistant({ manifest, settings, template: template.template, model, tokenizer,
+      loadMs: performance.now() - start });
+  }
+
+  constructor(parts) {
+    Object.assign(this, parts);
+  }
+
+  encode(text) {
+    return this.tokenizer.encode(text).ids; // same defaults as the Python runner
+  }
+
+  decode(ids) {
+    return ids.length ? this.tokenizer.decode(ids, { skip_special_tokens: true }) : "";
+  }
+
+  prompt(request) {
+    return this.template.replace("{instruction}", request.trim());
+  }
+
+  // Streams text through onText; resolves with ids, text, finish and the paper's timings.
+  async generate(request, { maxNewTokens, onText, signal } = {}) {
+    const stops = this.settings.stop_strings;
+    const ids = this.encode(this.prompt(request));
+    let shown = "";
+    const result = await greedy(this.model, ids, {
+      maxNewTokens: maxNewTokens ?? this.settings.max_new_tokens,
+      eosId: this.settings.eos_token_id,
+      signal,
+      shouldStop: (out) => stops.some((s) => this.decode(out).includes(s)),
+      onToken: (_, out) => {
+        const text = cutAtStop(this.decode(out), stops);
+        if (text.length > shown.length) onText?.(text.slice(shown.length), text);
+        shown = text;
+      },
+    });
+    const seconds = result.totalMs / 1000;
+    return { ...result, promptIds: ids, graph: this.model.kind,
+      text: cutAtStop(this.decode(result.tokens), stops).trim(),
+      tokensPerSecond: seconds > 0 ? result.tokens.length / seconds : 0 };
+  }
+}
