@@ -170,6 +170,29 @@ def micro_gptq(micro_model: Path, micro_data: list[Path], tmp_path_factory: pyte
     return root / "gptq"
 
 
+EXPORT_PY = ROOT / ".venv-export" / "bin" / "python"
+SOPHIA_EXPORT = ROOT / ".venv-export" / "bin" / "sophia"
+EXPORT_PROMPTS = ["Give me a program that checks if a number is prime.", "Reverse a string."]
+EXPORT_SPEC: dict[str, Any] = {
+    "export": {"window": 32, "kv_cache": 48, "bundle_precision": "fp32", "python": str(EXPORT_PY),
+               "parity": {"inputs": 2, "teacher_forced_steps": 16, "greedy_prompts": 2, "greedy_tokens": 8}},
+    "reference_prompts": EXPORT_PROMPTS,
+}
+
+
+@pytest.fixture(scope="session")
+def micro_export(micro_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The export stage's output for the micro base model (both graphs, every precision)."""
+    from sophia.export import stage
+
+    if not EXPORT_PY.is_file():
+        pytest.fail(f"{EXPORT_PY} missing: `make setup` builds the export environment")
+    root = tmp_path_factory.mktemp("export")
+    with isolated_tracking(root):
+        stage.run_stage(copy.deepcopy(EXPORT_SPEC), "base", micro_model, root / "base")
+    return root / "base"
+
+
 def config_error(mutate: Any, section: str | None = None) -> str:
     """The ConfigError message of the micro config after `mutate` (applied to one section or all)."""
     from sophia.config import validate

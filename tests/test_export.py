@@ -11,14 +11,11 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import EXPORT_PROMPTS as PROMPTS
+from conftest import EXPORT_PY, EXPORT_SPEC, SOPHIA_EXPORT
 from sophia.errors import ConfigError, ModelError, ParityError
 from sophia.export import graphs, stage
 from sophia.provenance import sha256_file
-
-EXPORT_PY = ROOT / ".venv-export" / "bin" / "python"
-SOPHIA_EXPORT = ROOT / ".venv-export" / "bin" / "sophia"
-PROMPTS = ["Give me a program that checks if a number is prime.", "Reverse a string."]
 
 
 def micro_phi(**overrides: Any) -> Any:
@@ -80,24 +77,11 @@ def test_gates_name_the_check_and_the_amount() -> None:
 
 # --- a real export of the micro model ---------------------------------------------------------------
 
-SPEC: dict[str, Any] = {
-    "export": {"window": 32, "kv_cache": 48, "bundle_precision": "fp32",
-               "python": str(EXPORT_PY),
-               "parity": {"inputs": 2, "teacher_forced_steps": 16, "greedy_prompts": 2, "greedy_tokens": 8}},
-    "reference_prompts": PROMPTS,
-}
 
 
 @pytest.fixture(scope="module")
-def exported(micro_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import isolated_tracking
-
-    if not EXPORT_PY.is_file():
-        pytest.fail(f"{EXPORT_PY} missing: `make setup` builds the export environment")
-    root = tmp_path_factory.mktemp("export")
-    with isolated_tracking(root):
-        stage.run_stage(SPEC, "base", micro_model, root / "base")
-    return root / "base"
+def exported(micro_export: Path) -> Path:
+    return micro_export
 
 
 def test_every_precision_and_graph_passes_its_gates(exported: Path) -> None:
@@ -182,7 +166,7 @@ def test_corrupted_model_fails_the_parity_gates(exported: Path, tmp_path: Path) 
 
 
 def test_failed_gate_leaves_no_output(micro_model: Path, tmp_path: Path, mlflow_store: str) -> None:
-    spec = json.loads(json.dumps(SPEC))
+    spec = json.loads(json.dumps(EXPORT_SPEC))
     spec["export"]["precisions"] = ["fp32"]
     spec["export"]["bundle_precision"] = "fp32"
     spec["export"]["kv_cache"] = 0

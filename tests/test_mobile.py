@@ -1,0 +1,100 @@
+"""mobile/: the app built with the micro model's bundle, driven in headless Chromium against the
+Python reference for the same bundle; the node unit tests of the decoding loop and tokenizer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, SOPHIA_EXPORT
+
+MOBILE = ROOT / "mobile"
+ARTIFACTS = ROOT / "test-artifacts"
+REQUEST = "Give me a program that checks if a number is prime."
+CODE = "def square(x):\n    return x * x"
+TOKENIZER_CASES = ["def add(a, b):\n    return a + b", "Write a function that reverses a string.",
+                   "  tabs\tand\r\nCRLF", "ünïcödé ✓ 中文 🙂", "<|endoftext|> special", "x = {'k': [1, 2.5e-3]}"]
+NEW_TOKENS = 24
+
+
+def node(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    import os
+
+    if not (MOBILE / "node_modules").is_dir():
+        pytest.fail("mobile/node_modules missing: `make setup` runs npm ci in mobile/")
+    return subprocess.run(["node", *args], cwd=MOBILE, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def python_answer(bundle: Path, request: str, graph: str) -> dict[str, Any]:
+    """The Python runner (LiteRT, tested equal to PyTorch generate) on the same bundle."""
+    proc = subprocess.run([str(SOPHIA_EXPORT), "run", "--bundle", str(bundle), "--prompt", request, "--graph", graph,
+                           "--max-new-tokens", str(NEW_TOKENS), "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def app(micro_export: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tokenizers import Tokenizer
+
+    root = tmp_path_factory.mktemp("mobile")
+    bundle = micro_export / "bundle"
+    built = node("build.mjs", "--bundle", str(bundle), "--out", str(root / "app"))
+    assert built.returncode == 0, built.stderr
+    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    template = json.loads((bundle / "prompt.json").read_text())["template"]
+    kv, window = python_answer(bundle, REQUEST, "kv"), python_answer(bundle, REQUEST, "window")
+    summary = python_answer(bundle, CODE, "kv")
+    ref = {
+        "bundle": str(bundle),
+        "cases": [{"text": t, "ids": tok.encode(t).ids, "decoded": tok.decode(tok.encode(t).ids,
+                                                                               skip_special_tokens=False)}
+                  for t in TOKENIZER_CASES],
+        "generate": {"request": REQUEST, "max_new_tokens": NEW_TOKENS, "tokens": kv["tokens"],
+                     "tokens_window": window["tokens"],
+                     "prompt_ids": tok.encode(template.format(instruction=REQUEST)).ids},
+        "summarise": {"request": CODE, "max_new_tokens": NEW_TOKENS, "tokens": summary["tokens"]},
+    }
+    ref["tokenizer_cases"] = [{"text": c["text"], "ids": c["ids"]} for c in ref["cases"]]
+    assert kv["tokens"] == window["tokens"][: len(kv["tokens"])] or window["finish"] == "context"
+    path = root / "ref.json"
+    path.write_text(json.dumps(ref), encoding="utf-8")
+    return root / "app", path
+
+
+def test_unit_tests_of_the_decoding_loop_and_tokenizer(app: tuple[Path, Path]) -> None:
+    result = node("--test", "tests/unit/", env={"SOPHIA_TOKENIZER_REF": str(app[1])})
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "# fail 0" in out and "# skipped 0" in out, out[-1500:]
+
+
+def test_app_in_headless_chromium_on_a_phone(app: tuple[Path, Path]) -> None:
+    if not shutil.which("chromium") and not Path("/usr/bin/chromium").exists():
+        pytest.fail("Debian's chromium is missing: `make setup` installs it (apt-get install chromium)")
+    result = node("tests/e2e.mjs", "--app", str(app[0]), "--ref", str(app[1]), "--artifacts", str(ARTIFACTS))
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.stderr[-3000:]
+    report = json.loads(lines[-1])
+    failed = [(r["name"], r["detail"]) for r in report["results"] if not r["ok"]]
+    assert failed == [] and result.returncode == 0, failed
+    names = {r["name"] for r in report["results"]}
+    assert {"summarise mode answers given code with the reference ids",
+            "a second start works offline, with no request reaching the server",
+            "a corrupt model is refused with a clear message"} <= names
+    assert (ARTIFACTS / "mobile-390x844.png").stat().st_size > 10_000
+
+
+def test_build_refuses_a_corrupt_bundle(micro_export: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(micro_export / "bundle", bundle)
+    (bundle / "tokenizer.json").write_text("{}")
+    result = node("build.mjs", "--bundle", str(bundle), "--out", str(tmp_path / "app"))
+    assert result.returncode == 2
+    assert f"error: {bundle / 'tokenizer.json'}: sha256 differs from manifest.json (corrupt)" in result.stderr
+    assert not (tmp_path / "app").exists()
