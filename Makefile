@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed-main
 # The export stage converts in its own environment (onnx2tf's pins conflict with the main one).
 EXPORT_VENV ?= .venv-export
 EXPORT_STAMP := $(EXPORT_VENV)/.installed-export
+NODE_STAMP := mobile/node_modules/.installed
 CORES ?= 2
 # Jobs call `python -m sophia...`: put the environment's interpreter first on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -15,18 +16,24 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: setup system run test lint dry-run mlflow-ui lock clean
+.PHONY: setup system run test lint dry-run serve-app mlflow-ui lock clean
 
-setup: $(STAMP) $(EXPORT_STAMP) system
+setup: $(STAMP) $(EXPORT_STAMP) $(NODE_STAMP) system
 
-# Debian packages the workflow needs: bubblewrap isolates generated code in the evaluate stage.
-# Installed when missing and we are root with apt; otherwise say what to install.
+# Debian packages: bubblewrap isolates generated code (evaluate stage); chromium runs the phone
+# app's browser tests. Installed when missing and we are root with apt; otherwise say what to do.
+SYSTEM_PACKAGES := bwrap:bubblewrap chromium:chromium
 system:
-	@command -v bwrap >/dev/null || { \
+	@for pair in $(SYSTEM_PACKAGES); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get install -y -qq bubblewrap >/dev/null || { apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; }; \
-	  else echo "warning: bubblewrap (bwrap) is missing: install it (e.g. sudo apt-get install bubblewrap)," \
-	    "or generated code cannot be evaluated (see evaluate.sandbox in README)"; fi; }
+	    apt-get install -y -qq $$pkg >/dev/null || { apt-get update -qq && apt-get install -y -qq $$pkg >/dev/null; }; \
+	  else echo "warning: $$cmd is missing: install Debian's $$pkg (sudo apt-get install $$pkg)"; fi; done
+
+# The phone app's npm dependencies (LiteRT.js, tokenizers, esbuild, playwright-core), from the lock.
+$(NODE_STAMP): mobile/package.json mobile/package-lock.json
+	cd mobile && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 $(STAMP): envs/main.txt envs/constraints.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -46,6 +53,8 @@ run: setup
 	@echo "Done. Browse the runs in the MLflow UI:"
 	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --port 5000"
 	@echo "  then open http://127.0.0.1:5000 (experiment 'sophia'; stage runs nest under 'workflow ...')"
+	@if [ -d results/mobile ]; then echo; echo "The offline phone app is in results/mobile/. Serve it with:"; \
+	  echo "  make serve-app   (http://127.0.0.1:8321/; a phone needs HTTPS: copy results/mobile/ to any static host)"; fi
 
 test: setup lint
 	$(PY) -m pytest
@@ -55,6 +64,9 @@ lint: setup
 
 dry-run: setup
 	snakemake -n --cores $(CORES)
+
+serve-app:
+	node mobile/serve.mjs --root results/mobile --port 8321
 
 mlflow-ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --port 5000
@@ -66,4 +78,4 @@ lock: setup
 	mv envs/constraints.txt.new envs/constraints.txt
 
 clean:
-	rm -rf results .snakemake
+	rm -rf results .snakemake test-artifacts

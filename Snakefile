@@ -20,6 +20,7 @@ include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/mobile.smk"
 
 
 rule all:
@@ -31,3 +32,4 @@ rule all:
         expand(rules.finetune.output.summary, chain=curricula.finals(FINETUNE["curricula"]).values()),
         rules.report.output,
         expand(rules.export.output, model=EXPORT["models"]),
+        rules.mobile.output if MOBILE["model"] else [],

@@ -96,6 +96,7 @@ def micro_config() -> dict[str, Any]:
             "bundle_precision": "fp32",
             "parity": {"inputs": 2, "teacher_forced_steps": 16, "greedy_prompts": 2, "greedy_tokens": 8},
         },
+        "mobile": {"model": "gptq+alpaca"},
         "reference_prompts": ["Give me a program that checks if a number is prime.", "Reverse a string."],
         "generation": {"max_new_tokens": 8},
     }

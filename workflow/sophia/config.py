@@ -162,6 +162,12 @@ def check_export(spec: Mapping[str, Any], curricula: Mapping[str, Any]) -> None:
                           f"({', '.join(spec['precisions'])})")
 
 
+def check_mobile(spec: Mapping[str, Any], export: Mapping[str, Any]) -> None:
+    if spec["model"] is not None and spec["model"] not in export["models"]:
+        raise ConfigError(f"mobile.model: '{spec['model']}' is not exported (export.models: "
+                          f"{', '.join(export['models']) or 'none'})")
+
+
 def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     """Return a validated copy of `config` with every default filled in; raise ConfigError."""
     cfg = copy.deepcopy(dict(config))
@@ -173,6 +179,7 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     check_finetune(cfg["finetune"], cfg["datasets"])
     check_evaluate(cfg["evaluate"], cfg["finetune"]["curricula"])
     check_export(cfg["export"], cfg["finetune"]["curricula"])
+    check_mobile(cfg["mobile"], cfg["export"])
     return cfg
 
 

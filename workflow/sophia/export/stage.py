@@ -144,10 +144,18 @@ def gate_failures(parity: dict[str, Any], gates: dict[str, Any]) -> list[str]:
     return failures
 
 
+def export_python(setting: str) -> Path:
+    """A relative export.python is looked up in the working directory, then in the project root
+    (where `make setup` builds it), so runs with `snakemake --directory elsewhere` find it too."""
+    path = Path(setting)
+    for candidate in (path, Path(__file__).resolve().parents[3] / path):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"export.python: {setting} not found; `make setup` builds the export environment")
+
+
 def convert(espec: dict[str, Any], work: Path) -> dict[str, Any]:
-    python = Path(espec["python"])
-    if not python.is_file():
-        raise ConfigError(f"export.python: {python} not found; `make setup` builds the export environment")
+    python = export_python(espec["python"])
     cmd = [str(python), "-m", "sophia.export.convert", "--work", str(work), "--precisions", *espec["precisions"]]
     log.info("converting in the export environment: %s", " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
