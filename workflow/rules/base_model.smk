@@ -8,7 +8,9 @@ rule base_model:
         "results/logs/base_model.log",
     threads: config["base_model"].get("scratch", {}).get("threads", 1)
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=mem_mb("base_model"),
+        runtime=runtime("base_model"),
+        gpu=gpus("base_model"),
+        gpu_model=gpu_model("base_model"),
     shell:
         "python -m sophia.base_model --spec {params.spec:q} --out {output} > {log} 2>&1"

@@ -41,3 +41,35 @@ onsuccess:
 onerror:
     if tracking.ENV_PARENT in os.environ:
         tracking.end_invocation(os.environ[tracking.ENV_PARENT], ok=False)
+
+
+# Scheduler requests of the heavy rules, scaled by the model's size (config: compute).
+COMPUTE = config["compute"]
+# stage: (memory MB: fixed + per GB of fp16 weights, runtime min: fixed + per GB)
+_SCALE = {
+    "base_model": ((4000, 3000), (60, 10)),
+    "quantize": ((8000, 6000), (60, 30)),
+    "finetune": ((8000, 6000), (120, 60)),
+    "evaluate": ((4000, 2000), (120, 40)),
+    "merge": ((8000, 8000), (30, 10)),
+    "export": ((8000, 12000), (120, 60)),
+}
+GPU_STAGES = ("base_model", "quantize", "finetune", "evaluate")
+
+
+def mem_mb(stage):
+    fixed, per_gb = _SCALE[stage][0]
+    return int(fixed + per_gb * COMPUTE["model_gb"])
+
+
+def runtime(stage):
+    fixed, per_gb = _SCALE[stage][1]
+    return int(fixed + per_gb * COMPUTE["model_gb"])
+
+
+def gpus(stage):
+    return COMPUTE["gpus"] if stage in GPU_STAGES else 0
+
+
+def gpu_model(stage):
+    return COMPUTE["gpu_model"] if gpus(stage) and COMPUTE["gpu_model"] else ""

@@ -50,10 +50,12 @@ rule evaluate:
     wildcard_constraints:
         model="|".join(re.escape(m) for m in MODELS),
         benchmark="|".join(BENCHMARKS),
-    threads: 1
+    threads: 1  # lm-eval scores one request batch at a time; two jobs share two cores better
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=mem_mb("evaluate"),
+        runtime=runtime("evaluate"),
+        gpu=gpus("evaluate"),
+        gpu_model=gpu_model("evaluate"),
     shell:
         "python -m sophia.evaluate --spec {params.spec:q} --model-id {wildcards.model:q} {params.args}"
         " --benchmark {wildcards.benchmark} --threads {threads} --out {output} > {log} 2>&1"

@@ -22,10 +22,10 @@ rule merge:
         "results/logs/merge/{model}.log",
     wildcard_constraints:
         model=r"gptq(\+[A-Za-z0-9_.-]+)?",
-    threads: 2
+    threads: COMPUTE["threads"]
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=mem_mb("merge"),
+        runtime=runtime("merge"),
     shell:
         "python -m sophia.export.merge --spec {params.spec:q} --model-id {wildcards.model:q} --gptq {input.model}"
         " {params.adapter} --out {output} > {log} 2>&1"
@@ -48,10 +48,10 @@ rule export:
         "results/logs/export/{model}.log",
     wildcard_constraints:
         model="|".join(re.escape(m) for m in EXPORT["models"]) or "^$",
-    threads: 2
+    threads: COMPUTE["threads"]
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=mem_mb("export"),
+        runtime=runtime("export"),
     shell:
         "python -m sophia.export --spec {params.spec:q} --model-id {wildcards.model:q} --model {input.model}"
         " --threads {threads} --out {output} > {log} 2>&1"

@@ -40,10 +40,12 @@ rule finetune:
         "results/logs/finetune/{chain}.log",
     wildcard_constraints:
         chain="|".join(STEPS),
-    threads: 2
+    threads: COMPUTE["threads"]
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=mem_mb("finetune"),
+        runtime=runtime("finetune"),
+        gpu=gpus("finetune"),
+        gpu_model=gpu_model("finetune"),
     shell:
         "python -m sophia.finetune --spec {params.spec:q} --model {input.model} --data {input.data}"
         " {params.prefix} --threads {threads} --out {params.out} > {log} 2>&1"

@@ -15,10 +15,12 @@ rule quantize:
         src=source_digest("quantize", "lm", "generate", "prompt", "checkpoint", "records"),
     log:
         "results/logs/quantize.log",
-    threads: 2
+    threads: COMPUTE["threads"]
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=mem_mb("quantize"),
+        runtime=runtime("quantize"),
+        gpu=gpus("quantize"),
+        gpu_model=gpu_model("quantize"),
     shell:
         "python -m sophia.quantize --spec {params.spec:q} --base {input.base} --data {input.data}"
         " --threads {threads} --out {output} > {log} 2>&1"

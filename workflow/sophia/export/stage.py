@@ -63,7 +63,8 @@ def check_convertible(model: Any, espec: dict[str, Any]) -> None:
     if espec["backend"] == "onnx2tf" and n_bytes > PROTOBUF_LIMIT:
         raise ModelError(
             f"export: {n_bytes / 1e9:.1f} GB of float32 weights exceed the TensorFlow SavedModel protobuf limit "
-            f"(2 GB) that onnx2tf goes through; set export.backend: litert_torch (direct PyTorch -> TFLite)")
+            f"(2 GB) that onnx2tf goes through; this model needs a direct PyTorch -> TFLite route (litert-torch), "
+            f"which this workflow does not offer yet")
     limit = model.config.max_position_embeddings
     for key in ("window", "kv_cache"):
         if espec[key] > limit:

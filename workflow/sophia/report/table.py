@@ -116,6 +116,10 @@ def markdown(rows: Sequence[dict[str, Any]], reference: Mapping[str, Any] | None
                 text += f"; pass@10 {_cell(m['pass@10'])}"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
+    if reference and any(b in reference["scores"] for b in benches):
+        ref = reference["scores"]
+        cells = [f"{reference['name']} (published)", *(f"{ref[b]:.1f}" if b in ref else "—" for b in benches)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
