@@ -126,3 +126,17 @@ def test_sbatch_arguments_from_the_executor_plugin(slurm_plan: list[dict[str, An
 def test_workstation_profile_serialises_gpu_jobs() -> None:
     profile = yaml.safe_load((ROOT / "profiles" / "workstation" / "config.yaml").read_text())
     assert profile["resources"] == ["gpu=1"] and profile["cores"] == "all"
+
+
+def test_gpu_smoke_is_the_embedded_default_on_a_gpu(tmp_path: Path) -> None:
+    smoke = yaml.safe_load((ROOT / "configs" / "gpu-smoke.yaml").read_text())
+    default = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert smoke.pop("compute")["gpus"] == 1
+    assert smoke.pop("mlflow")["experiment"] == "sophia-gpu-smoke"
+    default.pop("mlflow")
+    assert smoke == default
+    # its data paths are relative to the project root: plan it from a copy with absolute paths
+    text = (ROOT / "configs" / "gpu-smoke.yaml").read_text().replace("workflow/resources", f"{ROOT}/workflow/resources")
+    (tmp_path / "smoke.yaml").write_text(text)
+    counts = job_counts(dry_run(tmp_path, tmp_path / "smoke.yaml"))
+    assert counts["evaluate"] == 54 and counts["export"] == 2 and counts["mobile"] == 1
