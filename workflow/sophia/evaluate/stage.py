@@ -172,6 +172,9 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
     root = Path(espec["dataset_root"]) if espec["dataset_root"] else None
     box = None
     if bench.code:
+        if bspec["n_samples"] > 1 and max(bspec["k"]) > bspec["n_samples"]:  # before any generation
+            raise ConfigError(f"evaluate.benchmarks.{benchmark}.k: pass@{max(bspec['k'])} needs n_samples >= "
+                              f"{max(bspec['k'])}, got {bspec['n_samples']}")
         sb = espec["sandbox"]
         isolation = sandbox.resolve_isolation(sb["isolation"], sb["allow_unisolated"])
         box = sandbox.Sandbox(sandbox.Limits(timeout_s=sb["timeout_s"], memory_mb=sb["memory_mb"],
