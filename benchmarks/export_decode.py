@@ -1,0 +1,93 @@
+"""Benchmark: on-device decoding on this machine: the exported KV-cache graph vs the fixed window
+(LiteRT, through the `sophia run` runner in the export environment) vs PyTorch `generate` with its
+own KV cache, for the same prompts and greedy length. Reports load time, time to first token and
+tokens/s (the paper's app figures); writes JSON and logs one MLflow run.
+
+    .venv/bin/python benchmarks/export_decode.py --export results/export/base --model results/models/base
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
+
+import torch
+from sophia import prompt, tracking
+from sophia.export.stage import export_python
+
+PROMPTS = ["Give me a program that checks if a number is prime.", "Write a function that reverses a string.",
+           "def area(r):\n    return 3.14159 * r * r"]
+
+
+def litert(bundle: Path, graph: str, request: str, new_tokens: int, threads: int) -> dict:
+    sophia_cli = export_python(".venv-export/bin/python").parent / "sophia"
+    proc = subprocess.run([str(sophia_cli), "run", "--bundle", str(bundle), "--prompt", request, "--graph", graph,
+                           "--max-new-tokens", str(new_tokens), "--threads", str(threads), "--json"],
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@torch.no_grad()
+def pytorch(model_dir: Path, request: str, new_tokens: int) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    load_s = time.perf_counter() - start
+    ids = torch.tensor([tok(prompt.build_prompt(request)).input_ids])
+    mask = torch.ones_like(ids)
+    start = time.perf_counter()
+    model.generate(ids, attention_mask=mask, max_new_tokens=1, min_new_tokens=1, do_sample=False,
+                   pad_token_id=tok.eos_token_id)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                         do_sample=False, pad_token_id=tok.eos_token_id)
+    total = time.perf_counter() - start
+    n = out.shape[1] - ids.shape[1]
+    return {"load_s": load_s, "first_token_s": first, "tokens_per_s": n / total, "new_tokens": n}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--export", type=Path, default=Path("results/export/base"), help="an export stage output")
+    p.add_argument("--model", type=Path, default=Path("results/models/base"), help="the float model it came from")
+    p.add_argument("--new-tokens", type=int, default=24)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/export_decode.json"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    generation = json.loads((args.export / "bundle" / "generation.json").read_text())
+    rows = {"litert_kv": [], "litert_window": [], "pytorch": []}
+    for request in PROMPTS:
+        rows["litert_kv"].append(litert(args.export / "bundle", "kv", request, args.new_tokens, args.threads))
+        rows["litert_window"].append(litert(args.export / "bundle", "window", request, args.new_tokens,
+                                            args.threads))
+        rows["pytorch"].append(pytorch(args.model, request, args.new_tokens))
+    summary = {name: {k: statistics.median(r[k] for r in runs) for k in ("load_s", "first_token_s", "tokens_per_s")}
+               for name, runs in rows.items()}
+    for name, s in summary.items():
+        print(f"{name:<14} load {s['load_s']:.2f} s  first token {1000 * s['first_token_s']:.1f} ms  "
+              f"{s['tokens_per_s']:.1f} tok/s")
+    result = {"export": str(args.export), "precision": generation["precision"], "threads": args.threads,
+              "new_tokens": args.new_tokens, "median": summary, "runs": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    params = {"export": str(args.export), "model": str(args.model), "new_tokens": args.new_tokens,
+              "threads": args.threads, "precision": generation["precision"]}
+    with tracking.stage_run("benchmark", "export_decode", params) as run:
+        run.log_metrics({f"{name}.{k}": v for name, s in summary.items() for k, v in s.items()})
+        run.log_artifact(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
