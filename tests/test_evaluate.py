@@ -53,6 +53,9 @@ def test_summaries_and_groups() -> None:
     assert summarize([], 0.9)["value"] is None and summarize([1.0], 0.9)["stderr"] is None
     g = combine([{"value": 0.2, "stderr": 0.03}, {"value": 0.4, "stderr": 0.04}], 0.9)
     assert g["value"] == pytest.approx(0.3) and g["stderr"] == pytest.approx(0.025)
+    assert combine([zero], 0.9) == zero  # a group of one is that benchmark
+    zeros = combine([zero, summarize([0.0] * 4, 0.9)], 0.9)
+    assert zeros["value"] == 0.0 and zeros["ci_high"] > 0.1  # all-zero members keep their uncertainty
 
 
 # --- code tasks ---------------------------------------------------------------------------------

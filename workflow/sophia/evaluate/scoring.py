@@ -58,14 +58,22 @@ def summarize(values: Sequence[float], confidence: float) -> dict[str, Any]:
 
 def combine(parts: Sequence[dict[str, Any]], confidence: float) -> dict[str, Any]:
     """Unweighted mean of benchmark scores (how the paper averages a group); the benchmarks are
-    independent samples, so the standard errors add in quadrature."""
+    independent samples, so their standard errors add in quadrature. A benchmark whose items all
+    scored the same has a sample standard error of 0; it contributes the half-width of its
+    (Wilson) interval instead, so a group of all-zero scores does not claim certainty.
+    A group of one benchmark is that benchmark's score."""
     parts = [p for p in parts if p.get("value") is not None]
     if not parts:
         return {"value": None, "stderr": None, "ci_low": None, "ci_high": None, "n": 0}
+    if len(parts) == 1:
+        return dict(parts[0])
     m = len(parts)
     mean = sum(p["value"] for p in parts) / m
     if any(p.get("stderr") is None for p in parts):
         return {"value": mean, "stderr": None, "ci_low": None, "ci_high": None, "n": m}
-    se = math.sqrt(sum(p["stderr"] ** 2 for p in parts)) / m
-    half = z_value(confidence) * se
+    z = z_value(confidence)
+    errors = [max(p["stderr"], (p["ci_high"] - p["ci_low"]) / (2 * z)) if p.get("ci_low") is not None
+              else p["stderr"] for p in parts]
+    se = math.sqrt(sum(e**2 for e in errors)) / m
+    half = z * se
     return {"value": mean, "stderr": se, "ci_low": max(0.0, mean - half), "ci_high": min(1.0, mean + half), "n": m}
