@@ -136,3 +136,19 @@ def test_all_shipped_humaneval_reference_solutions_pass(box: Sandbox) -> None:
     # and a wrong body fails every one of a sample of them
     wrong = box.run_many([code.program(p, "    return None\n") for p in problems[:10]], workers=2)
     assert all(o.status in (FAILED, ERROR) for o in wrong)
+
+
+def test_interpreter_under_tmp_stays_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout under /tmp (CI) must not vanish behind the sandbox's private /tmp."""
+    monkeypatch.setattr(sandbox, "_interpreter_paths", lambda: ["/tmp/ci/.venv", "/usr"])
+    cmd = Sandbox(LIMITS, "bwrap")._command(Path("/tmp/run"), 3)
+    assert cmd.index("--tmpfs") < cmd.index("/tmp/ci/.venv")
+    assert cmd[cmd.index("/tmp/ci/.venv") - 1] == "--ro-bind" and "/usr" not in cmd[cmd.index("--tmpfs"):]
+
+
+def test_self_test_catches_a_broken_sandbox(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    box.self_test()
+    broken = Sandbox(LIMITS, "bwrap")
+    monkeypatch.setattr(broken, "_command", lambda rundir, fd: ["/no/such/interpreter"])
+    with pytest.raises(sandbox.SandboxError, match="self-test failed"):
+        broken.self_test()

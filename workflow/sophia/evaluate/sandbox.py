@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sophia.errors import ConfigError
+from sophia.errors import ConfigError, SophiaError
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,10 @@ exec(compile(src, "program.py", "exec"), namespace)
 report.write(token)
 report.flush()
 """
+
+
+class SandboxError(SophiaError):
+    """The sandbox itself does not work here (not a property of the program under test)."""
 
 
 @dataclass(frozen=True)
@@ -155,8 +159,13 @@ class Sandbox:
         if self.isolation == "process":
             return python
         inner = "/tmp/sandbox"
-        cmd = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-               "--bind", str(rundir), inner, "--chdir", inner,
+        cmd = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        # The private /tmp would hide an interpreter installed under /tmp (a CI checkout there):
+        # show it again, read-only.
+        for path in _interpreter_paths():
+            if Path(path).is_relative_to("/tmp"):
+                cmd += ["--ro-bind", path, path]
+        cmd += ["--bind", str(rundir), inner, "--chdir", inner,
                "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                "--die-with-parent", "--new-session", "--clearenv",
                "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", inner, "--setenv", "TMPDIR", "/tmp",
@@ -166,6 +175,14 @@ class Sandbox:
         else:
             cmd += ["--", *python]
         return cmd
+
+    def self_test(self) -> None:
+        """A known-good and a known-bad program, before any real one: a broken sandbox (say, an
+        interpreter it cannot see) would otherwise score every generated program as an error."""
+        good, bad = self.run("assert sum([1, 2]) == 3\n"), self.run("assert False, 'expected'\n")
+        if not good.passed or bad.status != FAILED:
+            raise SandboxError(f"sandbox self-test failed ({self.isolation}): a correct program gave "
+                               f"{good.status} ({good.reason or 'ok'}), a failing one {bad.status} ({bad.reason})")
 
     def run(self, program: str) -> Outcome:
         rundir = Path(tempfile.mkdtemp(prefix="sophia-sandbox-", dir=self.workdir))
@@ -184,9 +201,14 @@ class Sandbox:
         env = {"PATH": "/usr/bin:/bin", "HOME": str(rundir), "TMPDIR": str(rundir), "LANG": "C.UTF-8"}
         start = time.monotonic()
         # A new session (process group) so the timeout kills every descendant at once.
-        proc = subprocess.Popen(self._command(rundir, report_w), cwd=rundir, env=env, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(report_w,),
-                                start_new_session=True)
+        try:
+            proc = subprocess.Popen(self._command(rundir, report_w), cwd=rundir, env=env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(report_w,),
+                                    start_new_session=True)
+        except OSError as exc:
+            os.close(report_w)
+            os.close(report_r)
+            return Outcome(ERROR, f"could not start the sandbox: {exc}", None, time.monotonic() - start)
         os.close(report_w)
         timed_out = False
         try:
@@ -226,6 +248,11 @@ class Sandbox:
             return [self.run(p) for p in programs]
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(self.run, programs))
+
+
+def _interpreter_paths() -> list[str]:
+    paths = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    return sorted(p for p in paths if p)
 
 
 def _kill_group(pgid: int) -> None:
