@@ -38,8 +38,9 @@ def merge(gptq_dir: Path, adapter: Path | None, out: Path, tolerance: float, see
 
     cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory(prefix="sophia-dequant-") as scratch:
-        dequantize_model(str(gptq_dir), scratch, target_dtype=torch.float32)
-        model = AutoModelForCausalLM.from_pretrained(scratch, dtype=torch.float32).eval()
+        float_dir = Path(scratch) / "float"  # gptqmodel refuses an output folder that exists
+        dequantize_model(str(gptq_dir), str(float_dir), target_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(float_dir, dtype=torch.float32).eval()
     if adapter is not None:
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload().eval()
     reference, _ = lm.load(gptq_dir, cpu)
