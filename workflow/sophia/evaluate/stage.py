@@ -141,14 +141,14 @@ def score(bench: Benchmark, bspec: dict[str, Any], samples: dict[str, list[dict[
 
 def truncated(samples: dict[str, list[dict[str, Any]]], tokenizer: Any, max_length: int, max_gen: int) -> int:
     """Requests whose prompt lm-eval had to cut from the left to fit the model's context."""
-    count = 0
-    for rows in samples.values():
-        for row in rows:
-            for args in row["arguments"]:
-                context = args[0]
+    cut = set()
+    for task, rows in samples.items():
+        for row in rows:  # a document appears once per filter (gsm8k has two): count it once
+            for i, args in enumerate(row["arguments"]):
                 extra = max_gen if isinstance(args[1], dict) else len(tokenizer(args[1]).input_ids)
-                count += len(tokenizer(context).input_ids) + extra > max_length
-    return count
+                if len(tokenizer(args[0]).input_ids) + extra > max_length:
+                    cut.add((task, row["doc_id"], i))
+    return len(cut)
 
 
 def generated_tokens(samples: dict[str, list[dict[str, Any]]], tokenizer: Any) -> int:
