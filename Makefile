@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed-main
 # The export stage converts in its own environment (onnx2tf's pins conflict with the main one).
 EXPORT_VENV ?= .venv-export
 EXPORT_STAMP := $(EXPORT_VENV)/.installed-export
+LITERT_VENV ?= .venv-litert
+LITERT_STAMP := $(LITERT_VENV)/.installed-litert
 NODE_STAMP := mobile/node_modules/.installed
 CORES ?= 2
 # Jobs call `python -m sophia...`: put the environment's interpreter first on PATH.
@@ -18,7 +20,7 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 
 .PHONY: setup system run test lint dry-run serve-app mlflow-ui lock clean
 
-setup: $(STAMP) $(EXPORT_STAMP) $(NODE_STAMP) system
+setup: $(STAMP) $(EXPORT_STAMP) $(LITERT_STAMP) $(NODE_STAMP) system
 
 # Debian packages: bubblewrap isolates generated code (evaluate stage); chromium runs the phone
 # app's browser tests. Installed when missing and we are root with apt; otherwise say what to do.
@@ -45,6 +47,13 @@ $(EXPORT_STAMP): envs/export.txt pyproject.toml
 	@test -x $(EXPORT_VENV)/bin/python || python3 -m venv $(EXPORT_VENV)
 	$(EXPORT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r envs/export.txt
 	$(EXPORT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+# export.backend litert_torch (direct PyTorch -> TFLite, for models past onnx2tf's 2 GB limit).
+$(LITERT_STAMP): envs/litert.txt pyproject.toml
+	@test -x $(LITERT_VENV)/bin/python || python3 -m venv $(LITERT_VENV)
+	$(LITERT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r envs/litert.txt
+	$(LITERT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 run: setup

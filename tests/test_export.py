@@ -174,3 +174,25 @@ def test_failed_gate_leaves_no_output(micro_model: Path, tmp_path: Path, mlflow_
     with pytest.raises(ParityError, match=r"onnx window: max \|logit diff\| .* > export.parity.gates.onnx.max_abs=0"):
         stage.run_stage(spec, "base", micro_model, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_litert_torch_route_passes_the_same_gates(micro_model: Path, tmp_path: Path, mlflow_store: str) -> None:
+    """The direct PyTorch -> TFLite route (for models past onnx2tf's 2 GB limit), same parity harness."""
+    spec = json.loads(json.dumps(EXPORT_SPEC))
+    spec["export"].update({"backend": "litert_torch", "precisions": ["fp32", "int8"], "bundle_precision": "fp32"})
+    out = tmp_path / "base"
+    parity = stage.run_stage(spec, "base", micro_model, out)
+    assert parity["failures"] == [] and parity["backend"] == "litert_torch"
+    assert set(parity["tflite"]) == {"window_fp32", "window_int8", "kv_fp32", "kv_int8"}
+    assert parity["tflite"]["kv_fp32"]["greedy_equal"] and parity["tflite"]["window_fp32"]["logits"]["max_abs"] < 1e-4
+    assert not (out / "onnx").exists()
+    result = run_cli(out / "bundle", "--prompt", PROMPTS[1], "--max-new-tokens", "4", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["graph"] == "kv"
+
+
+def test_litert_torch_has_no_fp16() -> None:
+    from conftest import config_error
+
+    msg = config_error(lambda e: e.update(backend="litert_torch", precisions=["fp32", "fp16"]), "export")
+    assert "fp16 is not available with export.backend litert_torch" in msg

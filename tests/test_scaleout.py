@@ -18,6 +18,9 @@ from sophia import tracking
 from sophia.config import validate
 
 STUDY = {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5, "evaluate": 6 * 9, "report": 1, "all": 1}
+# the paper's study also builds the phone app from the tiny->alpaca curriculum (litert-torch route)
+PHONE = {"merge": 1, "export": 1, "mobile": 1}
+PLANS = {"paper": STUDY | PHONE, "deepseek-coder": STUDY}
 GPU_RULES = {"base_model", "quantize", "finetune", "evaluate"}
 
 
@@ -57,7 +60,7 @@ def test_study_plans_every_model_on_every_benchmark(name: str, tmp_path: Path) -
     cfg = validate(yaml.safe_load(config.read_text()))
     assert cfg["compute"]["gpus"] == 1 and cfg["evaluate"]["dataset_root"] is None
     assert len(cfg["evaluate"]["benchmarks"]) == 9 and len(cfg["finetune"]["curricula"]) == 4
-    assert job_counts(dry_run(tmp_path, config)) == STUDY
+    assert job_counts(dry_run(tmp_path, config)) == PLANS[name]
 
 
 def test_paper_config_keeps_the_papers_settings() -> None:
@@ -69,6 +72,7 @@ def test_paper_config_keeps_the_papers_settings() -> None:
     assert all(not b.get("limit") and not b.get("max_gen_toks") for b in cfg["evaluate"]["benchmarks"].values())
     assert cfg["evaluate"]["benchmarks"]["humaneval"]["k"] == [1, 10]
     assert cfg["report"]["reference"]["scores"] == {"bbh": 59.2, "commonsense": 68.8, "math": 61.1, "coding": 53.7}
+    assert cfg["export"]["backend"] == "litert_torch" and cfg["mobile"]["model"] in cfg["export"]["models"]
     deepseek = validate(yaml.safe_load((ROOT / "configs" / "deepseek-coder.yaml").read_text()))
     assert deepseek["report"]["reference"]["scores"] == {"humaneval": 34.8, "mbpp": 46.8}
 
@@ -82,7 +86,7 @@ def slurm_plan(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]
 
 
 def test_every_gpu_job_requests_a_gpu_on_the_gpu_partition(slurm_plan: list[dict[str, Any]]) -> None:
-    assert {j["rule"] for j in slurm_plan} == set(STUDY) - {"all"}
+    assert {j["rule"] for j in slurm_plan} == set(PLANS["paper"]) - {"all"}
     for job in slurm_plan:
         res = job["resources"]
         if job["rule"] in GPU_RULES:

@@ -157,6 +157,9 @@ def check_export(spec: Mapping[str, Any], curricula: Mapping[str, Any]) -> None:
     unknown = [m for m in spec["models"] if m not in known]
     if unknown:
         raise ConfigError(f"export.models: {', '.join(unknown)} unknown (variants: {', '.join(known)})")
+    if spec["backend"] == "litert_torch" and "fp16" in spec["precisions"]:
+        raise ConfigError("export.precisions: fp16 is not available with export.backend litert_torch "
+                          "(fp32 and int8 are)")
     if spec["bundle_precision"] not in spec["precisions"]:
         raise ConfigError(f"export.bundle_precision: {spec['bundle_precision']} is not among export.precisions "
                           f"({', '.join(spec['precisions'])})")

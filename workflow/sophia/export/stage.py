@@ -2,10 +2,11 @@
 MLflow run.
 
 Main environment: ONNX export of both graphs and the PyTorch references. Export environment
-(`export.python`, a subprocess): onnx2tf conversion and every parity measurement. Back here: the
-gates, the phone bundle, MLflow. Output folder:
+(`export.python`, a subprocess): onnx2tf conversion and every parity measurement; or, with
+`export.backend: litert_torch`, the litert-torch environment converts the same graph modules
+directly and measures the same way. Back here: the gates, the phone bundle, MLflow. Output folder:
 
-    onnx/{window,kv}.onnx          what onnx2tf converted (never modified: it gets a copy)
+    onnx/{window,kv}.onnx          what onnx2tf converted (never modified: it gets a copy; onnx2tf only)
     {window,kv}_{fp32,fp16,int8}.tflite
     references.npz, references.json   PyTorch inputs/logits/greedy tokens the parity used
     parity.json                    every measurement and the gate verdicts
@@ -63,8 +64,7 @@ def check_convertible(model: Any, espec: dict[str, Any]) -> None:
     if espec["backend"] == "onnx2tf" and n_bytes > PROTOBUF_LIMIT:
         raise ModelError(
             f"export: {n_bytes / 1e9:.1f} GB of float32 weights exceed the TensorFlow SavedModel protobuf limit "
-            f"(2 GB) that onnx2tf goes through; this model needs a direct PyTorch -> TFLite route (litert-torch), "
-            f"which this workflow does not offer yet")
+            f"(2 GB) that onnx2tf goes through; set export.backend: litert_torch (direct PyTorch -> TFLite)")
     limit = model.config.max_position_embeddings
     for key in ("window", "kv_cache"):
         if espec[key] > limit:
@@ -145,19 +145,26 @@ def gate_failures(parity: dict[str, Any], gates: dict[str, Any]) -> list[str]:
     return failures
 
 
-def export_python(setting: str) -> Path:
-    """A relative export.python is looked up in the working directory, then in the project root
+def export_python(setting: str, key: str = "export.python") -> Path:
+    """A relative interpreter path is looked up in the working directory, then in the project root
     (where `make setup` builds it), so runs with `snakemake --directory elsewhere` find it too."""
     path = Path(setting)
     for candidate in (path, Path(__file__).resolve().parents[3] / path):
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"export.python: {setting} not found; `make setup` builds the export environment")
+    raise ConfigError(f"{key}: {setting} not found; `make setup` builds the export environments")
 
 
-def convert(espec: dict[str, Any], work: Path) -> dict[str, Any]:
-    python = export_python(espec["python"])
-    cmd = [str(python), "-m", "sophia.export.convert", "--work", str(work), "--precisions", *espec["precisions"]]
+def convert(espec: dict[str, Any], work: Path, model_dir: Path) -> dict[str, Any]:
+    """Conversion and parity measurements in the backend's own environment (a subprocess)."""
+    if espec["backend"] == "litert_torch":
+        python = export_python(espec["litert_python"], "export.litert_python")
+        cmd = [str(python), "-m", "sophia.export.litert", "--work", str(work), "--model", str(model_dir),
+               "--window", str(espec["window"]), "--kv-cache", str(espec["kv_cache"]),
+               "--precisions", *espec["precisions"]]
+    else:
+        python = export_python(espec["python"])
+        cmd = [str(python), "-m", "sophia.export.convert", "--work", str(work), "--precisions", *espec["precisions"]]
     log.info("converting in the export environment: %s", " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     (work / "convert.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
@@ -198,8 +205,8 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, out: Path) -
             atomic_dir(out) as tmp:
         model, tok = load_float(model_dir)
         check_convertible(model, espec)
-        if espec["backend"] != "onnx2tf":
-            raise ConfigError(f"export.backend: '{espec['backend']}' is not available in this build (onnx2tf)")
+        if espec["backend"] == "litert_torch" and "fp16" in espec["precisions"]:
+            raise ConfigError("export.precisions: fp16 is not available with export.backend litert_torch")
         kv_torch = None
         if espec["kv_cache"]:
             ids = list(range(1, min(16, espec["kv_cache"]) + 1))
@@ -210,14 +217,14 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, out: Path) -
         refs, meta = references(model, tok, espec, spec["reference_prompts"])
         np.savez(tmp / "references.npz", **refs)
         (tmp / "references.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
-        info = export_graphs(model, espec, tmp / "onnx")
+        info = export_graphs(model, espec, tmp / "onnx") if espec["backend"] == "onnx2tf" else {}
         del model
         tok.save_pretrained(tmp / "tokenizer")
         for name in ("tokenizer.json", "tokenizer_config.json"):  # the app's tokenizer reads both
             shutil.move(tmp / "tokenizer" / name, tmp / name)
         shutil.rmtree(tmp / "tokenizer")
-        parity = convert(espec, tmp)
-        parity.update({"torch_kv_vs_full_max_abs": kv_torch, **info})
+        parity = convert(espec, tmp, model_dir)
+        parity.update({"backend": espec["backend"], "torch_kv_vs_full_max_abs": kv_torch, **info})
         failures = gate_failures(parity, espec["parity"]["gates"])
         parity["gates"] = espec["parity"]["gates"]
         parity["failures"] = failures

@@ -1,0 +1,99 @@
+"""The direct PyTorch → TFLite route (export.backend: litert_torch), for models whose float32
+weights exceed the 2 GB TensorFlow SavedModel limit of the onnx2tf route (Phi-2). Runs in its own
+environment (`.venv-litert/bin/python -m sophia.export.litert`, envs/litert.txt): litert-torch
+traces the same graph modules (`graphs.WindowLM`, `graphs.KVStep`) and writes the .tflite files
+directly; int8 is ai-edge-quantizer's dynamic-range recipe on the fp32 file. The parity
+measurements are the onnx2tf route's own (`convert.tflite_parity`), written to the same
+parity.json, so the export stage applies the same gates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sophia.export import graphs
+from sophia.export.convert import tflite_parity
+
+PRECISIONS = ("fp32", "int8")  # the quantizer offers no fp16 weight recipe
+
+
+class _Named(torch.nn.Module):
+    """Keyword inputs and a dict of outputs, so the .tflite signature keeps the graph's names."""
+
+    def __init__(self, inner: torch.nn.Module, outputs: tuple[str, ...]) -> None:
+        super().__init__()
+        self.inner, self.outputs = inner, outputs
+
+    def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.inner(*inputs.values())
+        out = out if isinstance(out, tuple) else (out,)
+        return dict(zip(self.outputs, out, strict=True))
+
+
+def convert_graph(module: torch.nn.Module, inputs: dict[str, torch.Tensor], outputs: tuple[str, ...],
+                  path: Path) -> None:
+    import litert_torch
+
+    litert_torch.convert(_Named(module, outputs).eval(), sample_kwargs=inputs).export(str(path))
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    from ai_edge_quantizer import quantizer, recipe
+
+    q = quantizer.Quantizer(str(src))
+    q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    q.quantize().export_model(str(dst), overwrite=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", required=True, type=Path, help="export folder with references.npz/.json")
+    p.add_argument("--model", required=True, type=Path, help="float model directory")
+    p.add_argument("--window", required=True, type=int)
+    p.add_argument("--kv-cache", required=True, type=int)
+    p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    args = p.parse_args()
+    from transformers import AutoModelForCausalLM
+
+    work: Path = args.work
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="eager").eval()
+    refs = dict(np.load(work / "references.npz"))
+    meta = json.loads((work / "references.json").read_text(encoding="utf-8"))
+    todo: dict[str, tuple[torch.nn.Module, dict[str, torch.Tensor], tuple[str, ...]]] = {
+        "window": (graphs.WindowLM(model), {"input_ids": torch.zeros(1, args.window, dtype=torch.int32)},
+                   ("logits",)),
+    }
+    if args.kv_cache:
+        step = graphs.KVStep(model, args.kv_cache).eval()
+        inputs = {"input_ids": torch.zeros(1, 1, dtype=torch.int32), "pos": torch.zeros(1, dtype=torch.int32),
+                  "k_cache": step.empty_cache(), "v_cache": step.empty_cache()}
+        todo["kv"] = (step, inputs, ("logits", "k_cache_out", "v_cache_out"))
+    parity: dict[str, Any] = {"onnx": {}, "tflite": {}, "convert_s": {}, "backend": "litert_torch"}
+    for graph, (module, inputs, outputs) in todo.items():
+        start = time.perf_counter()
+        fp32 = work / f"{graph}_fp32.tflite"
+        convert_graph(module, inputs, outputs, fp32)
+        made = {"fp32": fp32}
+        if "int8" in args.precisions:
+            made["int8"] = work / f"{graph}_int8.tflite"
+            quantize_int8(fp32, made["int8"])
+        if "fp32" not in args.precisions:
+            fp32.unlink()
+            made.pop("fp32")
+        parity["convert_s"][graph] = time.perf_counter() - start
+        for precision, path in made.items():
+            parity["tflite"][f"{graph}_{precision}"] = tflite_parity(path, graph, refs, meta)
+            print(f"{graph} {precision}: {json.dumps(parity['tflite'][f'{graph}_{precision}']['logits'])}",
+                  flush=True)
+    (work / "parity.json").write_text(json.dumps(parity, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
