@@ -48,7 +48,9 @@ def onnx2tf(onnx_path: Path, out: Path, graph: str, precisions: list[str], log: 
             fh.flush()
             proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=scratch_dir)
         if proc.returncode != 0:
-            raise RuntimeError(f"onnx2tf failed on {graph}.onnx (exit {proc.returncode}); see {log}")
+            # the log dies with the failed job's scratch folder: carry its tail in the message
+            tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-25:])
+            raise RuntimeError(f"onnx2tf failed on {graph}.onnx (exit {proc.returncode}); its log ends:\n{tail}")
         made = {}
         for precision in precisions:
             produced = scratch_dir / "saved_model" / f"{graph}_{SUFFIX[precision]}.tflite"

@@ -169,7 +169,7 @@ def convert(espec: dict[str, Any], work: Path, model_dir: Path) -> dict[str, Any
     proc = subprocess.run(cmd, capture_output=True, text=True)
     (work / "convert.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
         raise ModelError(f"export: conversion failed (exit {proc.returncode}):\n{tail}")
     return json.loads((work / "parity.json").read_text(encoding="utf-8"))
 
