@@ -196,3 +196,13 @@ def test_litert_torch_has_no_fp16() -> None:
 
     msg = config_error(lambda e: e.update(backend="litert_torch", precisions=["fp32", "fp16"]), "export")
     assert "fp16 is not available with export.backend litert_torch" in msg
+
+
+def test_relative_output_path_converts(micro_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rules pass relative paths (results/export/...); the converter runs onnx2tf elsewhere."""
+    shutil.copytree(micro_export, tmp_path / "work", ignore=shutil.ignore_patterns("bundle", "*.tflite"))
+    monkeypatch.chdir(tmp_path)
+    proc = subprocess.run([str(EXPORT_PY), "-m", "sophia.export.convert", "--work", "work", "--precisions", "fp32"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "work" / "window_fp32.tflite").is_file() and (tmp_path / "work" / "kv_fp32.tflite").is_file()

@@ -32,7 +32,7 @@ def onnx2tf(onnx_path: Path, out: Path, graph: str, precisions: list[str], log: 
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}"}  # it runs the onnxsim CLI
     with tempfile.TemporaryDirectory(prefix=f"onnx2tf-{graph}-", dir=out) as scratch:
-        scratch_dir = Path(scratch)
+        scratch_dir = Path(scratch).resolve()
         src = scratch_dir / f"{graph}.onnx"
         shutil.copy(onnx_path, src)
         data = onnx_path.with_suffix(".onnx.data")
@@ -116,7 +116,7 @@ def main() -> None:
                    help="skip conversion: measure the .tflite files already in --work (e.g. a copied export)")
     p.add_argument("--out", type=Path, help="where to write parity.json (default: --work)")
     args = p.parse_args()
-    work: Path = args.work
+    work: Path = args.work.resolve()  # onnx2tf runs in its scratch folder: no relative paths
     refs = dict(np.load(work / "references.npz"))
     meta = json.loads((work / "references.json").read_text(encoding="utf-8"))
     log = work / "onnx2tf.log"

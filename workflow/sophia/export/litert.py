@@ -62,7 +62,7 @@ def main() -> None:
     args = p.parse_args()
     from transformers import AutoModelForCausalLM
 
-    work: Path = args.work
+    work: Path = args.work.resolve()
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="eager").eval()
     refs = dict(np.load(work / "references.npz"))
     meta = json.loads((work / "references.json").read_text(encoding="utf-8"))
