@@ -15,6 +15,8 @@ from sophia.evaluate import sandbox
 from sophia.evaluate.sandbox import ERROR, FAILED, PASSED, TIMEOUT, Limits, Sandbox
 
 LIMITS = Limits(timeout_s=3, memory_mb=512, file_size_mb=4, max_processes=16)
+# Outside /tmp on purpose: the sandbox's /tmp is private, so a path there proves nothing.
+ESCAPE = Path("/var/tmp/sophia-sandbox-escape.txt")
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +43,7 @@ HOSTILE = {
     "infinite loop": ("while True:\n    pass", TIMEOUT, "wall clock"),
     "sleeps": ("import time\ntime.sleep(60)", TIMEOUT, "wall clock"),
     "eats memory": ("x = bytearray(2 << 30)", ERROR, "MemoryError"),
-    "writes outside its dir": (f"open({str(Path.cwd() / 'sandbox-escape.txt')!r}, 'w').write('x')", ERROR,
-                               "Read-only file system"),
+    "writes outside its dir": (f"open({str(ESCAPE)!r}, 'w').write('x')", ERROR, "Read-only file system"),
     "opens a socket": ("import socket\nsocket.create_connection(('10.0.0.1', 80), timeout=1)", ERROR, "OSError"),
     "kills its parent": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nimport time\ntime.sleep(30)",
                          ERROR, "PermissionError"),
@@ -86,7 +87,7 @@ def test_nothing_escapes_or_survives(box: Sandbox, tmp_path: Path) -> None:
     time.sleep(0.5)
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert marker not in ps
-    assert not (Path.cwd() / "sandbox-escape.txt").exists()
+    assert not ESCAPE.exists()
     # Every run's private directory is gone afterwards.
     box_tmp = Sandbox(LIMITS, "bwrap", workdir=tmp_path)
     assert box_tmp.run("open('scratch.txt', 'w').write('x')").status == PASSED
