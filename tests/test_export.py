@@ -50,7 +50,7 @@ def test_unsupported_family_and_sizes_fail_early(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ConfigError, match=r"export\.window: 512 exceeds"):
         stage.check_convertible(micro_phi(), {"backend": "onnx2tf", "window": 512, "kv_cache": 8})
     monkeypatch.setattr(stage, "weight_bytes", lambda model: 11 * 10**9)  # Phi-2 in float32
-    with pytest.raises(ModelError, match=r"11\.0 GB of float32 weights exceed .*litert-torch"):
+    with pytest.raises(ModelError, match=r"11\.0 GB of float32 weights exceed .*export.backend: litert_torch"):
         stage.check_convertible(micro_phi(), {"backend": "onnx2tf", "window": 8, "kv_cache": 8})
 
 
