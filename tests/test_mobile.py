@@ -98,3 +98,21 @@ def test_build_refuses_a_corrupt_bundle(micro_export: Path, tmp_path: Path) -> N
     assert result.returncode == 2
     assert f"error: {bundle / 'tokenizer.json'}: sha256 differs from manifest.json (corrupt)" in result.stderr
     assert not (tmp_path / "app").exists()
+
+
+def test_browser_benchmark_runs_both_graphs_to_a_fixed_length(app: tuple[Path, Path]) -> None:
+    result = node("bench.mjs", "--app", str(app[0]), "--new-tokens", "4", "--repeats", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(report["graphs"]) == {"kv", "window"}
+    for graph, s in report["graphs"].items():
+        assert [r["graph"] for r in s["runs"]] == [graph] * 3
+        # EOS and stop strings are off, so every answer runs to the cap (or the window's end)
+        assert all(r["tokens"] == 4 or r["finish"] == "context" for r in s["runs"]), s["runs"]
+        timed = [r for r in s["runs"] if r["tokens"] > 0]
+        assert s["timed_runs"] == len(timed) and s["load_ms"] > 0
+        assert all(r["first_token_ms"] > 0 and r["tokens_per_s"] > 0 for r in timed), timed
+        # a run that hit the window's end before its first token is left out of the figures, not counted as 0
+        assert (s["first_token_ms"] is None) == (not timed)
+    # the micro model's KV cache holds every prompt; its fixed window may not
+    assert report["graphs"]["kv"]["timed_runs"] == 3

@@ -48,9 +48,11 @@ async function main() {
   }
   state("loading");
   $("status").textContent = "Loading the model…";
+  // ?graph=window forces the fixed-window model (comparing graphs, or a KV graph a device mishandles)
+  const graph = new URLSearchParams(location.search).get("graph") ?? "auto";
   let assistant;
   try {
-    assistant = await Assistant.load("./bundle/");
+    assistant = await Assistant.load("./bundle/", { graph });
   } catch (e) {
     $("status").textContent = e.message;
     $("status").setAttribute("role", "alert");

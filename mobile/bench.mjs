@@ -1,0 +1,71 @@
+// Benchmark: the app's own figures (load time, time to first token, tokens/s) in headless Chromium on
+// a phone viewport, for the KV-cache graph and the fixed window of the same bundle. Each graph gets a
+// fresh browser context with no cache and no service worker, so its load is a first start. Answers
+// run to a fixed length (EOS and stop strings off) so tokens/s compares like with like.
+//   node bench.mjs --app DIR [--new-tokens N] [--repeats N]
+// Prints one JSON line; benchmarks/mobile_app.py runs it, writes the file and logs to MLflow.
+import { resolve } from "node:path";
+import { chromium } from "playwright-core";
+import { serve } from "./serve.mjs";
+
+const arg = (name, fallback) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : fallback; };
+const app = resolve(arg("--app", "../results/mobile"));
+const newTokens = Number(arg("--new-tokens", 32));
+const repeats = Number(arg("--repeats", 3));
+const PROMPTS = ["Give me a program that checks if a number is prime.", "Write a function that reverses a string.",
+  "def area(r):\n    return 3.14159 * r * r"];
+const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true,
+  serviceWorkers: "block" };
+
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+
+const { server, port } = await serve(app, 0);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+});
+const result = { app, new_tokens: newTokens, repeats, graphs: {} };
+try {
+  for (const graph of ["kv", "window"]) {
+    const loads = [];
+    const runs = [];
+    for (let r = 0; r < repeats; r++) {
+      const ctx = await browser.newContext(PHONE);
+      const page = await ctx.newPage();
+      await page.goto(`http://127.0.0.1:${port}/?nosw&graph=${graph}`);
+      await page.waitForFunction(() => ["ready", "error"].includes(document.body.dataset.state), null, { timeout: 120000 });
+      if (await page.evaluate(() => document.body.dataset.state) !== "ready") {
+        throw new Error(`${graph}: ${await page.textContent("#status")}`);
+      }
+      loads.push(await page.evaluate(() => window.sophia.assistant.loadMs));
+      for (const request of PROMPTS) {
+        runs.push(await page.evaluate(async ({ request, n }) => {
+          const a = window.sophia.assistant;
+          const settings = { ...a.settings };
+          Object.assign(a.settings, { eos_token_id: -1, stop_strings: [] });
+          try {
+            const out = await a.generate(request, { maxNewTokens: n });
+            return { graph: out.graph, tokens: out.tokens.length, first_token_ms: out.firstTokenMs,
+              tokens_per_s: out.tokensPerSecond, finish: out.finish };
+          } finally {
+            Object.assign(a.settings, settings);
+          }
+        }, { request, n: newTokens }));
+      }
+      await ctx.close();
+    }
+    if (runs.some((r) => r.graph !== graph)) throw new Error(`asked for ${graph}, ran ${runs[0].graph}`);
+    // A prompt longer than the fixed window yields no token (finish "context"): it has no speed to report
+    const timed = runs.filter((r) => r.tokens > 0);
+    result.graphs[graph] = {
+      load_ms: median(loads),
+      first_token_ms: timed.length ? median(timed.map((r) => r.first_token_ms)) : null,
+      tokens_per_s: timed.length ? median(timed.map((r) => r.tokens_per_s)) : null,
+      timed_runs: timed.length, loads_ms: loads, runs,
+    };
+  }
+} finally {
+  await browser.close();
+  server.close();
+}
+console.log(JSON.stringify(result));
