@@ -6,6 +6,7 @@
 // Prints one JSON line; benchmarks/mobile_app.py runs it, writes the file and logs to MLflow.
 import { resolve } from "node:path";
 import { chromium } from "playwright-core";
+import { LAUNCH, PHONE, ready } from "./phone.mjs";
 import { serve } from "./serve.mjs";
 
 const arg = (name, fallback) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : fallback; };
@@ -14,29 +15,20 @@ const newTokens = Number(arg("--new-tokens", 32));
 const repeats = Number(arg("--repeats", 3));
 const PROMPTS = ["Give me a program that checks if a number is prime.", "Write a function that reverses a string.",
   "def area(r):\n    return 3.14159 * r * r"];
-const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true,
-  serviceWorkers: "block" };
-
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
 const { server, port } = await serve(app, 0);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
-});
+const browser = await chromium.launch(LAUNCH);
 const result = { app, new_tokens: newTokens, repeats, graphs: {} };
 try {
   for (const graph of ["kv", "window"]) {
     const loads = [];
     const runs = [];
     for (let r = 0; r < repeats; r++) {
-      const ctx = await browser.newContext(PHONE);
+      const ctx = await browser.newContext({ ...PHONE, serviceWorkers: "block" });
       const page = await ctx.newPage();
       await page.goto(`http://127.0.0.1:${port}/?nosw&graph=${graph}`);
-      await page.waitForFunction(() => ["ready", "error"].includes(document.body.dataset.state), null, { timeout: 120000 });
-      if (await page.evaluate(() => document.body.dataset.state) !== "ready") {
-        throw new Error(`${graph}: ${await page.textContent("#status")}`);
-      }
+      await ready(page, 120000).catch((e) => { throw new Error(`${graph}: ${e.message}`); });
       loads.push(await page.evaluate(() => window.sophia.assistant.loadMs));
       for (const request of PROMPTS) {
         runs.push(await page.evaluate(async ({ request, n }) => {

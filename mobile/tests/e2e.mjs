@@ -7,6 +7,7 @@ import { mkdirSync, mkdtempSync, rmSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
+import { LAUNCH, PHONE, ready } from "../phone.mjs";
 import { serve } from "../serve.mjs";
 
 const arg = (name, fallback) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : fallback; };
@@ -31,24 +32,11 @@ function equal(got, want, what) {
   }
 }
 
-const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 3, isMobile: true, hasTouch: true,
-  userAgent: "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0 Mobile Safari/537.36",
-  serviceWorkers: "allow" };
+const PHONE_SW = { ...PHONE, serviceWorkers: "allow" };
 
 const { server, stats, port } = await serve(app, 0);
 const url = `http://127.0.0.1:${port}/`;
 const profile = mkdtempSync(join(tmpdir(), "sophia-chromium-"));
-const LAUNCH = {
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync"],
-};
-
-async function ready(page) {
-  await page.waitForFunction(() => ["ready", "error"].includes(document.body.dataset.state), null, { timeout: 60000 });
-  const st = await page.evaluate(() => document.body.dataset.state);
-  if (st !== "ready") throw new Error(`app did not load: ${await page.textContent("#status")}`);
-}
 
 async function answerThroughUi(page, request, maxNewTokens) {
   // the UI path: type, press Answer, wait for the stream to end; the cap comes from the reference
@@ -62,7 +50,7 @@ async function answerThroughUi(page, request, maxNewTokens) {
 }
 
 // A persistent profile, as on a phone: Chrome reports incognito contexts as not installable.
-const context = await chromium.launchPersistentContext(profile, { ...LAUNCH, ...PHONE });
+const context = await chromium.launchPersistentContext(profile, { ...LAUNCH, ...PHONE_SW });
 const page = context.pages()[0] ?? await context.newPage();
 const consoleErrors = [];
 page.on("pageerror", (e) => consoleErrors.push(String(e)));
