@@ -13,4 +13,4 @@ rule base_model:
         gpu=gpus("base_model"),
         gpu_model=gpu_model("base_model"),
     shell:
-        "python -m sophia.base_model --spec {params.spec:q} --out {output} > {log} 2>&1"
+        PYTHON + " -m sophia.base_model --spec {params.spec:q} --out {output} > {log} 2>&1"

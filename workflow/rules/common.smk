@@ -1,6 +1,7 @@
 # Shared by every stage: config validation, MLflow wiring, helpers for thin rules.
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,6 +23,11 @@ os.environ["MLFLOW_TRACKING_URI"] = tracking.resolve_uri(
 )
 os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", config["mlflow"]["experiment"])
 os.environ.setdefault(tracking.ENV_ARTIFACTS, config["mlflow"]["artifact_location"])
+
+
+# Jobs run the interpreter Snakemake itself runs in (the project's .venv), whatever the user's PATH:
+# a bare `python` would be the system one unless an environment happens to be activated.
+PYTHON = shlex.quote(sys.executable)
 
 
 def spec(section):

@@ -15,5 +15,5 @@ rule data:
         mem_mb=4000,
         runtime=30,
     shell:
-        "python -m sophia.data --name {wildcards.dataset} --spec {params.spec:q}"
+        PYTHON + " -m sophia.data --name {wildcards.dataset} --spec {params.spec:q}"
         " --tokenizer {input.tokenizer} --out {output} > {log} 2>&1"

@@ -57,5 +57,5 @@ rule evaluate:
         gpu=gpus("evaluate"),
         gpu_model=gpu_model("evaluate"),
     shell:
-        "python -m sophia.evaluate --spec {params.spec:q} --model-id {wildcards.model:q} {params.args}"
+        PYTHON + " -m sophia.evaluate --spec {params.spec:q} --model-id {wildcards.model:q} {params.args}"
         " --benchmark {wildcards.benchmark} --threads {threads} --out {output} > {log} 2>&1"

@@ -27,7 +27,7 @@ rule merge:
         mem_mb=mem_mb("merge"),
         runtime=runtime("merge"),
     shell:
-        "python -m sophia.export.merge --spec {params.spec:q} --model-id {wildcards.model:q} --gptq {input.model}"
+        PYTHON + " -m sophia.export.merge --spec {params.spec:q} --model-id {wildcards.model:q} --gptq {input.model}"
         " {params.adapter} --out {output} > {log} 2>&1"
 
 
@@ -53,5 +53,5 @@ rule export:
         mem_mb=mem_mb("export"),
         runtime=runtime("export"),
     shell:
-        "python -m sophia.export --spec {params.spec:q} --model-id {wildcards.model:q} --model {input.model}"
+        PYTHON + " -m sophia.export --spec {params.spec:q} --model-id {wildcards.model:q} --model {input.model}"
         " --threads {threads} --out {output} > {log} 2>&1"

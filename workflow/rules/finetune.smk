@@ -47,5 +47,5 @@ rule finetune:
         gpu=gpus("finetune"),
         gpu_model=gpu_model("finetune"),
     shell:
-        "python -m sophia.finetune --spec {params.spec:q} --model {input.model} --data {input.data}"
+        PYTHON + " -m sophia.finetune --spec {params.spec:q} --model {input.model} --data {input.data}"
         " {params.prefix} --threads {threads} --out {params.out} > {log} 2>&1"

@@ -22,5 +22,5 @@ rule quantize:
         gpu=gpus("quantize"),
         gpu_model=gpu_model("quantize"),
     shell:
-        "python -m sophia.quantize --spec {params.spec:q} --base {input.base} --data {input.data}"
+        PYTHON + " -m sophia.quantize --spec {params.spec:q} --base {input.base} --data {input.data}"
         " --threads {threads} --out {output} > {log} 2>&1"

@@ -29,4 +29,4 @@ rule report:
         mem_mb=2000,
         runtime=10,
     shell:
-        "python -m sophia.report --spec {params.spec:q} --eval {input.evals} {params.args} --out {output} > {log} 2>&1"
+        PYTHON + " -m sophia.report --spec {params.spec:q} --eval {input.evals} {params.args} --out {output} > {log} 2>&1"
