@@ -1,11 +1,11 @@
-"""Benchmark: wall time per stage of one workflow invocation, read back from MLflow.
+"""Benchmark: job time and peak memory per stage of a finished workflow, from Snakemake's own
+`benchmark:` files (results/benchmarks/**.tsv: wall time, max RSS, I/O, CPU time per job).
 
-Every stage run is nested under the invocation's `workflow ...` run; this sums their durations
-per stage (and lists the slowest jobs), for the embedded default, the GPU smoke config or a
-cluster run alike. Writes JSON and logs it onto the invocation's run.
+Writes JSON, prints a per-stage table (the README's), and logs the totals onto the latest
+`workflow ...` MLflow run of the experiment.
 
-    .venv/bin/python benchmarks/stage_times.py                      # latest invocation, experiment sophia
-    .venv/bin/python benchmarks/stage_times.py --experiment sophia-gpu-smoke
+    .venv/bin/python benchmarks/stage_times.py                  # results/ of this checkout
+    .venv/bin/python benchmarks/stage_times.py --results /scratch/study/results
 """
 
 from __future__ import annotations
@@ -14,53 +14,49 @@ import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
-from sophia import tracking
+from sophia import job_benchmarks, tracking
+
+
+def summarise(jobs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    per_stage: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "seconds": 0.0, "max_rss_mb": 0.0})
+    for job in jobs:
+        s = per_stage[job["stage"]]
+        s["jobs"] += 1
+        s["seconds"] += job["metrics"].get("job.seconds", 0.0)
+        s["max_rss_mb"] = max(s["max_rss_mb"], job["metrics"].get("job.max_rss_mb", 0.0))
+    return dict(sorted(per_stage.items(), key=lambda kv: -kv[1]["seconds"]))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--experiment", default=tracking.experiment_name())
-    p.add_argument("--run-id", help="the invocation's run (default: the latest `workflow ...` run)")
+    p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/stage_times.json"))
     args = p.parse_args()
 
-    client, _ = tracking.connect()
-    exp = client.get_experiment_by_name(args.experiment)
-    if exp is None:
-        raise SystemExit(f"no MLflow experiment '{args.experiment}' at {tracking.tracking_uri()}")
-    if args.run_id:
-        parent = client.get_run(args.run_id)
-    else:
-        parents = client.search_runs([exp.experiment_id], "tags.`sophia.stage` = 'workflow'",
-                                     order_by=["attributes.start_time DESC"], max_results=1)
-        if not parents:
-            raise SystemExit(f"no workflow run in experiment '{args.experiment}'")
-        parent = parents[0]
-    children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-                                  max_results=5000)
-    per_stage: dict[str, float] = defaultdict(float)
-    jobs = []
-    for run in children:
-        if run.info.end_time is None:
-            continue
-        seconds = (run.info.end_time - run.info.start_time) / 1000
-        stage = run.data.tags.get("sophia.stage", "?")
-        per_stage[stage] += seconds
-        jobs.append({"run": run.info.run_name, "stage": stage, "seconds": seconds})
-    wall = ((parent.info.end_time or max(r.info.end_time or 0 for r in children)) - parent.info.start_time) / 1000
-    result = {"invocation": parent.info.run_name, "run_id": parent.info.run_id, "wall_seconds": wall,
-              "stage_seconds": dict(sorted(per_stage.items(), key=lambda kv: -kv[1])),
-              "jobs": sorted(jobs, key=lambda j: -j["seconds"])}
+    jobs = job_benchmarks.collect(args.results)
+    if not jobs:
+        raise SystemExit(f"no benchmark files under {args.results / 'benchmarks'}: run the workflow first")
+    stages = summarise(jobs)
+    result = {"results": str(args.results.resolve()), "stages": stages,
+              "job_seconds": sum(s["seconds"] for s in stages.values()),
+              "jobs": sorted(({k: j[k] for k in ("stage", "output", "metrics")} for j in jobs),
+                             key=lambda j: -j["metrics"].get("job.seconds", 0.0))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{parent.info.run_name}: {wall:.0f} s wall")
-    for stage, seconds in result["stage_seconds"].items():
-        n = sum(1 for j in jobs if j["stage"] == stage)
-        print(f"  {stage:<12} {seconds:8.1f} s in {n} job(s)")
-    run = tracking.Run(client, parent.info.run_id, exp.experiment_id)
-    run.log_metrics({f"stage_seconds.{k}": v for k, v in per_stage.items()})
-    run.log_artifact(args.out, "benchmarks")
+    print("| stage | jobs | job time (s) | max RSS (MB) |\n|---|---|---|---|")
+    for stage, s in stages.items():
+        print(f"| {stage} | {s['jobs']:.0f} | {s['seconds']:.1f} | {s['max_rss_mb']:.0f} |")
+    print(f"| total | {len(jobs)} | {result['job_seconds']:.1f} | |")
+
+    client, exp_id = tracking.connect()
+    parents = client.search_runs([exp_id], "tags.`sophia.stage` = 'workflow'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if parents:
+        run = tracking.Run(client, parents[0].info.run_id, exp_id)
+        run.log_metrics({f"stage_seconds.{k}": v["seconds"] for k, v in stages.items()})
+        run.log_artifact(args.out, "benchmarks")
     print(f"wrote {args.out}")
 
 

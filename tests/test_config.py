@@ -12,8 +12,9 @@ from sophia.errors import ConfigError
 
 @pytest.mark.parametrize("path", [ROOT / "config.yaml", *sorted((ROOT / "configs").glob("*.yaml"))])
 def test_shipped_configs_are_valid(path: Path) -> None:
-    cfg = config.validate(yaml.safe_load(path.read_text()))
-    assert cfg["mlflow"]["tracking_uri"]
+    raw = yaml.safe_load(path.read_text())
+    cfg = config.validate(raw)
+    assert cfg["mlflow"]["tracking_uri"] == raw.get("mlflow", {}).get("tracking_uri", "sqlite:///results/mlflow.db")
 
 
 def test_defaults_are_filled() -> None:

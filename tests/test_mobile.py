@@ -15,9 +15,13 @@ from conftest import ROOT, SOPHIA_EXPORT
 MOBILE = ROOT / "mobile"
 ARTIFACTS = ROOT / "test-artifacts"
 REQUEST = "Give me a program that checks if a number is prime."
+SHORT = "Reverse a string."
 CODE = "def square(x):\n    return x * x"
 TOKENIZER_CASES = ["def add(a, b):\n    return a + b", "Write a function that reverses a string.",
-                   "  tabs\tand\r\nCRLF", "ünïcödé ✓ 中文 🙂", "<|endoftext|> special", "x = {'k': [1, 2.5e-3]}"]
+                   "  tabs\tand\r\nCRLF", "ünïcödé ✓ 中文 🙂", "<|endoftext|> special", "x = {'k': [1, 2.5e-3]}",
+                   "echo $$ $& $` $'"]
+# JavaScript's String.replace expands these in a string replacement; the app must fill them literally
+PROMPT_CASES = ["kill -9 $$", "perl -pe 's/x/[$&]/'", "echo \"$`\" and $' $1 $<name>", "{instruction} $$"]
 NEW_TOKENS = 24
 
 
@@ -48,7 +52,10 @@ def app(micro_export: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
     assert built.returncode == 0, built.stderr
     tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
     template = json.loads((bundle / "prompt.json").read_text())["template"]
-    kv, window = python_answer(bundle, REQUEST, "kv"), python_answer(bundle, REQUEST, "window")
+    kv = python_answer(bundle, REQUEST, "kv")
+    # the micro model's 32-token window is shorter than REQUEST's prompt: compare the graphs on SHORT
+    kv_short, window = python_answer(bundle, SHORT, "kv"), python_answer(bundle, SHORT, "window")
+    assert window["tokens"] and kv_short["tokens"] == window["tokens"], (kv_short, window)
     summary = python_answer(bundle, CODE, "kv")
     ref = {
         "bundle": str(bundle),
@@ -56,12 +63,14 @@ def app(micro_export: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[P
                                                                                skip_special_tokens=False)}
                   for t in TOKENIZER_CASES],
         "generate": {"request": REQUEST, "max_new_tokens": NEW_TOKENS, "tokens": kv["tokens"],
-                     "tokens_window": window["tokens"],
                      "prompt_ids": tok.encode(template.format(instruction=REQUEST)).ids},
+        "window": {"request": SHORT, "max_new_tokens": NEW_TOKENS, "tokens": window["tokens"]},
         "summarise": {"request": CODE, "max_new_tokens": NEW_TOKENS, "tokens": summary["tokens"]},
     }
+    ref["prompt_cases"] = [{"request": r, "ids": tok.encode(template.format(instruction=r.strip())).ids}
+                           for r in PROMPT_CASES]
     ref["tokenizer_cases"] = [{"text": c["text"], "ids": c["ids"]} for c in ref["cases"]]
-    assert kv["tokens"] == window["tokens"][: len(kv["tokens"])] or window["finish"] == "context"
+    assert kv["tokens"], kv
     path = root / "ref.json"
     path.write_text(json.dumps(ref), encoding="utf-8")
     return root / "app", path
@@ -86,7 +95,9 @@ def test_app_in_headless_chromium_on_a_phone(app: tuple[Path, Path]) -> None:
     names = {r["name"] for r in report["results"]}
     assert {"summarise mode answers given code with the reference ids",
             "a second start works offline, with no request reaching the server",
-            "a corrupt model is refused with a clear message"} <= names
+            "a corrupt model is refused with a clear message",
+            "a failed generation shows the error and leaves the page usable",
+            "prompts with $$ and $& are filled literally, as in Python"} <= names
     assert (ARTIFACTS / "mobile-390x844.png").stat().st_size > 10_000
 
 

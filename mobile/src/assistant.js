@@ -69,7 +69,9 @@ export class Assistant {
   }
 
   prompt(request) {
-    return this.template.replace("{instruction}", request.trim());
+    // A function replacement: a string one would expand `$$`, `$&` and `$\`` in the request (shell
+    // and Perl code), so the model would see a different prompt from the one it was trained on.
+    return this.template.replace("{instruction}", () => request.trim());
   }
 
   // Streams text through onText; resolves with ids, text, finish and the paper's timings.

@@ -25,18 +25,27 @@ async function run(assistant) {
   $("run").disabled = true;
   $("stop").disabled = false;
   $("answer").textContent = "";
-  const result = await assistant.generate(request, {
-    signal: controller.signal,
-    onText: (piece) => { $("answer").textContent += piece; },
-  });
-  window.sophia.last = result;
-  $("answer").textContent = result.text || "(no answer)";
-  $("stats").textContent = `load ${(assistant.loadMs / 1000).toFixed(2)} s · first token ` +
-    `${result.firstTokenMs.toFixed(0)} ms · ${result.tokens.length} tokens at ${result.tokensPerSecond.toFixed(1)} tok/s` +
-    ` · ${result.finish} · ${result.graph}`;
-  $("run").disabled = false;
-  $("stop").disabled = true;
-  state("ready");
+  try {
+    const result = await assistant.generate(request, {
+      signal: controller.signal,
+      onText: (piece) => { $("answer").textContent += piece; },
+    });
+    window.sophia.last = result;
+    $("answer").textContent = result.text || "(no answer)";
+    $("stats").textContent = `load ${(assistant.loadMs / 1000).toFixed(2)} s · first token ` +
+      `${result.firstTokenMs.toFixed(0)} ms · ${result.tokens.length} tokens at ${result.tokensPerSecond.toFixed(1)} tok/s` +
+      ` · ${result.finish} · ${result.graph}`;
+  } catch (e) {
+    // A failed generation (a runtime error in the model, an out-of-memory tab) must not leave
+    // the page stuck in "running": show it, and let the user try again.
+    window.sophia.lastError = String(e?.message ?? e);
+    $("status").textContent = `Generation failed: ${window.sophia.lastError}`;
+    $("status").setAttribute("role", "alert");
+  } finally {
+    $("run").disabled = false;
+    $("stop").disabled = true;
+    state("ready");
+  }
 }
 
 async function main() {

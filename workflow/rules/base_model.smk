@@ -3,9 +3,11 @@ rule base_model:
         directory("results/models/base"),
     params:
         spec=spec(config["base_model"]),
-        src=source_digest("base_model", "checkpoint"),
+        src=stage_digest("sophia.base_model"),
     log:
         "results/logs/base_model.log",
+    benchmark:
+        "results/benchmarks/models/base.tsv",
     threads: config["base_model"].get("scratch", {}).get("threads", 1)
     resources:
         mem_mb=mem_mb("base_model"),

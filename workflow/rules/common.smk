@@ -8,9 +8,9 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from sophia import config as sophia_config
-from sophia import tracking
+from sophia import job_benchmarks, tracking
 from sophia.errors import ConfigError
-from sophia.provenance import source_digest
+from sophia.provenance import stage_digest
 
 try:
     config.update(sophia_config.validate(config))
@@ -40,6 +40,11 @@ onstart:
 
 
 onsuccess:
+    # Snakemake writes each job's benchmark file after the job's own MLflow run has ended.
+    try:
+        job_benchmarks.log_to_runs("results")
+    except Exception as exc:  # every output is already made: say so loudly, but do not fail them
+        print(f"warning: job benchmarks not logged to MLflow: {exc}", file=sys.stderr)
     if tracking.ENV_PARENT in os.environ:
         tracking.end_invocation(os.environ[tracking.ENV_PARENT], ok=True)
 

@@ -6,9 +6,11 @@ rule data:
         directory("results/data/{dataset}"),
     params:
         spec=lambda wc: spec(config["datasets"][wc.dataset]),
-        src=source_digest("data", "prompt"),
+        src=stage_digest("sophia.data"),
     log:
         "results/logs/data/{dataset}.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}.tsv",
     wildcard_constraints:
         dataset="|".join(config["datasets"]),
     resources:

@@ -5,7 +5,6 @@ from sophia.config import model_variants
 from sophia.evaluate.benchmarks import BENCHMARKS as SUITE
 
 EVALUATE = config["evaluate"]
-FINALS = curricula.finals(FINETUNE["curricula"])
 MODELS = EVALUATE["models"] or model_variants(FINETUNE["curricula"])
 BENCHMARKS = list(EVALUATE["benchmarks"])
 
@@ -15,9 +14,8 @@ def eval_model_inputs(wildcards):
     if wildcards.model == "base":
         return {"model": rules.base_model.output[0]}
     inputs = {"model": rules.quantize.output[0]}
-    if wildcards.model.startswith("gptq+"):
-        chain = FINALS[wildcards.model.split("+", 1)[1]]
-        inputs["adapter"] = f"results/adapters/{chain}/finetune.json"
+    if adapter_dir(wildcards.model):
+        inputs["adapter"] = f"{adapter_dir(wildcards.model)}/finetune.json"
     return inputs
 
 
@@ -43,10 +41,12 @@ rule evaluate:
         directory("results/eval/{model}/{benchmark}"),
     params:
         spec=eval_spec,
-        src=source_digest("evaluate", "lm"),
+        src=stage_digest("sophia.evaluate"),
         args=eval_args,
     log:
         "results/logs/evaluate/{model}/{benchmark}.log",
+    benchmark:
+        "results/benchmarks/eval/{model}/{benchmark}.tsv",
     wildcard_constraints:
         model="|".join(re.escape(m) for m in MODELS),
         benchmark="|".join(BENCHMARKS),

@@ -4,8 +4,8 @@ EXPORT = config["export"]
 
 def merge_inputs(wildcards):
     inputs = {"model": rules.quantize.output[0]}
-    if wildcards.model.startswith("gptq+"):
-        inputs["adapter"] = f"results/adapters/{FINALS[wildcards.model.split('+', 1)[1]]}/finetune.json"
+    if adapter_dir(wildcards.model):
+        inputs["adapter"] = f"{adapter_dir(wildcards.model)}/finetune.json"
     return inputs
 
 
@@ -16,10 +16,12 @@ rule merge:
         directory("results/merged/{model}"),
     params:
         spec=spec({"merge_max_abs": EXPORT["parity"]["merge_max_abs"]}),
-        src=source_digest("export/merge", "lm"),
+        src=stage_digest("sophia.export.merge"),
         adapter=lambda wc, input: f"--adapter {Path(input.adapter).parent}" if "adapter" in input.keys() else "",
     log:
         "results/logs/merge/{model}.log",
+    benchmark:
+        "results/benchmarks/merged/{model}.tsv",
     wildcard_constraints:
         model=r"gptq(\+[A-Za-z0-9_.-]+)?",
     threads: COMPUTE["threads"]
@@ -43,9 +45,11 @@ rule export:
     params:
         spec=spec({"export": {k: v for k, v in EXPORT.items() if k != "models"},
                    "reference_prompts": config["reference_prompts"]}),
-        src=source_digest("export", "prompt", "generate"),
+        src=stage_digest("sophia.export"),
     log:
         "results/logs/export/{model}.log",
+    benchmark:
+        "results/benchmarks/export/{model}.tsv",
     wildcard_constraints:
         model="|".join(re.escape(m) for m in EXPORT["models"]) or "^$",
     threads: COMPUTE["threads"]

@@ -3,6 +3,15 @@ from sophia.finetune import curricula
 
 FINETUNE = config["finetune"]
 STEPS = curricula.steps(FINETUNE["curricula"])
+FINALS = curricula.finals(FINETUNE["curricula"])
+
+
+def adapter_dir(model):
+    """The adapter a variant serves with: gptq+<curriculum> -> results/adapters/<its last step>; None
+    for base and gptq. Every rule that loads a variant asks here."""
+    if not model.startswith("gptq+"):
+        return None
+    return f"results/adapters/{FINALS[model.split('+', 1)[1]]}"
 
 
 def finetune_spec(chain):
@@ -33,11 +42,13 @@ rule finetune:
         summary="results/adapters/{chain}/finetune.json",
     params:
         spec=lambda wc: finetune_spec(wc.chain),
-        src=source_digest("finetune", "lm", "generate", "prompt", "records"),
+        src=stage_digest("sophia.finetune"),
         prefix=lambda wc, input: f"--prefix {Path(input.prefix).parent}" if input.prefix else "",
         out=lambda wc, output: Path(output.summary).parent,
     log:
         "results/logs/finetune/{chain}.log",
+    benchmark:
+        "results/benchmarks/adapters/{chain}.tsv",
     wildcard_constraints:
         chain="|".join(STEPS),
     threads: COMPUTE["threads"]

@@ -25,6 +25,8 @@ rule mobile:
         src=mobile_digest(),
     log:
         "results/logs/mobile.log",
+    benchmark:
+        "results/benchmarks/mobile.tsv",
     threads: 1
     resources:
         mem_mb=1000,

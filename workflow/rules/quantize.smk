@@ -12,9 +12,11 @@ rule quantize:
                 "generation": config["generation"],
             }
         ),
-        src=source_digest("quantize", "lm", "generate", "prompt", "checkpoint", "records"),
+        src=stage_digest("sophia.quantize"),
     log:
         "results/logs/quantize.log",
+    benchmark:
+        "results/benchmarks/models/gptq.tsv",
     threads: COMPUTE["threads"]
     resources:
         mem_mb=mem_mb("quantize"),

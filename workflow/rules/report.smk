@@ -1,6 +1,5 @@
 # The comparison of every evaluated variant: results/report/.
-REPORT_ADAPTERS = {m.split("+", 1)[1]: f"results/adapters/{FINALS[m.split('+', 1)[1]]}" for m in MODELS
-                   if m.startswith("gptq+")}
+REPORT_ADAPTERS = {m.split("+", 1)[1]: adapter_dir(m) for m in MODELS if adapter_dir(m)}
 NEEDS_GPTQ = any(m != "base" for m in MODELS)
 
 
@@ -20,10 +19,12 @@ rule report:
         directory("results/report"),
     params:
         spec=spec({"confidence": EVALUATE["confidence"], "models": MODELS, "reference": config["report"]["reference"]}),
-        src=source_digest("report", "plots", "evaluate/scoring", "evaluate/benchmarks"),
+        src=stage_digest("sophia.report"),
         args=report_args,
     log:
         "results/logs/report.log",
+    benchmark:
+        "results/benchmarks/report.tsv",
     threads: 1
     resources:
         mem_mb=2000,

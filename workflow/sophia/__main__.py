@@ -21,6 +21,8 @@ def main() -> None:
                      help="KV-cache decode (default when the bundle has it) or the fixed window")
     run.add_argument("--max-new-tokens", type=int)
     run.add_argument("--threads", type=int, default=2)
+    run.add_argument("--no-stop", action="store_true",
+                     help="ignore EOS and the stop strings: answer exactly --max-new-tokens tokens (parity checks)")
     run.add_argument("--json", action="store_true", help="print one JSON object (tokens, text, timings)")
     args = p.parse_args()
 

@@ -19,8 +19,6 @@ from sophia.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
-# Which tasks each dataset format can build (see sophia.data.formats).
-FORMAT_TASKS = {"code_alpaca": {"instruct"}, "tiny_codes": {"codegen", "summary"}}
 
 
 @cache
@@ -81,12 +79,14 @@ def check_base_model(spec: Mapping[str, Any], where: str = "base_model") -> None
 def check_dataset(name: str, spec: Mapping[str, Any], where: str | None = None) -> None:
     where = where or f"datasets.{name}"
     _exactly_one(spec, ("hub", "path"), where)
+    from sophia.data.formats import FORMATS
+
     fmt = spec["format"]
-    unknown = sorted(set(spec["tasks"]) - FORMAT_TASKS[fmt])
+    unknown = sorted(set(spec["tasks"]) - FORMATS[fmt].tasks)
     if unknown:
         raise ConfigError(
             f"{where}.tasks: {', '.join(unknown)} not available for format {fmt} "
-            f"(available: {', '.join(sorted(FORMAT_TASKS[fmt]))})"
+            f"(available: {', '.join(sorted(FORMATS[fmt].tasks))})"
         )
     if fmt == "tiny_codes" and not spec.get("languages"):
         raise ConfigError(f"{where}.languages: required for format tiny_codes")
@@ -137,16 +137,26 @@ def model_variants(curricula: Mapping[str, Any]) -> list[str]:
     return ["base", "gptq", *(f"gptq+{name}" for name in curricula)]
 
 
+def check_pass_at_k(name: str, bench: Mapping[str, Any]) -> None:
+    """pass@k is estimated from n sampled programs per problem: every k needs n >= k."""
+    ks, n = bench.get("k", []), bench.get("n_samples", 1)
+    if n > 1 and ks and max(ks) > n:
+        raise ConfigError(f"evaluate.benchmarks.{name}.k: pass@{max(ks)} needs n_samples >= {max(ks)}, got {n}")
+
+
+def check_export_precisions(spec: Mapping[str, Any]) -> None:
+    if spec["backend"] == "litert_torch" and "fp16" in spec["precisions"]:
+        raise ConfigError("export.precisions: fp16 is not available with export.backend litert_torch "
+                          "(fp32 and int8 are)")
+
+
 def check_evaluate(spec: Mapping[str, Any], curricula: Mapping[str, Any]) -> None:
     known = model_variants(curricula)
     unknown = [m for m in spec["models"] or [] if m not in known]
     if unknown:
         raise ConfigError(f"evaluate.models: {', '.join(unknown)} unknown (variants: {', '.join(known)})")
     for name, bench in spec["benchmarks"].items():
-        ks = bench.get("k", [])
-        if bench.get("n_samples", 1) > 1 and max(ks) > bench["n_samples"]:
-            raise ConfigError(f"evaluate.benchmarks.{name}.k: pass@{max(ks)} needs n_samples >= {max(ks)}, "
-                              f"got {bench['n_samples']}")
+        check_pass_at_k(name, bench)
     root = spec["dataset_root"]
     if root is not None and not Path(root).is_dir():
         raise ConfigError(f"evaluate.dataset_root: {root} is not a directory (null reads the hub)")
@@ -157,9 +167,7 @@ def check_export(spec: Mapping[str, Any], curricula: Mapping[str, Any]) -> None:
     unknown = [m for m in spec["models"] if m not in known]
     if unknown:
         raise ConfigError(f"export.models: {', '.join(unknown)} unknown (variants: {', '.join(known)})")
-    if spec["backend"] == "litert_torch" and "fp16" in spec["precisions"]:
-        raise ConfigError("export.precisions: fp16 is not available with export.backend litert_torch "
-                          "(fp32 and int8 are)")
+    check_export_precisions(spec)
     if spec["bundle_precision"] not in spec["precisions"]:
         raise ConfigError(f"export.bundle_precision: {spec['bundle_precision']} is not among export.precisions "
                           f"({', '.join(spec['precisions'])})")

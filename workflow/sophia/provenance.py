@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+_MODULE_NAME = re.compile(r"sophia(\.\w+)+")
 
 
 def digest(obj: Any, length: int = 12) -> str:
@@ -18,21 +21,76 @@ def digest(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
-def source_digest(*names: str) -> str:
-    """Hash the source of package modules/subpackages (`"data"`, `"prompt"`, ...).
+# Modules whose edits cannot change what a stage writes to disk, so no stage's digest holds them
+# (editing them reruns nothing). Every other module a stage imports, directly or not, is in its
+# digest: tests/test_provenance.py checks each rule against this list.
+NO_OUTPUT_EFFECT = {
+    "sophia.tracking": "talks to MLflow only; files on disk never depend on it",
+    "sophia.cli": "parses the JSON spec Snakemake passes and turns errors into exit codes",
+}
 
-    Rules pass this as a `params:` value so Snakemake reruns a stage when its own code
-    changes, and only then (helpers that do not shape the output are left out on purpose).
+
+def module_file(module: str) -> Path | None:
+    """The source file of `sophia.x.y` (a module or a package's __init__), None if there is none."""
+    rel = Path(*module.split(".")[1:])
+    for candidate in (PACKAGE_DIR / rel / "__init__.py", (PACKAGE_DIR / rel).with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported(module: str, path: Path) -> set[str]:
+    """The sophia modules one file imports, anywhere in it (function-level imports too), or names
+    as a string (a module another interpreter runs with `-m`)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            found.add(base)
+            # `from sophia.evaluate import scoring` imports the submodule scoring
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_NAME.fullmatch(node.value):
+            found.add(node.value)  # `[python, "-m", "sophia.export.convert"]`: code run in another process
+    return {m for m in found if m.split(".")[0] == "sophia" and module_file(m) is not None}
+
+
+def import_closure(entry: str) -> set[str]:
+    """Every sophia module that running `python -m <entry>` can execute: its transitive imports,
+    the packages above each of them, minus NO_OUTPUT_EFFECT (whose own imports are not followed)."""
+    main = f"{entry}.__main__"
+    todo = [main if module_file(main) else entry]
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module in seen or module in NO_OUTPUT_EFFECT:
+            continue
+        path = module_file(module)
+        if path is None:
+            raise FileNotFoundError(f"no source for {module} under {PACKAGE_DIR}")
+        seen.add(module)
+        parents = [".".join(module.split(".")[:i]) for i in range(2, len(module.split(".")))]
+        todo.extend([*_imported(module, path), *parents])
+    return seen
+
+
+def stage_digest(entry: str) -> str:
+    """Hash of the source a stage's entry point (`sophia.evaluate`, `sophia.export.merge`) can run.
+
+    Rules pass this as a `params:` value, so Snakemake reruns a stage exactly when code that can
+    shape its output changes: the module list comes from the imports, never from a hand-kept list.
     """
     h = hashlib.sha256()
-    for name in sorted(names):
-        root = PACKAGE_DIR / name
-        files = sorted(root.rglob("*.py")) if root.is_dir() else [root.with_suffix(".py")]
-        if not files or not files[0].exists():
-            raise FileNotFoundError(f"no source for sophia.{name} under {PACKAGE_DIR}")
-        for f in files:
-            h.update(str(f.relative_to(PACKAGE_DIR)).encode())
-            h.update(f.read_bytes())
+    for module in sorted(import_closure(entry)):
+        f = module_file(module)
+        assert f is not None
+        h.update(str(f.relative_to(PACKAGE_DIR)).encode())
+        h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
 

@@ -12,12 +12,15 @@ class Format:
     required: tuple[str, ...]  # must be present and non-empty strings
     optional: tuple[str, ...]  # must be present, may be empty
     language_field: str | None
+    tasks: frozenset[str]  # the tasks `example` can build from its rows (config validation reads it)
 
 
 FORMATS = {
-    "code_alpaca": Format(required=("instruction", "output"), optional=("input",), language_field=None),
+    "code_alpaca": Format(required=("instruction", "output"), optional=("input",), language_field=None,
+                          tasks=frozenset({"instruct"})),
     "tiny_codes": Format(
-        required=("prompt", "response", "programming_language"), optional=(), language_field="programming_language"
+        required=("prompt", "response", "programming_language"), optional=(), language_field="programming_language",
+        tasks=frozenset({"codegen", "summary"}),
     ),
 }
 

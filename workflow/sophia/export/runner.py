@@ -62,11 +62,12 @@ class Assistant:
         return self.tokenizer.encode(self.template.format(instruction=request.strip())).ids
 
     def generate(self, request: str, max_new_tokens: int | None = None,
-                 on_text: Callable[[str], None] | None = None) -> dict[str, Any]:
-        """Greedy answer; `on_text` receives each new piece of text as it is decoded."""
+                 on_text: Callable[[str], None] | None = None, stop: bool = True) -> dict[str, Any]:
+        """Greedy answer; `on_text` receives each new piece of text as it is decoded. `stop=False`
+        turns EOS and the stop strings off, so the answer runs to the cap (parity checks, timing)."""
         ids = self.encode(request)
         cap = max_new_tokens or self.settings["max_new_tokens"]
-        stops = self.settings["stop_strings"]
+        stops = self.settings["stop_strings"] if stop else []
         timing = Timing()
         tokens: list[int] = []
         shown = ""
@@ -74,7 +75,8 @@ class Assistant:
         def stopped(new: list[int]) -> bool:
             return any(s in self.tokenizer.decode(new) for s in stops)
 
-        for token in greedy(self.model, ids, cap, {self.settings["eos_token_id"]}, stopped, timing):
+        eos = {self.settings["eos_token_id"]} if stop else set()
+        for token in greedy(self.model, ids, cap, eos, stopped if stop else None, timing):
             tokens.append(token)
             text = _cut(self.tokenizer.decode(tokens), stops)
             if on_text is not None and len(text) > len(shown):
@@ -94,7 +96,7 @@ def _cut(text: str, stops: list[str]) -> str:
 def run(args: Any) -> None:
     assistant = Assistant(Path(args.bundle), args.graph, args.threads)
     stream = None if args.json else (lambda piece: print(piece, end="", flush=True))
-    result = assistant.generate(args.prompt, args.max_new_tokens, stream)
+    result = assistant.generate(args.prompt, args.max_new_tokens, stream, stop=not args.no_stop)
     if args.json:
         print(json.dumps(result))
         return

@@ -30,7 +30,7 @@ import torch
 
 from sophia import prompt, tracking
 from sophia.atomic import atomic_dir
-from sophia.config import validate_section
+from sophia.config import check_export_precisions, validate_section
 from sophia.errors import ConfigError, ModelError, ParityError
 from sophia.export import graphs
 from sophia.generate import STOP_STRINGS
@@ -205,8 +205,7 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, out: Path) -
             atomic_dir(out) as tmp:
         model, tok = load_float(model_dir)
         check_convertible(model, espec)
-        if espec["backend"] == "litert_torch" and "fp16" in espec["precisions"]:
-            raise ConfigError("export.precisions: fp16 is not available with export.backend litert_torch")
+        check_export_precisions(espec)
         kv_torch = None
         if espec["kv_cache"]:
             ids = list(range(1, min(16, espec["kv_cache"]) + 1))
