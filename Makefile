@@ -66,7 +66,7 @@ run: setup
 	  echo "  make serve-app   (http://127.0.0.1:8321/; a phone needs HTTPS: copy results/mobile/ to any static host)"; fi
 
 test: setup lint
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 lint: setup
 	$(VENV)/bin/ruff check .

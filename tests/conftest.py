@@ -1,16 +1,19 @@
-"""Shared fixtures: an isolated MLflow store per test and a micro scratch model per session."""
+"""Shared fixtures: an isolated MLflow store per test, and one run of the whole workflow on a micro
+config per session, whose outputs (base model, data, GPTQ, adapters, export, app) the tests read."""
 
 from __future__ import annotations
 
 import copy
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sophia import tracking
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,62 +116,62 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return uri
 
 
-@pytest.fixture(scope="session")
-def micro_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The micro scratch model, built once per session through the real stage function."""
-    from sophia.base_model.stage import run_stage
+@dataclass
+class MicroRun:
+    """The real Snakemake DAG on the micro config, run once per session in `workdir`."""
 
-    root = tmp_path_factory.mktemp("micro_model")
-    with isolated_tracking(root):
-        run_stage({"scratch": copy.deepcopy(MICRO_SCRATCH)}, root / "base")
-    return root / "base"
+    workdir: Path
+    result: subprocess.CompletedProcess[str]
+
+    @property
+    def results(self) -> Path:
+        return self.workdir / "results"
 
 
-@contextmanager
-def isolated_tracking(root: Path) -> Iterator[None]:
-    """Session fixtures log to their own store, whatever a test's monkeypatch does later."""
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", tracking.ENV_ARTIFACTS, tracking.ENV_PARENT)
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    os.environ["MLFLOW_EXPERIMENT_NAME"] = "test"
-    os.environ[tracking.ENV_ARTIFACTS] = str(root / "mlartifacts")
-    os.environ.pop(tracking.ENV_PARENT, None)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
+    """`snakemake` on the project's Snakefile in `workdir`, as a user runs it (its config.yaml)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", tracking.ENV_PARENT, tracking.ENV_ARTIFACTS):
+        env.pop(var, None)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+         "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def write_config(workdir: Path, cfg: dict[str, Any]) -> None:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
 
 
 @pytest.fixture(scope="session")
-def micro_data(micro_model: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """The data stage's outputs for the micro config, built once per session."""
-    from sophia.config import validate
-    from sophia.data.stage import run_stage
-
-    root = tmp_path_factory.mktemp("micro_data")
-    cfg = validate(micro_config())
-    with isolated_tracking(root):
-        for name, spec in cfg["datasets"].items():
-            run_stage(name, spec, micro_model, root / name)
-    return [root / name for name in cfg["datasets"]]
+def micro_run(tmp_path_factory: pytest.TempPathFactory) -> MicroRun:
+    """Every stage's real output, made once: tests that only read an output read this run's, so the
+    suite builds each heavy artifact (base, GPTQ, adapters, ONNX/TFLite, app) exactly once."""
+    workdir = tmp_path_factory.mktemp("wf")
+    write_config(workdir, micro_config())
+    result = snakemake(workdir)
+    if result.returncode != 0:
+        pytest.fail(f"the micro workflow failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    return MicroRun(workdir, result)
 
 
 @pytest.fixture(scope="session")
-def micro_gptq(micro_model: Path, micro_data: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The quantize stage's output for the micro config, built once per session."""
-    from sophia.config import validate
-    from sophia.quantize.stage import run_stage
+def micro_model(micro_run: MicroRun) -> Path:
+    """The micro scratch model (stage base_model)."""
+    return micro_run.results / "models" / "base"
 
-    root = tmp_path_factory.mktemp("micro_gptq")
-    cfg = validate(micro_config())
-    spec = {k: cfg[k] for k in ("quantize", "reference_prompts", "generation")}
-    with isolated_tracking(root):
-        run_stage(spec, micro_model, micro_data, root / "gptq")
-    return root / "gptq"
+
+@pytest.fixture(scope="session")
+def micro_data(micro_run: MicroRun) -> list[Path]:
+    """The data stage's outputs: [alpaca, tiny]."""
+    return [micro_run.results / "data" / name for name in micro_config()["datasets"]]
+
+
+@pytest.fixture(scope="session")
+def micro_gptq(micro_run: MicroRun) -> Path:
+    """The quantize stage's output."""
+    return micro_run.results / "models" / "gptq"
 
 
 EXPORT_PY = ROOT / ".venv-export" / "bin" / "python"
@@ -179,19 +182,21 @@ EXPORT_SPEC: dict[str, Any] = {
                "parity": {"inputs": 2, "teacher_forced_steps": 16, "greedy_prompts": 2, "greedy_tokens": 8}},
     "reference_prompts": EXPORT_PROMPTS,
 }
+EXPORTED = "gptq+alpaca"  # the micro config's export.models
 
 
 @pytest.fixture(scope="session")
-def micro_export(micro_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The export stage's output for the micro base model (both graphs, every precision)."""
-    from sophia.export import stage
+def micro_merged(micro_run: MicroRun) -> Path:
+    """The float model the export stage converted: GPTQ dequantized, the alpaca adapter merged."""
+    return micro_run.results / "merged" / EXPORTED
 
+
+@pytest.fixture(scope="session")
+def micro_export(micro_run: MicroRun) -> Path:
+    """The export stage's output for the merged micro model (both graphs, every precision)."""
     if not EXPORT_PY.is_file():
         pytest.fail(f"{EXPORT_PY} missing: `make setup` builds the export environment")
-    root = tmp_path_factory.mktemp("export")
-    with isolated_tracking(root):
-        stage.run_stage(copy.deepcopy(EXPORT_SPEC), "base", micro_model, root / "base")
-    return root / "base"
+    return micro_run.results / "export" / EXPORTED
 
 
 def config_error(mutate: Any, section: str | None = None) -> str:

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from conftest import ROOT, micro_config
-from sophia import tracking
+from conftest import MicroRun, micro_config, snakemake, write_config
 
 pytestmark = pytest.mark.e2e
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", tracking.ENV_PARENT, tracking.ENV_ARTIFACTS):
-        env.pop(var, None)
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
-        env=env, capture_output=True, text=True, timeout=2400,
-    )
 
 
 def planned_jobs(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
@@ -39,15 +25,9 @@ def planned_jobs(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-def write_config(workdir: Path, cfg: dict[str, Any]) -> None:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
-
-
 @pytest.fixture(scope="module")
-def workflow_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    workdir = tmp_path_factory.mktemp("wf")
-    write_config(workdir, micro_config())
-    return workdir, snakemake(workdir)
+def workflow_run(micro_run: MicroRun) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    return micro_run.workdir, micro_run.result
 
 
 def test_full_run_produces_every_output(workflow_run: tuple[Path, Any]) -> None:
@@ -81,6 +61,16 @@ def test_full_run_produces_every_output(workflow_run: tuple[Path, Any]) -> None:
     for log in ("base_model.log", "data/alpaca.log", "data/tiny.log", "quantize.log", "report.log",
                 "evaluate/gptq+alpaca/humaneval.log"):
         assert (workdir / "results" / "logs" / log).is_file()
+    # the export rule hands the converter relative paths (results/export/...) and onnx2tf runs elsewhere
+    exported = workdir / "results" / "export" / "gptq+alpaca"
+    assert json.loads((exported / "parity.json").read_text())["failures"] == []
+    assert (exported / "window_fp32.tflite").is_file() and (exported / "kv_fp32.tflite").is_file()
+    assert (workdir / "results" / "mobile" / "index.html").is_file()
+    # Snakemake's benchmark: one file per job, mirroring the output's path
+    for bench in ("models/base", "models/gptq", "data/alpaca", "adapters/tiny_codegen/tiny_summary/alpaca",
+                  "eval/gptq+alpaca/humaneval", "report", "merged/gptq+alpaca", "export/gptq+alpaca", "mobile"):
+        header = (workdir / "results" / "benchmarks" / f"{bench}.tsv").read_text().splitlines()[0]
+        assert header.startswith("s\th:m:s\tmax_rss"), bench
     leftovers = [p for p in (workdir / "results").rglob(".*tmp-*")]
     assert not leftovers
 
@@ -115,6 +105,9 @@ def test_mlflow_runs_nest_and_link(workflow_run: tuple[Path, Any]) -> None:
     assert step.tags["mlflow.parentRunId"] == parent.info.run_id
     assert len([n for n in runs if n.startswith("finetune:")]) == 5
     assert len(client.get_metric_history(base.info.run_id, "train_loss")) == 3
+    # each job's Snakemake benchmark lands on the run of the output it made
+    assert {"job.seconds", "job.max_rss_mb", "job.cpu_seconds"} <= set(base.data.metrics)
+    assert runs["evaluate:gptq+alpaca:humaneval"].data.metrics["job.seconds"] > 0
     artifacts = {a.path for a in client.list_artifacts(base.info.run_id)}
     assert {"README.md", "manifest.json", "base_model.json", "loss_curve.png"} <= artifacts
     evaluation = runs["evaluate:gptq+alpaca:humaneval"].data
@@ -184,14 +177,18 @@ def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()
 
 
-def test_failing_data_job_keeps_base_model_and_leaves_no_partial_output(tmp_path: Path) -> None:
+def test_failing_data_job_keeps_base_model_and_leaves_no_partial_output(micro_run: MicroRun, tmp_path: Path) -> None:
     cfg = micro_config()
     broken = tmp_path / "broken.jsonl"
     broken.write_bytes(b'{"instruction": "a", "input": "", "output": "b"}\n{"instruction": "\xff"}\n')
     cfg["datasets"]["alpaca"]["path"] = str(broken)
     write_config(tmp_path, cfg)
+    # the session's base model with Snakemake's record of it: up to date here, so it is not rebuilt
+    shutil.copytree(micro_run.results / "models" / "base", tmp_path / "results" / "models" / "base")
+    shutil.copytree(micro_run.workdir / ".snakemake" / "metadata", tmp_path / ".snakemake" / "metadata")
     result = snakemake(tmp_path)
     assert result.returncode != 0
+    assert "rule base_model:" not in result.stdout + result.stderr
     assert f"{broken}: row 2: undecodable bytes" in result.stdout + result.stderr  # --show-failed-logs
     assert (tmp_path / "results" / "models" / "base" / "model.safetensors").is_file()
     assert (tmp_path / "results" / "data" / "tiny" / "stats.json").is_file()
