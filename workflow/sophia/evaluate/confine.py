@@ -116,5 +116,8 @@ def command(python: list[str], program_fd: int, disk_mb: int, as_root: bool, use
         return [*cmd, "--", *python]
     if not userns:  # RLIMIT_NPROC then counts every `nobody` process on the host
         return [*cmd, "--", *_DROP, *python]
-    inner = [bwrap_exe() or "bwrap", *_USERNS, "--dev-bind", "/", "/", "--chdir", RUNDIR, "--die-with-parent"]
+    # Its own PID namespace too, so the program's parent is an init it cannot kill, not a `nobody`
+    # process of the outer namespace that it could.
+    inner = [bwrap_exe() or "bwrap", *_USERNS, "--unshare-pid", "--dev-bind", "/", "/", "--chdir", RUNDIR,
+             "--die-with-parent"]
     return [*cmd, "--", *_DROP, *inner, "--", *python]
