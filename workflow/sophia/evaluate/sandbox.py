@@ -257,7 +257,7 @@ def _outcome(rc: int | None, timed_out: bool, reported: bool, seconds: float, ou
 
 
 class _Tail:
-    """The last `cap` bytes of a stream, held in at most about 2 × cap however much is written."""
+    """The last `cap` bytes of a stream, held in at most about 2 * cap however much is written."""
 
     def __init__(self, cap: int) -> None:
         self.cap, self.total, self.buf = cap, 0, bytearray()
