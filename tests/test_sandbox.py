@@ -50,8 +50,7 @@ HOSTILE = {
     # Its parent is the init of its own PID namespace, which ignores the signal; the evaluator is unseen.
     "kills its parent": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(1, signal.SIGKILL)\n"
                          "raise SystemExit(f'still here, parent {os.getppid()}')", ERROR, "still here, parent 1"),
-    "fork bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", TIMEOUT,
-                  "wall clock"),
+    # fork and thread bombs: tests/test_sandbox_hostile.py (stopped by the process limit, as root and not)
     "huge file": ("open('big.bin', 'wb').write(b'0' * (64 << 20))", ERROR, "File too large"),
     "reads the token from stdin": ("import sys\nt = sys.stdin.read()\nprint(t)\nimport os\nos._exit(0)", ERROR,
                                    "before the tests finished"),
