@@ -32,7 +32,7 @@ import json, sys
 from sophia.evaluate.sandbox import Limits, Sandbox
 jobs = json.load(sys.stdin)
 box = Sandbox(Limits(**jobs["limits"]), "bwrap")
-print(json.dumps([box.run(p).to_dict() for p in jobs["programs"]]))
+print(json.dumps({"direct": box.direct, "outcomes": [box.run(p).to_dict() for p in jobs["programs"]]}))
 """
 
 
@@ -160,14 +160,40 @@ def base() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_attacks_fail_as_root(base: Path) -> None:
+def run_child(prefix: list[str], python: str, base: Path, home: Path, cwd: Path,
+              programs: dict[str, str]) -> tuple[dict[str, dict[str, Any]], bool]:
+    """The programs through an evaluator of their own: outcomes by name, and whether bwrap was
+    started as `nobody` directly."""
+    pkg = base / "lib" / "sophia"
+    for name in SANDBOX_FILES:
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "workflow" / "sophia" / name, pkg / name)
+    jobs = json.dumps({"limits": vars(LIMITS), "programs": list(programs.values())})
+    res = subprocess.run([*prefix, python, "-c", RUNNER], input=jobs, capture_output=True, text=True, cwd=cwd,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(base / "lib")},
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    return dict(zip(programs, out["outcomes"], strict=True)), out["direct"]
+
+
+# This interpreter (here under root's home: a privileged bwrap, then one as nobody), and the
+# system's (reachable by nobody: one bwrap started as nobody).
+@pytest.mark.parametrize("python", ["this interpreter", "/usr/bin/python3"])
+def test_attacks_fail_as_root(base: Path, python: str) -> None:
     if os.geteuid() != 0:
         pytest.skip("the root half needs root (the non-root half runs as this user)")
+    if python != "this interpreter" and not Path(python).exists():
+        pytest.skip(f"no {python} here")
     host = Host(base, Path.home(), Path.cwd())
     try:
-        box = Sandbox(LIMITS, "bwrap")
-        assert box.userns, "as root the program must run as nobody in its own user namespace"
-        outcomes = {name: box.run(p).to_dict() for name, p in host.programs().items()}
+        if python == "this interpreter":
+            box = Sandbox(LIMITS, "bwrap")
+            assert box.userns, "as root the program must run as nobody in its own user namespace"
+            outcomes = {name: box.run(p).to_dict() for name, p in host.programs().items()}
+        else:
+            outcomes, direct = run_child([], python, base, Path.home(), ROOT, host.programs())
+            assert direct
         check(outcomes, host)
     finally:
         host.close()
@@ -197,22 +223,12 @@ def test_attacks_fail_as_a_normal_user(user: tuple[list[str], int], base: Path) 
         for d in (home, cwd):
             d.mkdir(mode=0o700)
             os.chown(d, uid, uid)
-        pkg = base / "lib" / "sophia"
-        for name in SANDBOX_FILES:
-            (pkg / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ROOT / "workflow" / "sophia" / name, pkg / name)
         python = _python_for(prefix)
         # More processes of this uid outside the sandbox than its limit: per-namespace counting ignores them.
         sleepers = [subprocess.Popen([*prefix, "sleep", "60"]) for _ in range(LIMITS.max_processes + 4)]
         host = Host(base, home, cwd)
         try:
-            names, programs = zip(*host.programs().items(), strict=True)
-            jobs = json.dumps({"limits": vars(LIMITS), "programs": programs})
-            res = subprocess.run([*prefix, python, "-c", RUNNER], input=jobs, capture_output=True, text=True,
-                                 cwd=cwd, env={"PATH": "/usr/bin:/bin", "HOME": str(home),
-                                               "PYTHONPATH": str(base / "lib")}, timeout=120)
-            assert res.returncode == 0, res.stderr
-            check(dict(zip(names, json.loads(res.stdout), strict=True)), host)
+            check(run_child(prefix, python, base, home, cwd, host.programs())[0], host)
         finally:
             host.close()
             for p in sleepers:

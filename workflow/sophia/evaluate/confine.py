@@ -11,8 +11,9 @@ files nor a pathname socket in them can be reached.
 Processes are bounded through a user namespace: on Linux >= 5.14 RLIMIT_NPROC counts the tasks of
 one uid *within one user namespace* (ucounts), so each sandbox gets its own budget and the user's
 other processes do not count. The kernel ignores the limit for processes whose real uid is host
-root, so as root the mounts are made by a privileged bwrap and the program then runs as `nobody`
-inside a second, unprivileged bwrap that only adds the user namespace. `--disable-userns` stops
+root, so a root evaluator runs the program as `nobody`: it starts bwrap as `nobody` when `nobody`
+can reach the interpreter, else (an interpreter under root's home) the mounts are made by a
+privileged bwrap and a second, unprivileged one only adds the user namespace. `--disable-userns` stops
 the program from making one of its own (where it could mount a tmpfs without a size cap).
 """
 
@@ -67,6 +68,20 @@ def unprivileged_userns() -> bool:
     return bool(exe) and _probe([*_DROP, exe, *_USERNS, "--ro-bind", "/", "/", "--", "true"])
 
 
+def visible_to_nobody(paths: list[str]) -> bool:
+    """Whether every path and its target can be reached by others (each directory on the way
+    searchable), so bwrap started as `nobody` can bind them."""
+    for path in paths:
+        for p in {Path(path), Path(os.path.realpath(path))}:
+            for d in (p, *p.parents):
+                try:
+                    if not d.stat().st_mode & 0o001:
+                        return False
+                except OSError:
+                    return False
+    return True
+
+
 def interpreter_paths() -> list[str]:
     """The interpreter's prefixes (a venv and the Python it was made from), minus what /usr has."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
@@ -89,11 +104,14 @@ def _tree() -> list[str]:
     return args
 
 
-def command(python: list[str], program_fd: int, disk_mb: int, as_root: bool, userns: bool) -> list[str]:
+def command(python: list[str], program_fd: int, disk_mb: int, as_root: bool, userns: bool,
+            direct: bool = False) -> list[str]:
     """bwrap argv running `python` in `RUNDIR`, with the program copied from `program_fd` (a memfd:
-    nothing lands on the host disk). `as_root`: drop to `nobody`, in a user namespace if `userns`."""
+    nothing lands on the host disk). `as_root`: drop to `nobody`, in a user namespace if `userns`,
+    before bwrap if `direct` (`nobody` can reach the interpreter), else inside it."""
     size = str(disk_mb << 20)
-    cmd = [bwrap_exe() or "bwrap", *([] if as_root else _USERNS), *_NS, *_tree(),
+    unprivileged = not as_root or (userns and direct)
+    cmd = [bwrap_exe() or "bwrap", *(_USERNS if unprivileged else []), *_NS, *_tree(),
            "--dev", "/dev", "--proc", "/proc",
            "--perms", "1777", "--size", size, "--tmpfs", "/tmp",
            "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm"]
@@ -114,6 +132,8 @@ def command(python: list[str], program_fd: int, disk_mb: int, as_root: bool, use
         cmd += ["--setenv", key, value]
     if not as_root:
         return [*cmd, "--", *python]
+    if unprivileged:
+        return [*_DROP, *cmd, "--", *python]
     if not userns:  # RLIMIT_NPROC then counts every `nobody` process on the host
         return [*cmd, "--", *_DROP, *python]
     # Its own PID namespace too, so the program's parent is an init it cannot kill, not a `nobody`

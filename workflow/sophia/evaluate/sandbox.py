@@ -155,6 +155,9 @@ class Sandbox:
         self.userns = not self.drop_privileges or (isolation == "bwrap" and confine.unprivileged_userns())
         if isolation == "bwrap" and self.drop_privileges and not self.userns:
             log.warning("unprivileged user namespaces are disabled: sandboxes share one process limit as nobody")
+        # One bwrap started as `nobody` where `nobody` can reach the interpreter (cheaper than two).
+        self.direct = self.drop_privileges and self.userns and confine.visible_to_nobody(
+            [*confine.interpreter_paths(), sys.executable])
 
     @property
     def missing(self) -> list[str]:
@@ -170,7 +173,7 @@ class Sandbox:
         python = [sys.executable, "-I", "-c", _HARNESS, *map(str, args)]
         if self.isolation == "process":
             return python
-        return confine.command(python, program_fd, lim.disk_mb, self.drop_privileges, self.userns)
+        return confine.command(python, program_fd, lim.disk_mb, self.drop_privileges, self.userns, self.direct)
 
     def self_test(self) -> None:
         """A known-good and a known-bad program, before any real one: a broken sandbox (say, an
