@@ -218,31 +218,26 @@ def test_attacks_fail_as_a_normal_user(user: tuple[list[str], int], base: Path) 
     if probe.returncode != 0:
         pytest.skip("unprivileged user namespaces are disabled here (kernel.unprivileged_userns_clone, "
                     f"user.max_user_namespaces or AppArmor), so bwrap cannot run as uid {uid}: {probe.stderr!r}")
+    home, cwd = base / "home", base / "work"
+    for d in (home, cwd):
+        d.mkdir(mode=0o700)
+        os.chown(d, uid, uid)
+    python = _python_for(prefix)
+    # More processes of this uid outside the sandbox than its limit: per-namespace counting ignores them.
+    sleepers = [subprocess.Popen([*prefix, "sleep", "60"]) for _ in range(LIMITS.max_processes + 4)]
+    host = Host(base, home, cwd)
     try:
-        home, cwd = base / "home", base / "work"
-        for d in (home, cwd):
-            d.mkdir(mode=0o700)
-            os.chown(d, uid, uid)
-        python = _python_for(prefix)
-        # More processes of this uid outside the sandbox than its limit: per-namespace counting ignores them.
-        sleepers = [subprocess.Popen([*prefix, "sleep", "60"]) for _ in range(LIMITS.max_processes + 4)]
-        host = Host(base, home, cwd)
-        try:
-            check(run_child(prefix, python, base, home, cwd, host.programs())[0], host)
-        finally:
-            host.close()
-            for p in sleepers:
-                p.kill()
-                p.wait()
-        if prefix:  # nothing of the test user survives its sandboxes
-            deadline = time.monotonic() + 2
-            while _processes(uid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert _processes(uid) == []
+        check(run_child(prefix, python, base, home, cwd, host.programs())[0], host)
     finally:
-        for d in (base / "home", base / "work"):
-            if d.exists():
-                os.chown(d, 0, 0)
+        host.close()
+        for p in sleepers:
+            p.kill()
+            p.wait()
+    if prefix:  # nothing of the test user survives its sandboxes
+        deadline = time.monotonic() + 2
+        while _processes(uid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _processes(uid) == []
 
 
 def _has_passwd(uid: int) -> bool:
