@@ -2,19 +2,29 @@
 
 Generation: HumanEval prompts through the same lm-eval path the evaluate stage uses, at batch size
 1 and at the given batch sizes, in generated tokens per second. Execution: the 164 shipped HumanEval
-reference programs in the sandbox, one worker vs several, in programs per second.
+reference programs in the sandbox, one worker vs several, in programs per second. With
+`--baseline-ref`, the sandbox of that git revision (say, before a hardening) is measured side by
+side with this one: both in fresh processes, alternating, `--repeats` times, median reported,
+so the machine's load hits both alike.
 Writes a JSON file and logs one MLflow run (experiment `sophia-benchmarks` unless
 MLFLOW_EXPERIMENT_NAME says otherwise).
 
     .venv/bin/python benchmarks/eval_throughput.py --model results/models/base --batch-sizes 1 8 --workers 1 2
+    .venv/bin/python benchmarks/eval_throughput.py --skip-generation --workers 2 --baseline-ref 896bc0f
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
 import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,6 +73,30 @@ def execution(workers: list[int], timeout_s: float) -> list[dict]:
     return rows
 
 
+def side_by_side(ref: str, workers: list[int], repeats: int) -> dict:
+    """Programs/s of this checkout's sandbox and of `ref`'s, each run in a fresh process, alternating."""
+    with tempfile.TemporaryDirectory(prefix="sophia-baseline-") as tmp:
+        archive = subprocess.run(["git", "archive", ref, "workflow"], capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        sources = {"current": str(Path("workflow").resolve()), f"baseline {ref}": str(Path(tmp) / "workflow")}
+        runs: dict[str, list[list[dict]]] = {k: [] for k in sources}
+        for _ in range(repeats):
+            for label, src in sources.items():
+                out = subprocess.run([sys.executable, __file__, "--execution-only", "--workers", *map(str, workers)],
+                                     env={**os.environ, "PYTHONPATH": src}, capture_output=True, text=True,
+                                     check=True).stdout
+                runs[label].append(json.loads(out.strip().splitlines()[-1]))
+    result = {}
+    for label, reps in runs.items():
+        result[label] = [{"workers": w, "passed": [r[i]["passed"] for r in reps],
+                          "programs_per_second": [r[i]["programs_per_second"] for r in reps],
+                          "median": statistics.median(r[i]["programs_per_second"] for r in reps)}
+                         for i, w in enumerate(workers)]
+        print(label, json.dumps(result[label]))
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=Path("results/models/base"))
@@ -73,14 +107,24 @@ def main() -> None:
     p.add_argument("--max-gen-toks", type=int, default=64)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--skip-generation", action="store_true", help="measure only the sandbox (no model needed)")
+    p.add_argument("--baseline-ref", help="git revision whose sandbox is measured side by side with this one")
+    p.add_argument("--repeats", type=int, default=3, help="alternating runs per side with --baseline-ref")
+    p.add_argument("--execution-only", action="store_true", help=argparse.SUPPRESS)  # one side of a comparison
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/eval_throughput.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.execution_only:
+        print(json.dumps(execution(args.workers, timeout_s=10)))
+        return
 
-    gen = generation(args.model, args.adapter, args.batch_sizes, args.problems, args.samples, args.max_gen_toks)
+    gen = [] if args.skip_generation else generation(args.model, args.adapter, args.batch_sizes, args.problems,
+                                                     args.samples, args.max_gen_toks)
     exe = execution(args.workers, timeout_s=10)
     result = {"model": str(args.model), "adapter": str(args.adapter) if args.adapter else None,
               "device": str(lm.device()), "threads": args.threads, "generation": gen, "execution": exe}
+    if args.baseline_ref:
+        result["side_by_side"] = side_by_side(args.baseline_ref, args.workers, args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
@@ -89,6 +133,10 @@ def main() -> None:
             run.log_metrics({f"batch{r['batch_size']}.tokens_per_second": r["tokens_per_second"]})
         for r in exe:
             run.log_metrics({f"workers{r['workers']}.programs_per_second": r["programs_per_second"]})
+        for label, rows in result.get("side_by_side", {}).items():
+            side = "baseline" if label.startswith("baseline") else "current"
+            for r in rows:
+                run.log_metrics({f"{side}.workers{r['workers']}.programs_per_second_median": r["median"]})
         run.log_artifact(args.out)
     print(f"wrote {args.out}")
 

