@@ -83,6 +83,8 @@ def _fmt(field: str, v: Any) -> str:
         return f"{100 * v:.1f} %"
     if isinstance(v, list) and field == "stop":
         return " ".join(f"`{s!r}`" for s in v)
+    if isinstance(v, list):
+        return ", ".join(str(x) for x in v)
     return str(v).replace("|", "\\|").replace("\n", "\\n")
 
 
