@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from sophia.errors import DataError
-from sophia.evaluate.benchmarks import BENCHMARKS
 from sophia.evaluate import protocol
+from sophia.evaluate.benchmarks import BENCHMARKS
 from sophia.evaluate.scoring import combine, summarize
-from sophia.report import table
 from sophia.report import stage as report_stage
+from sophia.report import table
 from sophia.report.stage import run_stage
 
 # model -> benchmark -> per-item 0/1 values (deterministic, so every number below is known)
