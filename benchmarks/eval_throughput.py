@@ -32,7 +32,7 @@ os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
 
 import torch
 from sophia import lm, tracking
-from sophia.evaluate import code, harness, sandbox, stage
+from sophia.evaluate import code, context, harness, sandbox, stage
 from sophia.evaluate.benchmarks import BENCHMARKS
 
 
@@ -48,7 +48,7 @@ def generation(model_dir: Path, adapter: Path | None, batch_sizes: list[int], pr
         res = harness.evaluate(lm_obj, BENCHMARKS["humaneval"], spec, Path("workflow/resources/eval/hub"), seed=0,
                                confirm_unsafe_code=True)
         seconds = time.perf_counter() - start
-        tokens = stage.generated_tokens(res["samples"], tok)
+        tokens = context.generated_tokens(res["samples"], tok)
         requests = sum(len(r["resps"][0]) for rows_ in res["samples"].values() for r in rows_)
         rows.append({"batch_size": bs, "requests": requests, "generated_tokens": tokens, "seconds": seconds,
                      "tokens_per_second": tokens / seconds})

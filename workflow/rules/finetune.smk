@@ -40,6 +40,8 @@ rule finetune:
     output:
         adapter="results/adapters/{chain}/adapter_model.safetensors",
         summary="results/adapters/{chain}/finetune.json",
+        loss=report("results/adapters/{chain}/loss_curve.png", category="finetune", caption="../report/loss.rst",
+                    labels={"chain": "{chain}"}),
     params:
         spec=lambda wc: finetune_spec(wc.chain),
         src=stage_digest("sophia.finetune"),

@@ -16,7 +16,10 @@ rule report:
         gptq=[rules.quantize.output[0]] if NEEDS_GPTQ else [],
         adapters=[f"{path}/finetune.json" for path in REPORT_ADAPTERS.values()],
     output:
-        directory("results/report"),
+        # Snakemake's own report (snakemake --report results/report.html) shows these files.
+        report(directory("results/report"), category="report", caption="../report/results.rst",
+               patterns=["{name,table|protocol}.md", "{name,table}.csv", "{name,benchmarks}.png"],
+               labels={"file": "{name}"}),
     params:
         spec=spec({"confidence": EVALUATE["confidence"], "models": MODELS, "reference": config["report"]["reference"]}),
         src=stage_digest("sophia.report"),

@@ -162,6 +162,13 @@ def check_evaluate(spec: Mapping[str, Any], curricula: Mapping[str, Any]) -> Non
         raise ConfigError(f"evaluate.dataset_root: {root} is not a directory (null reads the hub)")
 
 
+def check_report(spec: Mapping[str, Any], curricula: Mapping[str, Any]) -> None:
+    known = model_variants(curricula)
+    for i, row in enumerate(spec["reference"] or []):
+        if row.get("model") is not None and row["model"] not in known:
+            raise ConfigError(f"report.reference[{i}].model: '{row['model']}' unknown (variants: {', '.join(known)})")
+
+
 def check_export(spec: Mapping[str, Any], curricula: Mapping[str, Any]) -> None:
     known = model_variants(curricula)
     unknown = [m for m in spec["models"] if m not in known]
@@ -190,6 +197,7 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     check_finetune(cfg["finetune"], cfg["datasets"])
     check_evaluate(cfg["evaluate"], cfg["finetune"]["curricula"])
     check_export(cfg["export"], cfg["finetune"]["curricula"])
+    check_report(cfg["report"], cfg["finetune"]["curricula"])
     check_mobile(cfg["mobile"], cfg["export"])
     return cfg
 

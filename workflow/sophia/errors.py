@@ -19,3 +19,7 @@ class ModelError(SophiaError):
 
 class ParityError(SophiaError):
     """A merged or exported model disagrees with its source beyond the configured tolerance."""
+
+
+class EvalError(SophiaError):
+    """An evaluation produced a result that would misreport the benchmark (nothing scored, prompts cut)."""

@@ -35,9 +35,11 @@ def grouped_bars(
     title: str,
     ylabel: str,
     hatched: Sequence[str] = (),
+    notes: Mapping[str, Sequence[str | None]] | None = None,
 ) -> Path:
     """One group of bars per category, one bar per series; each value is (value, ci_low, ci_high)
-    and draws an error bar when the interval is known. Missing values leave a gap."""
+    and draws an error bar when the interval is known. Missing values leave a gap. `notes` puts a
+    short text above a series' bar (e.g. "1/5" for a partly measured group)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,6 +59,11 @@ def grouped_bars(
             hi.append(high - v if high is not None else 0.0)
         ax.bar(xs, ys, width=width, label=name, yerr=[lo, hi], capsize=2,
                hatch="//" if name in hatched else None, edgecolor="black", linewidth=0.4)
+        for j, (v, _, high) in enumerate(values):
+            note = (notes or {}).get(name, [None] * len(values))[j]
+            if note and v is not None:
+                ax.annotate(note, (j - 0.4 + width * (i + 0.5), high if high is not None else v),
+                            xytext=(0, 3), textcoords="offset points", ha="center", fontsize=6)
     ax.set_xticks(range(len(categories)), categories)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -42,11 +42,39 @@ def task_specs(bench: Benchmark, spec: dict[str, Any], root: Path | None) -> lis
     if bench.code:
         return code_task_specs(bench, spec, root)
     names = lm_eval_tasks(bench, spec.get("subtasks"))
-    if root is None:
+    budgets = subtask_budgets(bench, spec, names)
+    if root is None and not budgets:
         return names
-    hub_id = _hub_id(bench, names[0])
-    members = [{"task": n, "dataset_path": local_dataset(hub_id, root)} for n in names]
+    members: list[dict[str, Any]] = [{"task": n} for n in names]
+    if root is not None:
+        path = local_dataset(_hub_id(bench, names[0]), root)
+        for m in members:
+            m["dataset_path"] = path
+    for m in members:
+        if m["task"] in budgets:  # the whole dict: an inline override replaces, it does not merge
+            m["generation_kwargs"] = budgets[m["task"]]
     return [{"group": f"sophia_{bench.name}", "task": members}]
+
+
+def subtask_budgets(bench: Benchmark, spec: dict[str, Any], names: list[str]) -> dict[str, dict[str, Any]]:
+    """BBH's generation settings per subtask where `subtask_max_gen_toks` gives one (its prompt and
+    the benchmark budget would not fit the context), else the benchmark's `max_gen_toks`."""
+    per = spec.get("subtask_max_gen_toks") or {}
+    if not per:
+        return {}
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    known = {n.removeprefix("bbh_cot_fewshot_") for n in names}
+    unknown = sorted(set(per) - known)
+    if unknown:
+        raise ConfigError(f"evaluate.benchmarks.{bench.name}.subtask_max_gen_toks: {', '.join(unknown)} not "
+                          f"among the subtasks run ({', '.join(sorted(known))})")
+    template = load_yaml(tasks_root() / bench.task_dir / "_cot_fewshot_template_yaml", resolve_func=False)
+    base = dict(template["generation_kwargs"])
+    if spec.get("max_gen_toks"):
+        base["max_gen_toks"] = spec["max_gen_toks"]
+    return {n: {**base, "max_gen_toks": per.get(n.removeprefix("bbh_cot_fewshot_"), base["max_gen_toks"])}
+            for n in names}
 
 
 def code_task_specs(bench: Benchmark, spec: dict[str, Any], root: Path | None) -> list[dict[str, Any]]:
@@ -96,7 +124,9 @@ def evaluate(lm: Any, bench: Benchmark, spec: dict[str, Any], root: Path | None,
 
     # Restricting the index to the benchmark's folder starts in 0.04 s instead of ~10 s.
     tm = TaskManager(include_defaults=False, include_path=[str(tasks_root() / bench.task_dir)])
-    gen_kwargs = {"max_gen_toks": spec["max_gen_toks"]} if spec.get("max_gen_toks") else None
+    # With per-subtask budgets each task carries its own; a global override would replace them.
+    per_task = bool(spec.get("subtask_max_gen_toks"))
+    gen_kwargs = {"max_gen_toks": spec["max_gen_toks"]} if spec.get("max_gen_toks") and not per_task else None
     return lm_eval.simple_evaluate(
         model=lm, tasks=task_specs(bench, spec, root), task_manager=tm, limit=spec.get("limit"),
         gen_kwargs=gen_kwargs, log_samples=True, random_seed=seed, numpy_random_seed=seed,

@@ -56,24 +56,33 @@ def summarize(values: Sequence[float], confidence: float) -> dict[str, Any]:
     return {"value": mean, "stderr": se, "ci_low": low, "ci_high": high, "n": n}
 
 
+def _error(part: dict[str, Any], z: float) -> float:
+    """A member's standard error for the group: the larger of its sample standard error and its
+    interval's half-width over z (all-equal items have a sample error of 0; one 0/1 item has only
+    Wilson's interval); with neither (one fractional item), the bound 0.5 / sqrt(n) that holds
+    for any mean of values in [0, 1]."""
+    errors = []
+    if part.get("stderr") is not None:
+        errors.append(part["stderr"])
+    if part.get("ci_low") is not None and part.get("ci_high") is not None:
+        errors.append((part["ci_high"] - part["ci_low"]) / (2 * z))
+    return max(errors) if errors else 0.5 / math.sqrt(max(1, part.get("n") or 1))
+
+
 def combine(parts: Sequence[dict[str, Any]], confidence: float) -> dict[str, Any]:
     """Unweighted mean of benchmark scores (how the paper averages a group); the benchmarks are
-    independent samples, so their standard errors add in quadrature. A benchmark whose items all
-    scored the same has a sample standard error of 0; it contributes the half-width of its
-    (Wilson) interval instead, so a group of all-zero scores does not claim certainty.
-    A group of one benchmark is that benchmark's score."""
-    parts = [p for p in parts if p.get("value") is not None]
+    independent samples, so their standard errors add in quadrature (see `_error`).
+    A group of one benchmark is that benchmark's score. Every part must have a value: the caller
+    decides which members were measured (and says so), nothing is dropped here."""
+    if any(p.get("value") is None for p in parts):
+        raise ValueError("combine: a member has no value; leave unmeasured members out and mark the group partial")
     if not parts:
         return {"value": None, "stderr": None, "ci_low": None, "ci_high": None, "n": 0}
     if len(parts) == 1:
         return dict(parts[0])
     m = len(parts)
     mean = sum(p["value"] for p in parts) / m
-    if any(p.get("stderr") is None for p in parts):
-        return {"value": mean, "stderr": None, "ci_low": None, "ci_high": None, "n": m}
     z = z_value(confidence)
-    errors = [max(p["stderr"], (p["ci_high"] - p["ci_low"]) / (2 * z)) if p.get("ci_low") is not None
-              else p["stderr"] for p in parts]
-    se = math.sqrt(sum(e**2 for e in errors)) / m
+    se = math.sqrt(sum(_error(p, z) ** 2 for p in parts)) / m
     half = z * se
     return {"value": mean, "stderr": se, "ci_low": max(0.0, mean - half), "ci_high": min(1.0, mean + half), "n": m}

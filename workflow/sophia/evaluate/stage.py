@@ -23,8 +23,8 @@ import torch
 from sophia import lm, tracking
 from sophia.atomic import atomic_dir
 from sophia.config import check_pass_at_k, validate_section
-from sophia.errors import ConfigError, ModelError
-from sophia.evaluate import code, harness, sandbox
+from sophia.errors import ConfigError, EvalError, ModelError
+from sophia.evaluate import code, context, harness, protocol, sandbox
 from sophia.evaluate.benchmarks import BENCHMARKS, Benchmark
 from sophia.evaluate.scoring import pass_at_k, summarize
 
@@ -51,12 +51,18 @@ def load_model(model_dir: Path, adapter: Path | None, dev: torch.device) -> tupl
 
 
 def item_scores(bench: Benchmark, samples: dict[str, list[dict[str, Any]]]) -> list[float]:
-    """Per-item values of the benchmark's metric, pooled over its tasks (BBH: size-weighted)."""
+    """Per-item values of the benchmark's metric, pooled over its tasks (BBH: size-weighted). No
+    matching row is an error: a score of nothing must not reach the table as a blank."""
     values = []
     for rows in samples.values():
         for row in rows:
             if row.get("filter") == bench.filter and bench.metric in row:
                 values.append(float(row[bench.metric]))
+    if not values:
+        seen = sorted({f"{m},{row.get('filter')}" for rows in samples.values() for row in rows
+                       for m in row.get("metrics", [])})
+        raise EvalError(f"{bench.name}: no sample scored metric '{bench.metric}' under filter '{bench.filter}' "
+                        f"(tasks: {', '.join(sorted(samples)) or 'none'}; logged: {', '.join(seen) or 'nothing'})")
     return values
 
 
@@ -104,7 +110,11 @@ def code_scores(records: list[dict[str, Any]], ks: list[int], n_samples: int,
             p["n"] += 1
             p["c"] += r["status"] == sandbox.PASSED
     rows = list(problems.values())
-    metrics = {"pass@1": summarize([float(p["greedy"]) for p in rows if p["greedy"] is not None], confidence)}
+    greedy = [float(p["greedy"]) for p in rows if p["greedy"] is not None]
+    if not greedy:
+        raise EvalError("code benchmark: no greedy completion was executed, so pass@1 (filter 'greedy') "
+                        "scored nothing")
+    metrics = {"pass@1": summarize(greedy, confidence)}
     if n_samples > 1:
         for k in ks:
             for p in rows:
@@ -135,28 +145,6 @@ def score(bench: Benchmark, bspec: dict[str, Any], samples: dict[str, list[dict[
         "sandbox": {"isolation": box.isolation, "missing": box.missing, "workers": workers,
                     **{k: v for k, v in vars(box.limits).items()}},
     }
-
-
-def truncated(samples: dict[str, list[dict[str, Any]]], tokenizer: Any, max_length: int, max_gen: int) -> int:
-    """Requests whose prompt lm-eval had to cut from the left to fit the model's context."""
-    cut = set()
-    for task, rows in samples.items():
-        for row in rows:  # a document appears once per filter (gsm8k has two): count it once
-            for i, args in enumerate(row["arguments"]):
-                extra = max_gen if isinstance(args[1], dict) else len(tokenizer(args[1]).input_ids)
-                if len(tokenizer(args[0]).input_ids) + extra > max_length:
-                    cut.add((task, row["doc_id"], i))
-    return len(cut)
-
-
-def generated_tokens(samples: dict[str, list[dict[str, Any]]], tokenizer: Any) -> int:
-    total = 0
-    for rows in samples.values():
-        for row in rows:
-            for r in (row["resps"][0] if _nested(row["resps"]) else row["resps"]):
-                if isinstance(r, str):
-                    total += len(tokenizer(r).input_ids)
-    return total
 
 
 def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Path | None, benchmark: str,
@@ -190,15 +178,20 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
         res = harness.evaluate(lm_obj, bench, bspec, root, espec["seed"], confirm_unsafe_code=bench.code)
         seconds = time.perf_counter() - start
         samples = res["samples"]
-        max_length = res["max_length"]
-        n_gen = generated_tokens(samples, tok)
+        n_gen = context.generated_tokens(samples, tok)
+        cut = context.truncation(samples, lm_obj)
+        log.info("%s on %s: %d of %d requests truncated to fit %d tokens (%.1f %%)", model_id, benchmark,
+                 cut["truncated"], cut["requests"], cut["max_length"], 100 * cut["share"])
+        check_truncation(benchmark, cut, espec["max_truncated_share"])
+        limits = vars(box.limits) if box else None
         scores: dict[str, Any] = {
             "model": model_id, "benchmark": benchmark, "group": bench.group, "primary": bench.metric,
             "device": str(dev), "dataset_root": str(root) if root else None, "settings": bspec,
             "tasks": sorted(samples), "n_shot": res.get("n-shot", {}),
             "lm_eval_results": res["results"], "lm_eval_version": res.get("lm_eval_version"),
-            "max_length": max_length,
-            "truncated_requests": truncated(samples, tok, max_length, bspec.get("max_gen_toks") or 256),
+            "max_length": cut["max_length"], "truncation": {**cut, "allowed": espec["max_truncated_share"]},
+            "truncated_requests": cut["truncated"], "truncated_share": cut["share"],
+            "execution_limits": limits,
             "eval_seconds": seconds, "generated_tokens": n_gen,
             "generated_tokens_per_second": n_gen / seconds if n_gen else None,
         }
@@ -210,16 +203,32 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
                 for r in records:
                     fh.write(json.dumps(r, ensure_ascii=False) + "\n")
         scores["score"] = scores["metrics"][bench.metric]
+        scores["protocol"] = protocol.card(bench, bspec, res, scores["score"]["n"], cut,
+                                           espec["max_truncated_share"], limits, scores["dataset_root"])
         write_samples(tmp / SAMPLES, samples)
         (tmp / SCORES).write_text(json.dumps(scores, indent=2, default=str) + "\n", encoding="utf-8")
         run.write_record(tmp, "evaluate", f"{model_id}:{benchmark}")
         run.log_metrics(mlflow_metrics(scores))
+        run.log_params({**protocol.params(scores["protocol"]),
+                        **{f"execution.{k}": v for k, v in (limits or {}).items()}})
         run.set_tags({"sophia.model": model_id, "sophia.benchmark": benchmark, "sophia.group": bench.group,
                       **({"sophia.sandbox.isolation": box.isolation} if box else {})})
         tracking.log_output(run, tmp, out, (SCORES, SAMPLES, EXECUTIONS))
     s = scores["score"]
     log.info("%s on %s: %s = %s (n=%d) in %.1f s", model_id, benchmark, bench.metric, s["value"], s["n"], seconds)
     return scores
+
+
+def check_truncation(benchmark: str, cut: dict[str, Any], allowed: float) -> None:
+    """A cut prompt changes the benchmark (lm-eval only logs a warning): above the allowed share the
+    job fails, naming the tasks and the fix."""
+    if cut["share"] <= allowed:
+        return
+    tasks = ", ".join(f"{t} {v['truncated']}/{v['requests']}" for t, v in sorted(cut["per_task"].items()))
+    raise EvalError(f"{benchmark}: {cut['truncated']} of {cut['requests']} requests ({100 * cut['share']:.1f} %) had "
+                    f"their prompt cut to fit the model's {cut['max_length']}-token context, above "
+                    f"evaluate.max_truncated_share = {allowed} ({tasks}); lower this benchmark's max_gen_toks "
+                    f"(generation budgets seen: {cut['max_gen_toks']}) or allow the share on purpose")
 
 
 def mlflow_metrics(scores: dict[str, Any]) -> dict[str, float]:
@@ -230,7 +239,8 @@ def mlflow_metrics(scores: dict[str, Any]) -> dict[str, float]:
         for field in ("value", "stderr", "ci_low", "ci_high", "n"):
             if s.get(field) is not None:
                 out[base if field == "value" else f"{base}.{field}"] = float(s[field])
-    for key in ("eval_seconds", "generated_tokens", "generated_tokens_per_second", "truncated_requests"):
+    for key in ("eval_seconds", "generated_tokens", "generated_tokens_per_second", "truncated_requests",
+                "truncated_share"):
         if scores.get(key) is not None:
             out[key] = float(scores[key])
     for key, value in scores.get("executions", {}).items():

@@ -1,5 +1,6 @@
 """Stage function: every evaluation + model summaries → results/report/ (table.md, table.csv,
-benchmarks.png, reference_answers.md), logged to the workflow invocation's MLflow run."""
+benchmarks.png, protocol.md/json: the protocol card of every benchmark, reference_answers.md),
+logged to the workflow invocation's MLflow run."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from sophia import checkpoint, tracking
 from sophia.atomic import atomic_dir
 from sophia.errors import DataError
+from sophia.evaluate import protocol
 from sophia.evaluate.benchmarks import GROUPS
 from sophia.plots import grouped_bars
 from sophia.report import table
@@ -61,25 +63,52 @@ def reference_answers(gptq: Path | None, adapters: Mapping[str, Path], models: S
     return "\n".join(parts)
 
 
+def references(spec_reference: Any) -> list[dict[str, Any]]:
+    """The configured published rows (null: none)."""
+    return list(spec_reference or [])
+
+
+def protocol_cards(scores: Mapping[str, Mapping[str, dict[str, Any]]],
+                   models: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """benchmark → model → the protocol card its evaluate run wrote."""
+    cards: dict[str, dict[str, dict[str, Any]]] = {}
+    for model in models:
+        for bench, s in scores.get(model, {}).items():
+            if "protocol" in s:
+                cards.setdefault(bench, {})[model] = s["protocol"]
+    return cards
+
+
+def plot(rows: Sequence[dict[str, Any]], refs: Sequence[Mapping[str, Any]], confidence: float, path: Path) -> None:
+    series = {r["model"]: [(s.get("value"), s.get("ci_low"), s.get("ci_high"))
+                           for s in (r["groups"].get(g, {}) for g in GROUPS)] for r in rows}
+    notes = {r["model"]: [table.partial(r["groups"].get(g)) for g in GROUPS] for r in rows}
+    for ref in refs:
+        series[f"{ref['name']} (published)"] = [
+            ((ref["scores"][g] / 100) if g in ref["scores"] else None, None, None) for g in GROUPS]
+    grouped_bars([table.GROUP_TITLES[g] for g in GROUPS], series, path,
+                 title=f"Benchmarks ({round(100 * confidence)} % CI; k/n: group only partly measured)",
+                 ylabel="score", hatched=[k for k in series if k.endswith("(published)")], notes=notes)
+
+
 def run_stage(spec: dict[str, Any], eval_dirs: Sequence[Path], base: Path, gptq: Path | None,
               adapters: Mapping[str, Path], out: Path) -> list[dict[str, Any]]:
-    confidence, models, reference = spec["confidence"], spec["models"], spec["reference"]
+    confidence, models = spec["confidence"], spec["models"]
+    refs = references(spec["reference"])
     scores = table.read_scores(eval_dirs)
     rows = table.build_rows(scores, models, model_sizes(base, gptq, adapters), confidence)
+    allowed = max((s.get("truncation", {}).get("allowed", 0.0) for per in scores.values() for s in per.values()),
+                  default=0.0)
+    cards = protocol_cards(scores, models)
     with atomic_dir(out) as tmp:
-        md = table.markdown(rows, reference, confidence)
+        md = table.markdown(rows, refs, confidence, allowed)
         (tmp / "table.md").write_text(md, encoding="utf-8")
-        table.write_csv(rows, reference, tmp / "table.csv")
-        series = {r["model"]: [(s.get("value"), s.get("ci_low"), s.get("ci_high"))
-                               for s in (r["groups"].get(g, {}) for g in GROUPS)] for r in rows}
-        if reference:
-            series[f"{reference['name']} (published)"] = [
-                ((reference["scores"][g] / 100) if g in reference["scores"] else None, None, None) for g in GROUPS]
-        grouped_bars([table.GROUP_TITLES[g] for g in GROUPS], series, tmp / "benchmarks.png",
-                     title=f"Benchmarks ({round(100 * confidence)} % CI)", ylabel="score",
-                     hatched=[k for k in series if k.endswith("(published)")])
+        table.write_csv(rows, refs, tmp / "table.csv")
+        plot(rows, refs, confidence, tmp / "benchmarks.png")
+        (tmp / table.PROTOCOL).write_text(protocol.markdown(cards), encoding="utf-8")
+        (tmp / "protocol.json").write_text(json.dumps(cards, indent=2, default=str) + "\n", encoding="utf-8")
         (tmp / "reference_answers.md").write_text(reference_answers(gptq, adapters, models), encoding="utf-8")
-        (tmp / "report.json").write_text(json.dumps({"rows": rows, "reference": reference}, indent=2) + "\n",
+        (tmp / "report.json").write_text(json.dumps({"rows": rows, "reference": refs}, indent=2) + "\n",
                                          encoding="utf-8")
         log_report(rows, tmp, eval_dirs)
     print(md)
@@ -95,7 +124,8 @@ def log_report(rows: Sequence[dict[str, Any]], folder: Path, eval_dirs: Sequence
         for g, s in r["groups"].items():
             if s["value"] is not None:
                 metrics[f"report/{r['model']}/{g}"] = s["value"]
-    files = ("table.md", "table.csv", "benchmarks.png", "reference_answers.md", "report.json")
+    files = ("table.md", "table.csv", "benchmarks.png", table.PROTOCOL, "protocol.json", "reference_answers.md",
+             "report.json")
     if parent:
         client, exp_id = tracking.connect()
         run = tracking.Run(client, parent, exp_id)

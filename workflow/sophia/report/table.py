@@ -36,11 +36,12 @@ def read_scores(eval_dirs: Sequence[Path]) -> dict[str, dict[str, dict[str, Any]
 
 def group_scores(per_bench: Mapping[str, dict[str, Any]], confidence: float) -> dict[str, dict[str, Any]]:
     """Each group as the paper reports it: BBH and math are one benchmark, commonsense is the mean
-    of its five tasks and coding of HumanEval and MBPP pass@1; `members` says which were measured."""
+    of its five tasks and coding of HumanEval and MBPP pass@1. `members` lists the benchmarks that
+    scored (a scores file without a value counts as not measured), `expected` all of them."""
     out = {}
     for group in GROUPS:
         names = [b for b, bench in BENCHMARKS.items() if bench.group == group]
-        present = [b for b in names if b in per_bench]
+        present = [b for b in names if b in per_bench and per_bench[b]["score"].get("value") is not None]
         if not present:
             continue
         combined = combine([per_bench[b]["score"] for b in present], confidence)
@@ -48,13 +49,25 @@ def group_scores(per_bench: Mapping[str, dict[str, Any]], confidence: float) -> 
     return out
 
 
+def partial(s: Mapping[str, Any] | None) -> str | None:
+    """"k/n" when only k of a group's n benchmarks were measured, else None."""
+    if s and "members" in s and len(s["members"]) < len(s["expected"]):
+        return f"{len(s['members'])}/{len(s['expected'])}"
+    return None
+
+
 def build_rows(scores: Mapping[str, Mapping[str, dict[str, Any]]], models: Sequence[str],
                sizes: Mapping[str, dict[str, Any]], confidence: float) -> list[dict[str, Any]]:
     rows = []
     for model in models:
         per_bench = scores.get(model, {})
+        cut = {b: s["truncation"] for b, s in per_bench.items() if "truncation" in s}
+        requests = sum(t["requests"] for t in cut.values())
         rows.append({"model": model, "groups": group_scores(per_bench, confidence),
-                     "benchmarks": {b: s["metrics"] for b, s in per_bench.items()}, **sizes.get(model, {})})
+                     "benchmarks": {b: s["metrics"] for b, s in per_bench.items()},
+                     "truncation": cut,
+                     "truncated_share": sum(t["truncated"] for t in cut.values()) / requests if requests else None,
+                     **sizes.get(model, {})})
     return rows
 
 
@@ -68,9 +81,13 @@ def _cell(s: Mapping[str, Any] | None) -> str:
     text = _pct(s["value"])
     if s.get("ci_low") is not None:
         text += f" [{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]"
-    if "members" in s and len(s["members"]) < len(s["expected"]):
-        text += f" ({len(s['members'])}/{len(s['expected'])})"
+    if partial(s):
+        text += f" ({partial(s)})"
     return text
+
+
+def _share(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f} %"
 
 
 def _mb(n: int | None) -> str:
@@ -83,27 +100,74 @@ def _params(n: int | None) -> str:
     return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M"
 
 
-def markdown(rows: Sequence[dict[str, Any]], reference: Mapping[str, Any] | None, confidence: float) -> str:
+PROTOCOL = "protocol.md"
+
+
+def _link(group: str) -> str:
+    return f"[{GROUP_TITLES[group]}]({PROTOCOL}#{group})"
+
+
+def _ref_value(ref: Mapping[str, Any], key: str) -> str:
+    return f"{ref['scores'][key]:.1f}" if key in ref["scores"] else "—"
+
+
+def comparison(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Measured against published for every reference row matched to a variant: points, Δ = measured - published."""
+    by_model = {r["model"]: r for r in rows}
+    matched = [ref for ref in references if ref.get("model") in by_model]
+    if not matched:
+        return []
+    lines = ["", "Measured against published (percent; Δ = measured - published, in points):", "",
+             "| variant | published row | " + " | ".join(_link(g) for g in GROUPS) + " |",
+             "|---|---|" + "---|" * len(GROUPS)]
+    for ref in matched:
+        groups = by_model[ref["model"]]["groups"]
+        cells = []
+        for g in GROUPS:
+            mine, theirs = groups.get(g, {}).get("value"), ref["scores"].get(g)
+            if theirs is None:
+                cells.append("—")
+            elif mine is None:
+                cells.append(f"— / {theirs:.1f}")
+            else:
+                mark = f" ({partial(groups[g])})" if partial(groups[g]) else ""
+                cells.append(f"{100 * mine:.1f}{mark} / {theirs:.1f} (Δ {100 * mine - theirs:+.1f})")
+        lines.append(f"| {ref['model']} | {ref['name']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, Any]], confidence: float,
+             allowed_truncation: float = 0.0) -> str:
     level = round(100 * confidence)
-    head = ["model", *(GROUP_TITLES[g] for g in GROUPS), "size (MB)", "parameters"]
+    head = ["model", *(_link(g) for g in GROUPS), "truncated", "size (MB)", "parameters"]
     lines = [f"Scores in percent with {level} % confidence intervals; groups as in the paper's Table 2 "
              "(commonsense: PIQA, WinoGrande, ARC-e, ARC-c, SIQA; coding: HumanEval and MBPP pass@1; "
-             "(k/n) marks a group with only k of its n benchmarks measured).", "",
+             "(k/n) marks a group with only k of its n benchmarks measured). Each group links to the "
+             f"protocol cards of its benchmarks ({PROTOCOL}). *truncated*: share of requests whose prompt "
+             "was cut to fit the model's context.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    if allowed_truncation > 0:
+        lines.insert(1, f"\n**Truncated prompts allowed up to {100 * allowed_truncation:.1f} % per benchmark "
+                        "(evaluate.max_truncated_share): numbers below are not comparable with published ones.**")
     for r in rows:
-        cells = [r["model"], *(_cell(r["groups"].get(g)) for g in GROUPS), _mb(r.get("size_bytes")),
-                 _params(r.get("parameters"))]
+        cells = [r["model"], *(_cell(r["groups"].get(g)) for g in GROUPS), _share(r.get("truncated_share")),
+                 _mb(r.get("size_bytes")), _params(r.get("parameters"))]
         lines.append("| " + " | ".join(cells) + " |")
-    if reference:
-        ref = reference["scores"]
-        cells = [f"{reference['name']} (published)",
-                 *(f"{ref[g]:.1f}" if g in ref else "—" for g in GROUPS), "—", "—"]
+    for ref in references:
+        size = f"{ref['size_gb'] * 1000:.0f}" if ref.get("size_gb") else "—"
+        cells = [f"{ref['name']} (published)", *(_ref_value(ref, g) for g in GROUPS), "—", size, "—"]
         lines.append("| " + " | ".join(cells) + " |")
-        if reference.get("source"):
-            lines += ["", f"Published scores: {reference['source']}"]
+    notes = [f"- {ref['name']}" + (f" ({ref['model']})" if ref.get("model") else "") + ": "
+             + "; ".join(x for x in (ref.get("source"), ref.get("protocol")) if x) for ref in references
+             if ref.get("source") or ref.get("protocol")]
+    if notes:
+        lines += ["", "Published rows:", "", *notes]
+    lines += comparison(rows, references)
     benches = [b for b in BENCHMARKS if any(b in r["benchmarks"] for r in rows)]
-    lines += ["", "Per benchmark (primary metric; code: pass@1 greedy, pass@10 from sampled completions):", "",
-              "| model | " + " | ".join(benches) + " |", "|---|" + "---|" * len(benches)]
+    lines += ["", "Per benchmark (primary metric; code: pass@1 greedy, pass@10 from sampled completions; "
+              "after `cut`: share of truncated prompts):", "",
+              "| model | " + " | ".join(f"[{b}]({PROTOCOL}#{b})" for b in benches) + " |",
+              "|---|" + "---|" * len(benches)]
     for r in rows:
         cells = [r["model"]]
         for b in benches:
@@ -114,41 +178,48 @@ def markdown(rows: Sequence[dict[str, Any]], reference: Mapping[str, Any] | None
             text = _cell(m.get(BENCHMARKS[b].metric))
             if "pass@10" in m:
                 text += f"; pass@10 {_cell(m['pass@10'])}"
+            if b in r["truncation"]:
+                text += f"; cut {_share(r['truncation'][b]['share'])}"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
-    if reference and any(b in reference["scores"] for b in benches):
-        ref = reference["scores"]
-        cells = [f"{reference['name']} (published)", *(f"{ref[b]:.1f}" if b in ref else "—" for b in benches)]
-        lines.append("| " + " | ".join(cells) + " |")
+    for ref in references:
+        if any(b in ref["scores"] for b in benches):
+            lines.append(f"| {ref['name']} (published) | " + " | ".join(_ref_value(ref, b) for b in benches) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_csv(rows: Sequence[dict[str, Any]], reference: Mapping[str, Any] | None, path: Path) -> None:
+def write_csv(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """One row per model and per published row; `<group>_measured` is "k/n" for a partial group."""
     benches = [b for b in BENCHMARKS if any(b in r["benchmarks"] for r in rows)]
-    fields = ["model", "published"]
+    fields = ["model", "published", "reference_model", "protocol"]
     for g in GROUPS:
-        fields += [g, f"{g}_stderr", f"{g}_ci_low", f"{g}_ci_high"]
+        fields += [g, f"{g}_stderr", f"{g}_ci_low", f"{g}_ci_high", f"{g}_measured"]
     for b in benches:
-        fields += [b, f"{b}_ci_low", f"{b}_ci_high"]
+        fields += [b, f"{b}_ci_low", f"{b}_ci_high", f"{b}_truncated_share"]
         if BENCHMARKS[b].code:
             fields += [f"{b}_pass@10"]
-    fields += ["size_bytes", "parameters"]
+    fields += ["truncated_share", "size_bytes", "parameters"]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         for r in rows:
             row: dict[str, Any] = {"model": r["model"], "published": False, "size_bytes": r.get("size_bytes"),
-                                   "parameters": r.get("parameters")}
+                                   "parameters": r.get("parameters"), "truncated_share": r.get("truncated_share")}
             for g, s in r["groups"].items():
                 row.update({g: s["value"], f"{g}_stderr": s["stderr"], f"{g}_ci_low": s["ci_low"],
-                            f"{g}_ci_high": s["ci_high"]})
+                            f"{g}_ci_high": s["ci_high"],
+                            f"{g}_measured": f"{len(s['members'])}/{len(s['expected'])}"})
             for b, m in r["benchmarks"].items():
                 s = m.get(BENCHMARKS[b].metric, {})
                 row.update({b: s.get("value"), f"{b}_ci_low": s.get("ci_low"), f"{b}_ci_high": s.get("ci_high")})
+                if b in r["truncation"]:
+                    row[f"{b}_truncated_share"] = r["truncation"][b]["share"]
                 if BENCHMARKS[b].code and "pass@10" in m:
                     row[f"{b}_pass@10"] = m["pass@10"]["value"]
             w.writerow(row)
-        if reference:
-            row = {"model": reference["name"], "published": True}
-            row.update({k: v / 100 for k, v in reference["scores"].items() if k in fields})
+        for ref in references:
+            row = {"model": ref["name"], "published": True, "reference_model": ref.get("model"),
+                   "protocol": ref.get("protocol"),
+                   "size_bytes": int(ref["size_gb"] * 1e9) if ref.get("size_gb") else None}
+            row.update({k: v / 100 for k, v in ref["scores"].items() if k in fields})
             w.writerow(row)

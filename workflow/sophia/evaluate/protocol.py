@@ -1,0 +1,114 @@
+"""The protocol card of one benchmark run: everything a reader needs to tell whether two numbers
+were measured the same way (task, lm-eval version, split, items and limit, shots, generation
+budget, stop strings, the filter and metric that make the score, execution limits, truncation),
+plus the CPU caps (item limits, subtask subsets, short generation budgets) still in force."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sophia.evaluate.benchmarks import BENCHMARKS, Benchmark, bbh_subtasks
+
+# HFLM's own generation budget when a task sets none; lm-eval's tasks (BBH and HumanEval: 1024)
+# never ask for less, so a smaller configured budget is a cap, not a protocol.
+MIN_FULL_GEN_TOKS = 256
+
+
+def cpu_caps(name: str, bspec: Mapping[str, Any]) -> list[str]:
+    """Settings that shrink a benchmark below its published protocol (empty for a full run).
+    Per-subtask BBH budgets are not caps: they fit a prompt into the model's context."""
+    caps = []
+    if bspec.get("limit"):
+        caps.append(f"limit={bspec['limit']} items per task")
+    if bspec.get("subtasks"):
+        caps.append(f"subtasks={len(bspec['subtasks'])} of {len(bbh_subtasks())}")
+    if bspec.get("max_gen_toks") and bspec["max_gen_toks"] < MIN_FULL_GEN_TOKS:
+        caps.append(f"max_gen_toks={bspec['max_gen_toks']} < {MIN_FULL_GEN_TOKS}")
+    return caps
+
+
+def _distinct(values: Sequence[Any]) -> Any:
+    """One value when all tasks agree (the usual case), else the sorted distinct values."""
+    out: list[Any] = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return out[0] if len(out) == 1 else out
+
+
+def card(bench: Benchmark, bspec: Mapping[str, Any], res: Mapping[str, Any], n_items: int,
+         truncation: Mapping[str, Any], max_share: float, limits: Mapping[str, Any] | None,
+         dataset_root: str | None) -> dict[str, Any]:
+    """The card of one evaluate run, from lm-eval's own resolved task configs."""
+    configs = res.get("configs", {})
+    tasks = sorted(configs)
+    gen = [configs[t].get("generation_kwargs") or {} for t in tasks]
+    splits = [configs[t].get("test_split") or configs[t].get("validation_split") for t in tasks]
+    shots = res.get("n-shot", {})
+    return {
+        "benchmark": bench.name,
+        "group": bench.group,
+        "tasks": tasks if len(tasks) <= 3 else f"{len(tasks)} tasks: {tasks[0]} … {tasks[-1]}",
+        "lm_eval_version": res.get("lm_eval_version"),
+        "dataset": dataset_root or "hub (the task's own dataset_path)",
+        "split": _distinct(splits) if splits else None,
+        "items_scored": n_items,
+        "limit": bspec.get("limit"),
+        "shots": _distinct([shots[t] for t in tasks if t in shots]) if shots else None,
+        "max_gen_toks": truncation.get("max_gen_toks") or None,
+        "stop": _distinct([g.get("until") for g in gen]) if any(gen) else None,
+        "score": f"{bench.metric} ({'greedy completion, sandbox' if bench.code else 'filter ' + bench.filter})",
+        "execution_limits": dict(limits) if limits else None,
+        "context_tokens": truncation.get("max_length"),
+        "truncated_share": truncation.get("share"),
+        "truncated_allowed": max_share,
+        "cpu_caps": cpu_caps(bench.name, bspec) or None,
+    }
+
+
+def params(card_: Mapping[str, Any]) -> dict[str, str]:
+    """The card as MLflow params (`protocol.<field>`), every value a string."""
+    return {f"protocol.{k}": str(v) for k, v in card_.items() if v is not None}
+
+
+FIELDS = ("tasks", "lm_eval_version", "dataset", "split", "items_scored", "limit", "shots", "max_gen_toks",
+          "stop", "score", "execution_limits", "context_tokens", "truncated_share", "truncated_allowed", "cpu_caps")
+
+
+def _fmt(field: str, v: Any) -> str:
+    if v is None:
+        return "—"
+    if field in ("truncated_share", "truncated_allowed"):
+        return f"{100 * v:.1f} %"
+    if isinstance(v, list) and field == "stop":
+        return " ".join(f"`{s!r}`" for s in v)
+    if isinstance(v, list):
+        return ", ".join(str(x) for x in v)
+    return str(v).replace("|", "\\|").replace("\n", "\\n")
+
+
+def markdown(cards: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+    """benchmark → model → card, as one section per benchmark (anchor = the benchmark name); a
+    field that differs between models is shown per model, so unequal protocols stand out."""
+    lines = ["# Protocol cards", "",
+             "How every number in table.md was measured. A field that differs between models is listed "
+             "per model.", ""]
+    anchored: set[str] = set()
+    for name in (b for b in BENCHMARKS if b in cards):
+        per_model = cards[name]
+        group = BENCHMARKS[name].group
+        if group not in anchored and group != name:  # the table's group links land on the first member
+            lines.append(f'<a id="{group}"></a>')
+        anchored.add(group)
+        lines += [f'<a id="{name}"></a>', "", f"## {name} ({group})", "",
+                  "| field | value |", "|---|---|"]
+        for field in FIELDS:
+            values = {m: _fmt(field, c.get(field)) for m, c in per_model.items()}
+            if len(set(values.values())) == 1:
+                text = next(iter(values.values()))
+            else:
+                text = "; ".join(f"{m}: {v}" for m, v in values.items())
+            lines.append(f"| {field} | {text} |")
+        lines.append("")
+    return "\n".join(lines)
