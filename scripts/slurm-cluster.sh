@@ -15,6 +15,7 @@
 # checked with `sbatch --test-only`; jobs that really ask for it get no device.
 # Packages: `make system` (slurm-wlm, munge, slurmdbd, mariadb-server).
 set -euo pipefail
+export PATH=$PATH:/usr/sbin:/sbin
 
 BASE=${SOPHIA_SLURM_BASE:-${TMPDIR:-/tmp}/sophia-slurm}
 PORT=${SOPHIA_SLURM_PORT:-16817}  # slurmctld; slurmd, slurmdbd and MariaDB take the next three
