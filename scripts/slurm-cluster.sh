@@ -20,6 +20,7 @@ export PATH=$PATH:/usr/sbin:/sbin
 BASE=${SOPHIA_SLURM_BASE:-${TMPDIR:-/tmp}/sophia-slurm}
 PORT=${SOPHIA_SLURM_PORT:-16817}  # slurmctld; slurmd, slurmdbd and MariaDB take the next three
 CLUSTER=sophia
+MIN_MEM_MB=16384
 ETC=$BASE/etc RUN=$BASE/run PIDS=$BASE/run/pids LOG=$BASE/log SPOOL=$BASE/spool DB=$BASE/db
 export SLURM_CONF=$ETC/slurm.conf
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)  # start order; stop runs it backwards
@@ -72,8 +73,9 @@ write_if_changed() {  # write_if_changed FILE < content; returns 0 when the file
 }
 
 slurm_conf() {
-  local host=$1 hw
-  hw=$(slurmd -C | head -1 | tr ' ' '\n' | grep -E '^(CPUs|Boards|SocketsPerBoard|CoresPerSocket|ThreadsPerCore|RealMemory)=' | tr '\n' ' ')
+  local host=$1 hw mem
+  hw=$(slurmd -C | head -1 | tr ' ' '\n' | grep -E '^(CPUs|Boards|SocketsPerBoard|CoresPerSocket|ThreadsPerCore)=' | tr '\n' ' ')
+  mem=$(slurmd -C | head -1 | tr ' ' '\n' | sed -n 's/^RealMemory=//p')
   cat <<EOF
 ClusterName=$CLUSTER
 SlurmctldHost=$host(127.0.0.1)
@@ -114,7 +116,11 @@ MinJobAge=300
 KillWait=5
 Waittime=0
 MailProg=/bin/true
-NodeName=$host NodeAddr=127.0.0.1 ${hw}Gres=gpu:1 State=UNKNOWN
+# The node offers at least $MIN_MEM_MB MB (config_overrides: not checked against the hardware), so
+# that the rules' requests (finetune: 8.3 GB) fit on a small machine; jobs use far less, and each is
+# still held to its own --mem.
+SlurmdParameters=config_overrides
+NodeName=$host NodeAddr=127.0.0.1 ${hw}RealMemory=$(( mem > MIN_MEM_MB ? mem : MIN_MEM_MB )) Gres=gpu:1 State=UNKNOWN
 PartitionName=cpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$host MaxTime=INFINITE State=UP
 EOF

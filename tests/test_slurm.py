@@ -31,21 +31,21 @@ HEAVY = ("base_model", "data", "quantize", "finetune", "evaluate")  # each must 
 RUN_TIMEOUT_S = 1500
 
 
-def slurm_config(**compute: Any) -> dict[str, Any]:
+def slurm_config(experiment: str = EXPERIMENT, **compute: Any) -> dict[str, Any]:
     """micro_config() with one job per stage: base model, one dataset, GPTQ, one curriculum step,
     one evaluation, the report; no export or app."""
     cfg = micro_config()
     del cfg["datasets"]["tiny"]
     ft = cfg["finetune"]
     # enough steps, each checkpointed, that the job can be cancelled after a checkpoint and before its end
-    ft["phases"] = {"alpaca": {**ft["phases"]["alpaca"], "epochs": 6}}
+    ft["phases"] = {"alpaca": {**ft["phases"]["alpaca"], "epochs": 3}}
     ft["training"]["save_steps"] = 1
     ft["curricula"] = {"alpaca": ["alpaca"]}
     cfg["evaluate"]["models"] = ["gptq+alpaca"]
     cfg["evaluate"]["benchmarks"] = {"piqa": {"limit": 2}}
     cfg["export"]["models"] = []
     cfg["mobile"]["model"] = None
-    cfg["mlflow"] = {"experiment": EXPERIMENT}
+    cfg["mlflow"] = {"experiment": experiment}
     if compute:
         cfg["compute"] = compute
     return cfg
@@ -175,13 +175,15 @@ def test_outputs_and_mlflow_runs_are_complete(slurm_run: SlurmRun, mlflow_server
     client = MlflowClient(tracking_uri=mlflow_server)
     exp = client.get_experiment_by_name(EXPERIMENT)
     assert exp.artifact_location.startswith("mlflow-artifacts:")  # the server's store, not a local path
-    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    parent = next(r for name, r in runs.items() if name.startswith("workflow"))
+    found = client.search_runs([exp.experiment_id])
     stages = ["base_model:scratch", "data:alpaca", "quantize:w4g32", "finetune:alpaca", "evaluate:gptq+alpaca:piqa"]
-    assert sorted(runs) == sorted([parent.info.run_name, *stages])  # the resumed step kept its one run
-    for name in [parent.info.run_name, *stages]:
-        assert runs[name].info.status == "FINISHED", name
+    names = [r.info.run_name for r in found]
+    assert all(names.count(name) == 1 for name in stages), names  # the resumed step kept its one run
+    runs = {r.info.run_name: r for r in found}
+    parent = client.get_run(runs["base_model:scratch"].data.tags["mlflow.parentRunId"])
+    assert parent.info.run_name.startswith("workflow") and parent.info.status == "FINISHED"
     for name in stages:
+        assert runs[name].info.status == "FINISHED", name
         assert runs[name].data.tags["mlflow.parentRunId"] == parent.info.run_id
     ids = {name: runs[name].info.run_id for name in stages}
     tags = {name: runs[name].data.tags for name in stages}
@@ -223,7 +225,7 @@ def test_rerun_submits_nothing(slurm_run: SlurmRun) -> None:
 
 def test_job_over_its_memory_fails_naming_rule_and_resource(slurm_cluster: SlurmCluster, mlflow_server: str,
                                                             tmp_path: Path) -> None:
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(slurm_config()))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(slurm_config("slurm-memory")))
     env = job_env(slurm_cluster, mlflow_server)
     result = subprocess.run(
         snakemake_cmd(tmp_path, "results/models/base", "--set-resources", "base_model:mem_mb=300", "--retries", "0",
@@ -240,7 +242,7 @@ def test_job_over_its_memory_fails_naming_rule_and_resource(slurm_cluster: Slurm
 def test_gpu_request_of_the_plugin_is_accepted_by_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     """The plugin's sbatch call for a GPU job (compute.gpus: 1), through the real `sbatch --test-only`
     against the cluster's gres.conf (one GPU). Two GPUs are refused: the check can fail."""
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(slurm_config(gpus=1)))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(slurm_config("slurm-gpu", gpus=1)))
     sbatch = shutil.which("sbatch", path=slurm_cluster.env["PATH"])
     stub_sbatch(tmp_path / "bin", tmp_path / "record", then=f"{sbatch} --test-only")
     env = job_env(slurm_cluster, f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -280,3 +282,15 @@ def test_failure_hints_name_the_rule_and_the_resource() -> None:
     (oom,) = cluster.parse_sacct("9|rule_base_model|OUT_OF_MEMORY|4150M||01:00:00|00:00:09\n")
     assert "rule base_model: SLURM job 9 went over its memory request (--mem 4150M)" in cluster.explain(oom)
     assert cluster.parse_sacct("12|wrap|COMPLETED|1M||00:01:00|00:00:01\n") == []  # not a workflow job
+
+
+def test_artifacts_go_to_the_servers_store_behind_a_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(tracking.ENV_ARTIFACTS, "results/mlartifacts")  # the config's default
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking._artifact_location() is None  # the server decides (--artifacts-destination)
+    monkeypatch.setenv(tracking.ENV_ARTIFACTS, "s3://bucket/mlflow")
+    assert tracking._artifact_location() == "s3://bucket/mlflow"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///results/mlflow.db")
+    monkeypatch.setenv(tracking.ENV_ARTIFACTS, "results/mlartifacts")
+    assert tracking._artifact_location() == (tmp_path / "results" / "mlartifacts").as_uri()
