@@ -237,6 +237,7 @@ def test_job_over_its_memory_fails_naming_rule_and_resource(slurm_cluster: Slurm
     assert (f"rule base_model: SLURM job {job['JobID']} went over its memory request (--mem 300M" in log
             and "--set-resources base_model:mem_mb=<MB>" in log), log[-3000:]
     assert not (tmp_path / "results" / "models" / "base").exists()
+    print("\n" + "\n".join(line for line in log.splitlines() if "went over its memory" in line))
 
 
 def test_gpu_request_of_the_plugin_is_accepted_by_slurm(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
