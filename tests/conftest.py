@@ -306,17 +306,35 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def stub_sbatch(bin_dir: Path, record: Path, then: str = "") -> None:
     """Put an `sbatch` into bin_dir (first on PATH) that records the executor plugin's arguments
-    (NUL-separated, in record/args) and submits nothing, so Snakemake stops at its first job.
-    `then` also runs those arguments through a command (e.g. the real `sbatch --test-only`),
-    its output and exit status in record/out and record/rc."""
+    (NUL-separated, in record/args) and submits nothing. `then` also runs those arguments through a
+    command (e.g. the real `sbatch --test-only`), its output and exit status in record/out and
+    record/rc. record/done marks the end."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     record.mkdir(parents=True, exist_ok=True)
     check = f'{then} "$@" >"{record}/out" 2>&1; echo $? >"{record}/rc"' if then else ""
     script = bin_dir / "sbatch"
-    script.write_text(f'#!/bin/bash\nprintf "%s\\0" "$@" >"{record}/args"\n{check}\n'
+    script.write_text(f'#!/bin/bash\nprintf "%s\\0" "$@" >"{record}/args"\n{check}\ntouch "{record}/done"\n'
                       'echo "sbatch stub: arguments recorded, nothing submitted" >&2\nexit 1\n')
     script.chmod(0o755)
 
 
-def recorded_sbatch(record: Path) -> list[str]:
+def submit_to_stub(cmd: list[str], env: dict[str, str], record: Path, timeout: float = 300) -> list[str]:
+    """Run Snakemake until the stub sbatch has recorded its first call, then stop it: the plugin
+    would otherwise sit out its fixed 40 s wait before the first status check. Returns the call."""
+    import signal
+    import subprocess
+    import time
+
+    with open(record.parent / "snakemake.out", "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while not (record / "done").exists():
+                assert proc.poll() is None, (record.parent / "snakemake.out").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no sbatch call within the timeout"
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     return (record / "args").read_text().rstrip("\0").split("\0")

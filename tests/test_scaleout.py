@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, recorded_sbatch, stub_sbatch
+from conftest import ROOT, stub_sbatch, submit_to_stub
 from sophia import tracking
 from sophia.config import validate
 
@@ -108,12 +108,10 @@ def test_executor_plugin_submits_gpu_jobs_to_the_gpu_partition(slurm_plan: list[
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     for var in ("MLFLOW_EXPERIMENT_NAME", tracking.ENV_PARENT, tracking.ENV_ARTIFACTS):
         env.pop(var, None)
-    result = subprocess.run(
+    args = submit_to_stub(
         ["timeout", "-k", "10", "300", sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
          "--directory", str(tmp_path), "--configfile", str(ROOT / "configs" / "paper.yaml"),
-         "--profile", str(ROOT / "profiles" / "slurm")], env=env, capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode != 0 and "sbatch stub: arguments recorded" in result.stdout + result.stderr
-    args = recorded_sbatch(tmp_path / "record")
+         "--profile", str(ROOT / "profiles" / "slurm")], env, tmp_path / "record")
     call = " ".join(args)
     # the paper study's first job: base_model, a GPU stage, sized for Phi-2 (5.6 GB in fp16)
     assert "--comment rule_base_model" in call, call

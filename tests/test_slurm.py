@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, SlurmCluster, micro_config, recorded_sbatch, stub_sbatch
+from conftest import ROOT, SlurmCluster, micro_config, stub_sbatch, submit_to_stub
 from sophia import cluster, tracking
 
 pytestmark = pytest.mark.e2e
@@ -248,10 +248,7 @@ def test_gpu_request_of_the_plugin_is_accepted_by_slurm(slurm_cluster: SlurmClus
     stub_sbatch(tmp_path / "bin", tmp_path / "record", then=f"{sbatch} --test-only")
     env = job_env(slurm_cluster, f"sqlite:///{tmp_path / 'mlflow.db'}")
     env["PATH"] = f"{tmp_path / 'bin'}:{env['PATH']}"
-    result = subprocess.run(snakemake_cmd(tmp_path, "results/models/base", timeout=300), env=env,
-                            capture_output=True, text=True)
-    assert "sbatch stub: arguments recorded" in result.stdout + result.stderr, result.stderr[-3000:]
-    args = recorded_sbatch(tmp_path / "record")
+    args = submit_to_stub(snakemake_cmd(tmp_path, "results/models/base", timeout=300), env, tmp_path / "record")
     assert args[args.index("-p") + 1] == "gpu" and "--gpus=1" in args, args
     out = (tmp_path / "record" / "out").read_text()
     assert (tmp_path / "record" / "rc").read_text().strip() == "0" and "in partition gpu" in out, out
