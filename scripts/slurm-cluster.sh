@@ -10,7 +10,8 @@
 # Everything lives under $SOPHIA_SLURM_BASE (default ${TMPDIR:-/tmp}/sophia-slurm): configuration
 # (SLURM_CONF points there; /etc/slurm and /etc/munge are never touched), the munge key,
 # MariaDB data, state, logs and the daemons' PIDs. Ports are off the SLURM defaults, so a real
-# installation on the same machine is left alone. Partitions `cpu` (default) and `gpu` share the
+# installation on the same machine is left alone; only munged's socket is the default one
+# (/run/munge), and a munged already serving it is used as is. Partitions `cpu` (default) and `gpu` share the
 # one node, which declares one GPU (gres.conf without a device file) so that GPU requests can be
 # checked with `sbatch --test-only`; jobs that really ask for it get no device.
 # Packages: `make system` (slurm-wlm, munge, slurmdbd, mariadb-server).
