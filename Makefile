@@ -25,6 +25,9 @@ setup: $(STAMP) $(EXPORT_STAMP) $(LITERT_STAMP) $(NODE_STAMP) system
 # Debian packages: bubblewrap isolates generated code (evaluate stage); chromium runs the phone
 # app's browser tests. Installed when missing and we are root with apt; otherwise say what to do.
 SYSTEM_PACKAGES := bwrap:bubblewrap chromium:chromium
+# SLURM 22.05 with munge and slurmdbd + MariaDB accounting: the one-node cluster of
+# scripts/slurm-cluster.sh, which tests/test_slurm.py submits the workflow to.
+SYSTEM_PACKAGES += slurmctld:slurm-wlm sbatch:slurm-client munged:munge slurmdbd:slurmdbd mariadbd:mariadb-server
 system:
 	@for pair in $(SYSTEM_PACKAGES); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null && continue; \

@@ -1,9 +1,11 @@
 """Planning proof without a GPU: the paper's and the DeepSeek-Coder study plan exactly the expected
-jobs, every GPU job asks SLURM for a GPU on the GPU partition, and the executor plugin's own
-submit-string code turns those requests into the right sbatch arguments."""
+jobs, every GPU job asks SLURM for a GPU on the GPU partition, and the executor plugin, run for real
+up to a stub sbatch, turns those requests into the right sbatch arguments (tests/test_slurm.py
+submits to a real SLURM cluster)."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -15,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, stub_sbatch, submit_to_stub
 from sophia import tracking
 from sophia.config import validate
 from sophia.evaluate import protocol
@@ -128,35 +130,27 @@ def test_every_gpu_job_requests_a_gpu_on_the_gpu_partition(slurm_plan: list[dict
             assert res.get("gpu", "0") == "0" and res["slurm_partition"] == "cpu", job
 
 
-class _Resources(dict):
-    def __getattr__(self, name: str) -> Any:
-        return self[name]
-
-
-class _Job:
-    def __init__(self, resources: dict[str, str], threads: int) -> None:
-        typed = {k: int(v) if v.isdigit() else v for k, v in resources.items()}
-        self.resources = _Resources(typed)
-        self.threads = threads
-
-
-def test_sbatch_arguments_from_the_executor_plugin(slurm_plan: list[dict[str, Any]]) -> None:
-    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
-    from snakemake_executor_plugin_slurm.utils import set_gres_string
-
-    params = {"run_uuid": "u", "slurm_logfile": "log", "comment_str": "c", "account": "-A lab",
-              "workdir": "/w"}
-    for rule in ("finetune", "evaluate", "data", "report"):
-        job_info = next(j for j in slurm_plan if j["rule"] == rule)
-        job = _Job(job_info["resources"], job_info["threads"])
-        part = f"-p {job.resources['slurm_partition']}"
-        call = get_submit_command(job, {**params, "partition": part}) + set_gres_string(job)
-        assert f" -t {job.resources['runtime']}" in call and f" --mem {job.resources['mem_mb']}" in call
-        if rule in GPU_RULES:
-            assert "-p gpu" in call and "--gpus=1" in call and "--ntasks-per-gpu=1" in call, call
-            assert f"--cpus-per-gpu={job.threads}" in call or f"--cpus-per-task={job.threads}" in call, call
-        else:
-            assert "-p cpu" in call and "--gpus" not in call and "--ntasks=1" in call, call
+def test_executor_plugin_submits_gpu_jobs_to_the_gpu_partition(slurm_plan: list[dict[str, Any]],
+                                                               tmp_path: Path) -> None:
+    """The real plugin path (profile, resources, plugin) up to the sbatch call, recorded by a stub
+    sbatch; tests/test_slurm.py feeds such a call to a real SLURM (`sbatch --test-only`)."""
+    stub_sbatch(tmp_path / "bin", tmp_path / "record")
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "USER": os.environ.get("USER") or getpass.getuser(),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    for var in ("MLFLOW_EXPERIMENT_NAME", tracking.ENV_PARENT, tracking.ENV_ARTIFACTS):
+        env.pop(var, None)
+    args = submit_to_stub(
+        ["timeout", "-k", "10", "300", sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
+         "--directory", str(tmp_path), "--configfile", str(ROOT / "configs" / "paper.yaml"),
+         "--profile", str(ROOT / "profiles" / "slurm")], env, tmp_path / "record")
+    call = " ".join(args)
+    # the paper study's first job: base_model, a GPU stage, sized for Phi-2 (5.6 GB in fp16)
+    assert "--comment rule_base_model" in call, call
+    assert args[args.index("-p") + 1] == "gpu" and "--gpus=1" in args and "--ntasks-per-gpu=1" in args, call
+    planned = next(j for j in slurm_plan if j["rule"] == "base_model")["resources"]
+    assert args[args.index("--mem") + 1] == planned["mem_mb"] == "20800", call
+    assert args[args.index("-t") + 1] == planned["runtime"] == "116", call
 
 
 def test_workstation_profile_serialises_gpu_jobs() -> None:

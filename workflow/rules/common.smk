@@ -7,6 +7,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from sophia.cluster import hints as slurm_hints
 from sophia import config as sophia_config
 from sophia import job_benchmarks, tracking
 from sophia.errors import ConfigError
@@ -52,6 +53,9 @@ onsuccess:
 onerror:
     if tracking.ENV_PARENT in os.environ:
         tracking.end_invocation(os.environ[tracking.ENV_PARENT], ok=False)
+    # on SLURM: jobs killed for their memory or time, with the rule and the resource to raise
+    for hint in slurm_hints(log):
+        print(hint, file=sys.stderr)
 
 
 # Scheduler requests of the heavy rules, scaled by the model's size (config: compute).

@@ -15,6 +15,7 @@ def mobile_digest():
 
 
 rule mobile:
+    localrule: True  # cheap: on a cluster it runs on the submitting host
     input:
         bundle=lambda wc: f"results/export/{MOBILE['model']}",
     output:

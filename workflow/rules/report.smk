@@ -10,6 +10,7 @@ def report_args(wildcards, input):
 
 
 rule report:
+    localrule: True  # cheap: on a cluster it runs on the submitting host
     input:
         evals=expand(rules.evaluate.output, model=MODELS, benchmark=BENCHMARKS),
         base=rules.base_model.output[0],

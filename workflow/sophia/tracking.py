@@ -94,9 +94,16 @@ def _init_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _artifact_location() -> str:
+def _artifact_location() -> str | None:
+    """A URI (s3://...) is used as given. A local path is used with a local store only: behind a
+    tracking server, jobs on other nodes could not reach it, so the server's artifact store
+    (`mlflow server --artifacts-destination`) receives the artifacts instead."""
     loc = os.environ.get(ENV_ARTIFACTS) or DEFAULT_ARTIFACT_LOCATION
-    return loc if "://" in loc else Path(loc).resolve().as_uri()
+    if "://" in loc:
+        return loc
+    if tracking_uri().startswith(("http://", "https://")):
+        return None
+    return Path(loc).resolve().as_uri()
 
 
 def connect() -> tuple[Any, str]:
