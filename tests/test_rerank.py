@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
-
+from conftest import runs_of
 from sophia.evaluate import codet, execbatch, lever, sandbox, testgen
 from sophia.evaluate.execcache import Cache
 from sophia.evaluate.scoring import pass_at_k
@@ -167,3 +167,31 @@ def test_batch_runner_survives_a_crashing_test_and_caches(box: sandbox.Sandbox, 
     stats = again.stats.to_dict()
     assert stats["processes"] == 1 and stats["executed_tests"] == 1 and stats["cached_tests"] == 9
     assert stats["cached_definitions"] == 1
+
+
+def test_verifier_then_reranked_evaluation(micro_model: Path, tmp_path: Path, mlflow_store: str) -> None:
+    from sophia.evaluate import stage
+    from sophia.verifier import stage as vstage
+    from sophia.verifier.model import Verifier
+
+    root = Path(__file__).resolve().parents[1] / "workflow" / "resources" / "eval" / "hub"
+    cache = str(tmp_path / "cache.sqlite")
+    evaluate = {"dataset_root": str(root), "sandbox": {"timeout_s": 5},
+                "rerank": {"n_tests": 2, "max_gen_toks": 8, "cache": cache},
+                "benchmarks": {"mbpp": {"limit": 2, "max_gen_toks": 8, "n_samples": 3, "k": [1, 2]}}}
+    vout = tmp_path / "verifier" / "base"
+    info = vstage.run_stage({"evaluate": evaluate, "verifier": {"n_samples": 2, "limit": 4, "max_gen_toks": 8}},
+                            "base", micro_model, None, vout)
+    assert info["split"] == "train" and info["problems"] == 4 and info["candidates"] == 8
+    assert {"verifier.json", "calibration.png", "candidates.jsonl"} <= {p.name for p in vout.iterdir()}
+    assert Verifier.load(vout).predict([]) == []
+    out = tmp_path / "eval" / "base" / "mbpp"
+    scores = stage.run_stage({"evaluate": evaluate}, "base", micro_model, None, "mbpp", out, vout)
+    m = scores["metrics"]
+    assert {"codet_pass@1", "codet_pass@2", "lever_pass@1"} <= set(m) and m["lever_pass@1"]["n"] == 2
+    assert scores["rerank"]["cost"]["processes"] >= 1 and len((out / "rerank.jsonl").read_text().splitlines()) == 2
+    assert all("codet_pass@1" in p for p in scores["problems"])
+    names = {r.data.tags["sophia.stage"]: r.data.metrics for r in runs_of(mlflow_store)}
+    logged = set(names["evaluate"])
+    assert {"codet_pass_at_1", "codet_pass_at_1.stderr", "lever_pass_at_1", "rerank.processes"} <= logged
+    assert "candidates" in names["verifier"]

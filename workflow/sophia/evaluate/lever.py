@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
+
 from sophia.evaluate.execbatch import CRASH, FAIL, NOT_LOADED, PASS, TIMEOUT
 
 # Per-test outcome letters whose share is a feature (the exception types a model makes most).
