@@ -14,6 +14,8 @@ from sophia.evaluate.benchmarks import BENCHMARKS, GROUPS
 from sophia.evaluate.scoring import combine
 
 GROUP_TITLES = {"bbh": "BBH", "commonsense": "Commonsense", "math": "Math", "coding": "Coding"}
+# Code benchmarks' reranked top-1 scores (evaluate.rerank), shown after pass@10.
+RERANKED = {"codet_pass@1": "CodeT", "lever_pass@1": "LEVER"}
 
 
 def read_scores(eval_dirs: Sequence[Path]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -102,7 +104,8 @@ def markdown(rows: Sequence[dict[str, Any]], reference: Mapping[str, Any] | None
         if reference.get("source"):
             lines += ["", f"Published scores: {reference['source']}"]
     benches = [b for b in BENCHMARKS if any(b in r["benchmarks"] for r in rows)]
-    lines += ["", "Per benchmark (primary metric; code: pass@1 greedy, pass@10 from sampled completions):", "",
+    lines += ["", "Per benchmark (primary metric; code: pass@1 greedy, pass@10 from sampled completions, "
+              "CodeT and LEVER: expected pass@1 of the reranked samples):", "",
               "| model | " + " | ".join(benches) + " |", "|---|" + "---|" * len(benches)]
     for r in rows:
         cells = [r["model"]]
@@ -114,6 +117,7 @@ def markdown(rows: Sequence[dict[str, Any]], reference: Mapping[str, Any] | None
             text = _cell(m.get(BENCHMARKS[b].metric))
             if "pass@10" in m:
                 text += f"; pass@10 {_cell(m['pass@10'])}"
+            text += "".join(f"; {title} {_cell(m[name])}" for name, title in RERANKED.items() if name in m)
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     if reference and any(b in reference["scores"] for b in benches):
@@ -132,6 +136,7 @@ def write_csv(rows: Sequence[dict[str, Any]], reference: Mapping[str, Any] | Non
         fields += [b, f"{b}_ci_low", f"{b}_ci_high"]
         if BENCHMARKS[b].code:
             fields += [f"{b}_pass@10"]
+            fields += [f"{b}_{name}{part}" for name in RERANKED for part in ("", "_ci_low", "_ci_high")]
     fields += ["size_bytes", "parameters"]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
@@ -147,6 +152,10 @@ def write_csv(rows: Sequence[dict[str, Any]], reference: Mapping[str, Any] | Non
                 row.update({b: s.get("value"), f"{b}_ci_low": s.get("ci_low"), f"{b}_ci_high": s.get("ci_high")})
                 if BENCHMARKS[b].code and "pass@10" in m:
                     row[f"{b}_pass@10"] = m["pass@10"]["value"]
+                for name in RERANKED:
+                    if BENCHMARKS[b].code and name in m:
+                        row.update({f"{b}_{name}{part}": m[name].get(key) for part, key in
+                                    (("", "value"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))})
             w.writerow(row)
         if reference:
             row = {"model": reference["name"], "published": True}
