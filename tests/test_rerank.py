@@ -195,3 +195,53 @@ def test_verifier_then_reranked_evaluation(micro_model: Path, tmp_path: Path, ml
     logged = set(names["evaluate"])
     assert {"codet_pass_at_1", "codet_pass_at_1.stderr", "lever_pass_at_1", "rerank.processes"} <= logged
     assert "candidates" in names["verifier"]
+
+
+def _rows(values: list[tuple[float, float]]) -> list[dict[str, float]]:
+    """Constructed candidates: the share of generated tests passed and the mean log-prob vary."""
+    from sophia.evaluate.lever import FEATURES
+
+    return [{f: 0.0 for f in FEATURES} | {"test=P": p, "mean_logprob": lp} for p, lp in values]
+
+
+@pytest.mark.parametrize("kind", ["logistic", "gbt"])
+def test_verifier_learns_constructed_labels_and_round_trips(kind: str, tmp_path: Path) -> None:
+    from sophia.verifier.model import Verifier
+
+    rows = _rows([(i / 99, -1.0) for i in range(100)])  # trees need 20 per leaf
+    labels = [r["test=P"] > 0.5 for r in rows]
+    v = Verifier.fit(kind, rows, labels, seed=0)
+    low, high = v.predict(_rows([(0.0, -1.0), (1.0, -1.0)]))
+    assert v.kind == kind and low < 0.5 < high
+    v.save(tmp_path, {"note": "test"})
+    assert Verifier.load(tmp_path).predict(_rows([(1.0, -1.0)])) == pytest.approx([high])
+    info = json.loads((tmp_path / "verifier.json").read_text())
+    info["features"] = info["features"][:-1]
+    (tmp_path / "verifier.json").write_text(json.dumps(info))
+    with pytest.raises(Exception, match="other features"):
+        Verifier.load(tmp_path)
+
+
+def test_verifier_of_one_class_is_the_base_rate_and_says_so(tmp_path: Path) -> None:
+    from sophia.verifier.model import Verifier
+
+    v = Verifier.fit("logistic", _rows([(0.1, -1.0), (0.9, -2.0)]), [False, False], seed=0)
+    assert v.kind == "constant" and v.predict(_rows([(1.0, 0.0)])) == [0.0]
+    v.save(tmp_path, {})
+    assert Verifier.load(tmp_path).kind == "constant" and not (tmp_path / "verifier.joblib").exists()
+    with pytest.raises(Exception, match="missing"):
+        Verifier.load(tmp_path / "nowhere")
+
+
+def test_held_out_auc_splits_whole_problems() -> None:
+    from sophia.evaluate.rerank import Problem
+    from sophia.verifier import stage as vstage
+
+    train, held = vstage.held_out_split(8, 0.25, seed=0)
+    assert len(held) == 2 and sorted(train + held) == list(range(8))
+    # Each problem: one right candidate passing all generated tests, one wrong passing none.
+    problems = [Problem({"task_id": i}, "", ["a", "b"], correct=[True, False]) for i in range(8)]
+    rows = [_rows([(1.0, -1.0), (0.0, -1.0)]) for _ in problems]
+    held_out = vstage.assess("logistic", problems, rows, seed=0, share=0.25)
+    assert held_out["auc"] == 1.0 and held_out["held_out_problems"] == 2 and held_out["held_out_candidates"] == 4
+    assert len(held_out["calibration"]["predicted"]) == len(held_out["calibration"]["observed"]) == 2
