@@ -76,19 +76,22 @@ def _max_length(model: Any) -> int:
 @torch.no_grad()
 def sample(model: Any, tok: Any, prompt: str, n: int, max_new_tokens: int, temperature: float, top_p: float,
            seed: int, batch_size: int) -> list[str]:
-    """`n` sampled continuations of one prompt (left-truncated to fit the model's window)."""
+    """`n` sampled continuations of one prompt (left-truncated to fit the model's window).
+
+    Always whole batches from one seeded stream, so the first n of a larger n are the same
+    completions: a rerun with more tests adds tests (and reuses the cached outcomes of the old)."""
     dev = next(model.parameters()).device
     ids = tok(prompt, add_special_tokens=False)["input_ids"][-(_max_length(model) - max_new_tokens):]
     torch.manual_seed(seed)
     out: list[str] = []
     while len(out) < n:
-        count = min(batch_size, n - len(out))
+        count = batch_size
         inp = torch.tensor([ids], device=dev)
         gen = model.generate(input_ids=inp, attention_mask=torch.ones_like(inp), do_sample=True,
                              temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                              num_return_sequences=count, pad_token_id=tok.pad_token_id)
         out += tok.batch_decode(gen[:, len(ids):], skip_special_tokens=True)
-    return out
+    return out[:n]
 
 
 def generate_tests(model: Any, tok: Any, problems: Sequence[Problem], rspec: dict[str, Any], seed: int,
