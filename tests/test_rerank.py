@@ -166,7 +166,7 @@ def test_batch_runner_survives_a_crashing_test_and_caches(box: sandbox.Sandbox, 
     assert results[0].codes == "PFZCPTNXPP" and results[1].codes == "DD"
     stats = again.stats.to_dict()
     assert stats["processes"] == 1 and stats["executed_tests"] == 1 and stats["cached_tests"] == 9
-    assert stats["cached_definitions"] == 1
+    assert stats["cached_definitions"] == 2
 
 
 def test_verifier_then_reranked_evaluation(micro_model: Path, tmp_path: Path, mlflow_store: str) -> None:

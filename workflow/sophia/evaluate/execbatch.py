@@ -150,9 +150,9 @@ class Runner:
         pending: list[tuple[int, list[int]]] = []  # job, indices of tests still to run
         for j in range(len(jobs)):
             loaded = self.cache.definition(keys[j])
+            self.stats.cached_definitions += loaded is not None
             if loaded:  # a non-empty string: the solution itself fails, whatever the tests
                 errors[j] = loaded
-                self.stats.cached_definitions += 1
                 continue
             codes[j] = self.cache.outcomes(keys[j], tkeys[j])
             self.stats.cached_tests += sum(t in codes[j] for t in tkeys[j])
