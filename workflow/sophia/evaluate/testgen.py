@@ -155,9 +155,10 @@ def _no_data(call: ast.Call) -> bool:
 
 
 def leaks(prompt: str, doc: dict[str, Any]) -> list[str]:
-    """Hidden asserts or calls of the entry point that appear verbatim in `prompt` (want: none)."""
-    flat = _squash(prompt)
-    return [s for s in hidden_snippets(doc) if s in flat]
+    """Hidden asserts or calls of the entry point that appear verbatim in `prompt` (want: none).
+    A call the task statement itself spells out (MBPP: "... with fib(0) = 0") is public, not a leak."""
+    flat, statement = _squash(prompt), _squash(str(doc.get("text") or ""))
+    return [s for s in hidden_snippets(doc) if s in flat and s not in statement]
 
 
 def _squash(text: str) -> str:
