@@ -136,6 +136,8 @@ class Runner:
         self.context = digest(HARNESS_DIGEST, repr(test_timeout_s), repr(sorted(vars(box.limits).items())),
                               box.isolation)
         self.stats = Stats()
+        # The progress line must fit the sandbox's output cap: one letter per test plus the nonce.
+        self.chunk = max(1, min(MAX_TESTS_PER_PROCESS, getattr(box.limits, "output_bytes", 4096) - 64))
 
     def key(self, solution: str) -> str:
         return digest(self.context, solution)
@@ -158,8 +160,8 @@ class Runner:
             self.stats.cached_tests += sum(t in codes[j] for t in tkeys[j])
             first_of = {t: i for i, t in reversed(list(enumerate(tkeys[j]))) if t not in codes[j]}
             todo = sorted(first_of.values())
-            for c in range(0, len(todo), MAX_TESTS_PER_PROCESS):
-                pending.append((j, todo[c: c + MAX_TESTS_PER_PROCESS]))
+            for c in range(0, len(todo), self.chunk):
+                pending.append((j, todo[c: c + self.chunk]))
             if not todo and loaded is None:
                 pending.append((j, []))  # no tests to run, but whether it loads is a LEVER feature
         first = True
