@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import runs_of
+from conftest import config_error, runs_of
 from sophia.evaluate import codet, execbatch, lever, sandbox, testgen
 from sophia.evaluate.execcache import Cache
 from sophia.evaluate.scoring import pass_at_k
@@ -251,3 +251,10 @@ def test_held_out_auc_splits_whole_problems() -> None:
     held_out = vstage.assess("logistic", problems, rows, seed=0, share=0.25)
     assert held_out["auc"] == 1.0 and held_out["held_out_problems"] == 2 and held_out["held_out_candidates"] == 4
     assert len(held_out["calibration"]["predicted"]) == len(held_out["calibration"]["observed"]) == 2
+
+
+def test_rerank_and_verifier_config_errors_name_the_key() -> None:
+    assert "evaluate.rerank.weight" in config_error(lambda e: e["rerank"].update(weight="log"), "evaluate")
+    assert "evaluate.rerank.n_test" in config_error(lambda e: e["rerank"].update(n_test=3), "evaluate")
+    assert "verifier.kind" in config_error(lambda v: v.update(kind="svm"), "verifier")
+    assert "verifier.n_samples" in config_error(lambda v: v.update(n_samples=1), "verifier")
