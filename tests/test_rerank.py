@@ -232,7 +232,7 @@ def test_verifier_of_one_class_is_the_base_rate_and_says_so(tmp_path: Path) -> N
     from sophia.verifier.model import Verifier
 
     v = Verifier.fit("logistic", _rows([(0.1, -1.0), (0.9, -2.0)]), [False, False], seed=0)
-    assert v.kind == "constant" and v.predict(_rows([(1.0, 0.0)])) == [0.0]
+    assert v.kind == "constant" and v.predict(_rows([(1.0, 0.0)])) == [0.25]  # (0 + 1) / (2 + 2)
     v.save(tmp_path, {})
     assert Verifier.load(tmp_path).kind == "constant" and not (tmp_path / "verifier.joblib").exists()
     with pytest.raises(Exception, match="missing"):

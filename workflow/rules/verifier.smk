@@ -4,7 +4,7 @@ VERIFIER = config["verifier"]
 
 def verifier_spec(wildcards):
     """The verifier's own settings plus what shapes its candidates' features (tests, sandbox, data)."""
-    section = {k: EVALUATE[k] for k in ("dataset_root", "batch_size", "seed", "confidence", "sandbox", "rerank")}
+    section = {k: EVALUATE[k] for k in ("dataset_root", "batch_size", "sandbox", "rerank")}
     return spec({"verifier": VERIFIER, "evaluate": section})
 
 

@@ -3,7 +3,8 @@
 `logistic` (standardised features, L2 logistic regression) or `gbt` (histogram gradient-boosted
 trees). When the training candidates are all wrong (or all right), as for a model that never
 solves a train problem, nothing can be learnt: the verifier is then the constant base rate,
-says so (`kind: constant`), and LEVER reduces to likelihood reranking."""
+Laplace-smoothed so that it is never 0 (which would erase P_LM from every LEVER score), says so
+(`kind: constant`), and LEVER reduces to likelihood reranking."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class Verifier:
         if len(y) == 0:
             raise DataError("verifier: no training candidates")
         if y.min() == y.max():
-            return cls("constant", base_rate=float(y.mean()))
+            return cls("constant", base_rate=float((y.sum() + 1) / (len(y) + 2)))
         if kind == "logistic":
             from sklearn.linear_model import LogisticRegression
             from sklearn.pipeline import make_pipeline
