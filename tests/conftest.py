@@ -92,7 +92,9 @@ def micro_config() -> dict[str, Any]:
             "benchmarks": {"piqa": {"limit": 2},
                            "humaneval": {"limit": 2, "max_gen_toks": 8, "n_samples": 2, "k": [1, 2]}},
             "sandbox": {"timeout_s": 5},
+            "rerank": {"n_tests": 2, "max_gen_toks": 8},
         },
+        "verifier": {"n_samples": 2, "limit": 4, "max_gen_toks": 8},
         "export": {
             "models": ["gptq+alpaca"],
             "window": 32,

@@ -199,7 +199,7 @@ def test_unknown_bbh_subtask_and_missing_local_copy_are_named(micro_lm: Any, tmp
 
 def eval_spec(**benchmarks: Any) -> dict[str, Any]:
     return {"evaluate": {"dataset_root": str(FIXTURE_ROOT), "benchmarks": benchmarks,
-                         "sandbox": {"timeout_s": 5}}}
+                         "sandbox": {"timeout_s": 5}, "rerank": {"n_tests": 2, "max_gen_toks": 8, "cache": None}}}
 
 
 def test_stage_writes_scores_samples_and_mlflow(micro_model: Path, tmp_path: Path, mlflow_store: str) -> None:

@@ -22,11 +22,12 @@ from sophia import tracking
 from sophia.config import validate
 from sophia.evaluate import protocol
 
-STUDY = {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5, "evaluate": 6 * 9, "report": 1, "all": 1}
+STUDY = {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5, "evaluate": 6 * 9, "verifier": 6, "report": 1,
+         "all": 1}
 # the paper's study also builds the phone app from the tiny->alpaca curriculum (litert-torch route)
 PHONE = {"merge": 1, "export": 1, "mobile": 1}
 PLANS = {"paper": STUDY | PHONE, "deepseek-coder": STUDY}
-GPU_RULES = {"base_model", "quantize", "finetune", "evaluate"}
+GPU_RULES = {"base_model", "quantize", "finetune", "evaluate", "verifier"}
 
 
 def dry_run(workdir: Path, config: Path, *args: str) -> str:
@@ -169,4 +170,4 @@ def test_gpu_smoke_is_the_embedded_default_on_a_gpu(tmp_path: Path) -> None:
     text = (ROOT / "configs" / "gpu-smoke.yaml").read_text().replace("workflow/resources", f"{ROOT}/workflow/resources")
     (tmp_path / "smoke.yaml").write_text(text)
     counts = job_counts(dry_run(tmp_path, tmp_path / "smoke.yaml"))
-    assert counts["evaluate"] == 54 and counts["export"] == 2 and counts["mobile"] == 1
+    assert counts["evaluate"] == 54 and counts["verifier"] == 6 and counts["export"] == 2 and counts["mobile"] == 1

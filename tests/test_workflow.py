@@ -149,18 +149,19 @@ def test_changed_data_setting_reruns_only_that_dataset(workflow_run: tuple[Path,
         result = snakemake(workdir, "-n")
         # alpaca data feeds quantize (calibration), hence every step after it
         phone = {"merge": 1, "export": 1, "mobile": 1}  # gptq+alpaca's merge, export and app follow quantize
-        assert planned_jobs(result) == {"data": 1, "quantize": 1, "finetune": 5, "evaluate": 2, "report": 1,
-                                        "all": 1, **phone}
+        assert planned_jobs(result) == {"data": 1, "quantize": 1, "finetune": 5, "evaluate": 2, "verifier": 1,
+                                        "report": 1, "all": 1, **phone}
         assert "dataset=alpaca" in result.stdout and "dataset=tiny" not in result.stdout
         cfg["base_model"]["scratch"]["training"]["steps"] = 7
         write_config(workdir, cfg)
         assert planned_jobs(snakemake(workdir, "-n")) == {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5,
-                                                          "evaluate": 4, "report": 1, "all": 1, **phone}
+                                                          "evaluate": 4, "verifier": 2, "report": 1, "all": 1,
+                                                          **phone}
         cfg = micro_config()
         cfg["quantize"]["damp_percent"] = 0.1
         write_config(workdir, cfg)
         assert planned_jobs(snakemake(workdir, "-n")) == {"quantize": 1, "finetune": 5, "evaluate": 2,
-                                                          "report": 1, "all": 1, **phone}
+                                                          "verifier": 1, "report": 1, "all": 1, **phone}
         # one phase's setting: the steps that use it and their descendants, nothing else
         cfg = micro_config()
         cfg["finetune"]["phases"]["tiny_summary"]["epochs"] = 2

@@ -21,21 +21,32 @@ def eval_model_inputs(wildcards):
 
 def eval_spec(wildcards):
     """Only what shapes this job's result, so changing one benchmark's setting reruns only its jobs."""
-    section = {k: v for k, v in EVALUATE.items() if k not in ("models", "benchmarks", "sandbox")}
+    section = {k: v for k, v in EVALUATE.items() if k not in ("models", "benchmarks", "sandbox", "rerank")}
     section["benchmarks"] = {wildcards.benchmark: EVALUATE["benchmarks"][wildcards.benchmark]}
     if SUITE[wildcards.benchmark].code:
         section["sandbox"] = EVALUATE["sandbox"]
+        section["rerank"] = EVALUATE["rerank"]
     return spec({"evaluate": section})
+
+
+def eval_verifier(wildcards):
+    """Code benchmarks rerank with LEVER: they need the variant's verifier (rule verifier)."""
+    bench = EVALUATE["benchmarks"][wildcards.benchmark]
+    if SUITE[wildcards.benchmark].code and EVALUATE["rerank"]["enabled"] and bench["n_samples"] > 1:
+        return {"verifier": f"results/verifier/{wildcards.model}"}
+    return {}
 
 
 def eval_args(wildcards, input):
     adapter = f" --adapter {Path(input.adapter).parent}" if "adapter" in input.keys() else ""
-    return f"--model {input.model}{adapter}"
+    verifier = f" --verifier {input.verifier}" if "verifier" in input.keys() else ""
+    return f"--model {input.model}{adapter}{verifier}"
 
 
 rule evaluate:
     input:
         unpack(eval_model_inputs),
+        unpack(eval_verifier),
         data=[EVALUATE["dataset_root"]] if EVALUATE["dataset_root"] else [],
     output:
         directory("results/eval/{model}/{benchmark}"),

@@ -177,6 +177,47 @@ MBPP = [
 NAMES = ["Ada", "Ben", "Chen", "Dana", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kim"]
 THINGS = ["apples", "pencils", "stickers", "marbles", "cookies", "books", "cards"]
 
+# More MBPP-shaped problems for the train split only: the LEVER verifier (sophia.verifier) learns
+# from the evaluated model's candidates on them; the test split above is untouched.
+MBPP_TRAIN = [
+    ("Write a function to return the smallest element of a non-empty list.", "smallest",
+     "def smallest(items):\n    return min(items)",
+     ["assert smallest([3, 9, 2]) == 2", "assert smallest([-5, -1]) == -5", "assert smallest([7]) == 7"]),
+    ("Write a function to reverse a string.", "reverse_string",
+     "def reverse_string(s):\n    return s[::-1]",
+     ["assert reverse_string('abc') == 'cba'", "assert reverse_string('') == ''", "assert reverse_string('a') == 'a'"]),
+    ("Write a function to check whether a number is even.", "is_even",
+     "def is_even(n):\n    return n % 2 == 0",
+     ["assert is_even(4) == True", "assert is_even(7) == False", "assert is_even(0) == True"]),
+    ("Write a function to return the sum of a list of numbers.", "total",
+     "def total(nums):\n    return sum(nums)",
+     ["assert total([1, 2, 3]) == 6", "assert total([]) == 0", "assert total([-1, 1]) == 0"]),
+    ("Write a function to return the absolute difference of two numbers.", "abs_diff",
+     "def abs_diff(a, b):\n    return abs(a - b)",
+     ["assert abs_diff(3, 5) == 2", "assert abs_diff(5, 3) == 2", "assert abs_diff(0, 0) == 0"]),
+    ("Write a function to count how often a value occurs in a list.", "count_of",
+     "def count_of(items, value):\n    return items.count(value)",
+     ["assert count_of([1, 2, 1], 1) == 2", "assert count_of([], 3) == 0", "assert count_of(['a'], 'b') == 0"]),
+    ("Write a function to return the square of a number.", "square",
+     "def square(x):\n    return x * x",
+     ["assert square(3) == 9", "assert square(-2) == 4", "assert square(0) == 0"]),
+    ("Write a function to convert a string to upper case.", "shout",
+     "def shout(s):\n    return s.upper()",
+     ["assert shout('abc') == 'ABC'", "assert shout('') == ''", "assert shout('A1b') == 'A1B'"]),
+    ("Write a function to return the last element of a non-empty list.", "last",
+     "def last(items):\n    return items[-1]",
+     ["assert last([1, 2, 3]) == 3", "assert last(['x']) == 'x'", "assert last([0, None]) is None"]),
+    ("Write a function to return the average of a non-empty list of numbers.", "mean",
+     "def mean(nums):\n    return sum(nums) / len(nums)",
+     ["assert mean([1, 2, 3]) == 2", "assert mean([5]) == 5", "assert mean([1, 2]) == 1.5"]),
+    ("Write a function to return the number of characters in a string without spaces.", "letters",
+     "def letters(s):\n    return len(s.replace(' ', ''))",
+     ["assert letters('a b') == 2", "assert letters('') == 0", "assert letters('abc') == 3"]),
+    ("Write a function to return the larger of two numbers.", "larger",
+     "def larger(a, b):\n    return a if a >= b else b",
+     ["assert larger(1, 2) == 2", "assert larger(5, -5) == 5", "assert larger(3, 3) == 3"]),
+]
+
 
 def gsm8k_items(rng: random.Random, n: int) -> list[dict]:
     """Two-step word problems with their worked answer in the hub's `…\n#### N` form."""
@@ -254,7 +295,9 @@ def main() -> None:
 
     mbpp = [{"task_id": 900 + i, "text": text, "code": code, "test_list": tests, "test_setup_code": "",
              "challenge_test_list": []} for i, (text, _, code, tests) in enumerate(MBPP)]
-    write("google-research-datasets/mbpp", {"full": {"train": mbpp[:1], "validation": mbpp[1:2],
+    train = [{"task_id": 950 + i, "text": text, "code": code, "test_list": tests, "test_setup_code": "",
+              "challenge_test_list": []} for i, (text, _, code, tests) in enumerate(MBPP_TRAIN)]
+    write("google-research-datasets/mbpp", {"full": {"train": mbpp[:1] + train, "validation": mbpp[1:2],
                                                       "prompt": mbpp[2:3], "test": mbpp[3:]}})
 
 

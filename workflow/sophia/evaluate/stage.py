@@ -24,7 +24,7 @@ from sophia import lm, tracking
 from sophia.atomic import atomic_dir
 from sophia.config import check_pass_at_k, validate_section
 from sophia.errors import ConfigError, EvalError, ModelError
-from sophia.evaluate import code, context, harness, protocol, sandbox
+from sophia.evaluate import code, context, harness, protocol, rerank, sandbox
 from sophia.evaluate.benchmarks import BENCHMARKS, Benchmark
 from sophia.evaluate.scoring import pass_at_k, summarize
 
@@ -148,7 +148,7 @@ def score(bench: Benchmark, bspec: dict[str, Any], samples: dict[str, list[dict[
 
 
 def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Path | None, benchmark: str,
-              out: Path) -> dict[str, Any]:
+              out: Path, verifier: Path | None = None) -> dict[str, Any]:
     espec = validate_section(spec["evaluate"], "evaluate", "evaluate")
     if benchmark not in espec["benchmarks"]:
         raise ConfigError(f"evaluate.benchmarks: '{benchmark}' is not configured (have: "
@@ -198,7 +198,8 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
         result = score(bench, bspec, samples, espec["confidence"], box, espec["sandbox"]["workers"])
         records = result.pop("records", None)
         scores.update(result)
-        if records is not None:
+        if records is not None:  # CodeT and LEVER reranking of the sampled solutions
+            rerank.attach(scores, tmp, samples, records, model, tok, box, espec, verifier)
             with open(tmp / EXECUTIONS, "w", encoding="utf-8") as fh:
                 for r in records:
                     fh.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -246,6 +247,9 @@ def mlflow_metrics(scores: dict[str, Any]) -> dict[str, float]:
     for key, value in scores.get("executions", {}).items():
         if value is not None:
             out[f"executions.{key}"] = float(value)
+    for key, value in scores.get("rerank", {}).get("cost", {}).items():
+        if isinstance(value, (int, float)):
+            out[f"rerank.{key}"] = float(value)
     return out
 
 
@@ -265,7 +269,9 @@ def main() -> None:
     p.add_argument("--adapter", type=Path, help="LoRA adapter directory applied on top of --model")
     p.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--verifier", type=Path, help="the verifier stage's output, for LEVER (code benchmarks)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_stage(load_spec(args.spec), args.model_id, args.model, args.adapter, args.benchmark, args.out)
+    run_stage(load_spec(args.spec), args.model_id, args.model, args.adapter, args.benchmark, args.out,
+              args.verifier)

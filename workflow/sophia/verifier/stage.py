@@ -1,0 +1,188 @@
+"""Stage function: the LEVER verifier of one model variant → results/verifier/{model}/ + one MLflow run.
+
+The model samples `n_samples` programs for every MBPP *train* problem (lm-eval's MBPP prompt,
+the split redirected; the test split is never read), writes tests for them exactly as in
+evaluation, and each program is described by `sophia.evaluate.lever.features` and labelled by the
+problem's gold tests in the sandbox. Problems are split into train and held-out parts: the
+held-out AUC and calibration curve measure the verifier, which is then refit on all candidates.
+
+Output: `verifier.json` (kind, features, held-out AUC, calibration bins, counts), `verifier.joblib`
+(the scikit-learn estimator; absent for the constant verifier), `calibration.png`,
+`candidates.jsonl` (features and label per candidate), `mlflow_run.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sophia import lm, tracking
+from sophia.atomic import atomic_dir
+from sophia.config import validate_section
+from sophia.errors import ConfigError
+from sophia.evaluate import code, execbatch, harness, rerank, sandbox
+from sophia.evaluate.benchmarks import BENCHMARKS
+from sophia.evaluate.execcache import Cache
+from sophia.evaluate.stage import load_model
+from sophia.verifier.model import Verifier
+
+log = logging.getLogger(__name__)
+SPLIT = "train"  # LEVER's verifier never sees the split that is evaluated
+
+
+def train_candidates(lm_obj: Any, espec: dict[str, Any], vspec: dict[str, Any]) -> list[rerank.Problem]:
+    """The model's sampled MBPP programs on the train split (prompt and few-shot as lm-eval's task)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    bench = BENCHMARKS["mbpp"]
+    root = Path(espec["dataset_root"]) if espec["dataset_root"] else None
+    dataset: dict[str, Any] = {"test_split": SPLIT}
+    if root is not None:
+        dataset["dataset_path"] = harness.local_dataset(code.builtin_config("mbpp")["dataset_path"], root)
+    sampling = {"do_sample": True, "temperature": vspec["temperature"], "top_p": vspec["top_p"]}
+    if vspec["max_gen_toks"]:
+        sampling["max_gen_toks"] = vspec["max_gen_toks"]
+    task = code.task_config(bench, "sampled", vspec["n_samples"], sampling, dataset)
+    tm = TaskManager(include_defaults=False, include_path=[str(harness.tasks_root() / bench.task_dir)])
+    seed = vspec["seed"]
+    res = lm_eval.simple_evaluate(model=lm_obj, tasks=[task], task_manager=tm, limit=vspec["limit"],
+                                  log_samples=True, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                                  fewshot_random_seed=seed, confirm_run_unsafe_code=True, bootstrap_iters=0)
+    return rerank.sampled_problems(res["samples"])
+
+
+def held_out_split(n_problems: int, share: float, seed: int) -> tuple[list[int], list[int]]:
+    """Problem indices (train, held-out): whole problems, so no problem's candidates straddle it."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(n_problems).tolist()
+    n_held = max(1, round(share * n_problems)) if n_problems > 1 else 0
+    return sorted(order[n_held:]), sorted(order[:n_held])
+
+
+def assess(kind: str, problems: list[rerank.Problem], rows: list[list[dict[str, float]]], seed: int,
+           share: float) -> dict[str, Any]:
+    """Held-out AUC and calibration of a verifier fit on the other problems (None where undefined)."""
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import roc_auc_score
+
+    train, held = held_out_split(len(problems), share, seed)
+    x = [f for i in train for f in rows[i]]
+    y = [c for i in train for c in problems[i].correct]
+    hx = [f for i in held for f in rows[i]]
+    hy = [c for i in held for c in problems[i].correct]
+    out: dict[str, Any] = {"train_problems": len(train), "held_out_problems": len(held),
+                           "held_out_candidates": len(hy), "held_out_positives": int(sum(hy)), "auc": None,
+                           "calibration": None}
+    if not x or not hx:
+        out["note"] = "too few problems for a held-out split"
+        return out
+    fitted = Verifier.fit(kind, x, y, seed)
+    p = fitted.predict(hx)
+    out["held_out_kind"] = fitted.kind
+    if 0 < sum(hy) < len(hy):
+        out["auc"] = float(roc_auc_score([int(v) for v in hy], p))
+    else:
+        out["note"] = "held-out candidates are all of one class: AUC undefined"
+    observed, predicted = calibration_curve([int(v) for v in hy], p, n_bins=10, strategy="uniform") \
+        if 0 < sum(hy) < len(hy) else ([sum(hy) / len(hy)], [sum(p) / len(p)])
+    out["calibration"] = {"predicted": [float(v) for v in predicted], "observed": [float(v) for v in observed]}
+    out["brier"] = float(sum((pi - int(yi)) ** 2 for pi, yi in zip(p, hy, strict=True)) / len(hy))
+    return out
+
+
+def calibration_plot(cal: dict[str, Any] | None, path: Path, title: str) -> None:
+    """Reliability diagram: observed share correct against the predicted probability, per bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfectly calibrated")
+    if cal:
+        ax.plot(cal["predicted"], cal["observed"], marker="o", label="verifier (held-out)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted P(correct)")
+    ax.set_ylabel("observed share correct")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Path | None, out: Path) -> dict[str, Any]:
+    espec = validate_section(spec["evaluate"], "evaluate", "evaluate")
+    vspec = validate_section(spec["verifier"], "verifier", "verifier")
+    rspec = espec["rerank"]
+    sb = espec["sandbox"]
+    isolation = sandbox.resolve_isolation(sb["isolation"], sb["allow_unisolated"])
+    box = sandbox.Sandbox(sandbox.Limits(timeout_s=sb["timeout_s"], memory_mb=sb["memory_mb"],
+                                         max_processes=sb["max_processes"]), isolation)
+    box.self_test()
+    if vspec["n_samples"] < 2:
+        raise ConfigError("verifier.n_samples: LEVER compares candidates, need at least 2")
+    dev = lm.device()
+    inputs: dict[str, Path] = {"model": model_dir, **({"adapter": adapter} if adapter else {})}
+    with tracking.stage_run("verifier", model_id, {"model": model_id, "verifier": vspec, "rerank": rspec},
+                            inputs=inputs) as run, atomic_dir(out) as tmp:
+        start = time.perf_counter()
+        model, tok = load_model(model_dir, adapter, dev)
+        problems = train_candidates(harness.hf_lm(model, tok, espec["batch_size"]), espec, vspec)
+        gold = box.run_many([code.program(p.doc, c) for p in problems for c in p.completions], sb["workers"])
+        labels = iter(o.passed for o in gold)
+        for p in problems:
+            p.correct = [next(labels) for _ in p.completions]
+        runner = execbatch.Runner(box, rspec["test_timeout_s"], Cache(rspec["cache"]), sb["workers"])
+        rerank.measure(problems, model, tok, runner, rspec, vspec["seed"], espec["batch_size"])
+        rows = [rerank.features(p, rspec["weight"]) for p in problems]
+        held = assess(vspec["kind"], problems, rows, vspec["seed"], vspec["held_out"])
+        labels_all = [c for p in problems for c in p.correct]
+        verifier = Verifier.fit(vspec["kind"], [f for r in rows for f in r], labels_all, vspec["seed"])
+        info = {"model": model_id, "split": SPLIT, "problems": len(problems), "candidates": len(labels_all),
+                "positives": int(sum(labels_all)), "valid_tests": sum(len(p.tests) for p in problems),
+                "requested_kind": vspec["kind"], "held_out": held, "execution": runner.stats.to_dict(),
+                "seconds": time.perf_counter() - start}
+        verifier.save(tmp, info)
+        calibration_plot(held.get("calibration"), tmp / "calibration.png", f"verifier {model_id} (held-out)")
+        with open(tmp / "candidates.jsonl", "w", encoding="utf-8") as fh:
+            for p, feats in zip(problems, rows, strict=True):
+                for f, ok in zip(feats, p.correct, strict=True):
+                    fh.write(json.dumps({"problem": p.id, "correct": ok, "features": f}) + "\n")
+        run.write_record(tmp, "verifier", model_id)
+        metrics = {"candidates": len(labels_all), "positives": int(sum(labels_all)),
+                   "valid_tests": info["valid_tests"], "seconds": info["seconds"],
+                   **{f"execution.{k}": float(v) for k, v in runner.stats.to_dict().items()
+                      if isinstance(v, (int, float))}}
+        for key in ("auc", "brier"):
+            if held.get(key) is not None:
+                metrics[f"held_out.{key}"] = held[key]
+        run.log_metrics(metrics)
+        run.set_tags({"sophia.model": model_id, "sophia.verifier.kind": verifier.kind})
+        tracking.log_output(run, tmp, out, ("verifier.json", "calibration.png"))
+    log.info("verifier %s: %s on %d candidates (%d correct), held-out AUC %s", model_id, verifier.kind,
+             len(labels_all), sum(labels_all), held.get("auc"))
+    return info
+
+
+def main() -> None:
+    from sophia.cli import load_spec, parser
+
+    p: argparse.ArgumentParser = parser("Train the LEVER verifier of one model variant (stage verifier).")
+    p.add_argument("--model-id", required=True, help="variant name: base, gptq or gptq+<curriculum>")
+    p.add_argument("--model", required=True, type=Path, help="base or GPTQ model directory")
+    p.add_argument("--adapter", type=Path, help="LoRA adapter directory applied on top of --model")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_stage(load_spec(args.spec), args.model_id, args.model, args.adapter, args.out)
