@@ -14,14 +14,17 @@ import logging
 import os
 import random
 import re
+import shlex
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sophia.provenance import digest, flatten, git_commit
+from sophia.tracking_system import SystemMetrics
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,8 @@ DEFAULT_EXPERIMENT = "sophia"
 DEFAULT_ARTIFACT_LOCATION = "results/mlartifacts"
 ENV_PARENT = "SOPHIA_PARENT_RUN_ID"
 ENV_ARTIFACTS = "SOPHIA_MLFLOW_ARTIFACT_LOCATION"
+ENV_RULE = "SOPHIA_RULE"  # the Snakemake rule, when it differs from the stage name
+MLFLOW_RUN_NOTE = "mlflow.note.content"  # the UI's run description (Markdown)
 RUN_RECORD = "mlflow_run.json"
 
 _PARAM_VALUE_LIMIT = 6000  # MLflow rejects longer param values
@@ -122,6 +127,9 @@ class Run:
     client: Any
     run_id: str
     experiment_id: str
+    models: dict[str, str] = field(default_factory=dict)  # LoggedModel name -> model id
+    output_path: str | None = None
+    notes: list[str] = field(default_factory=list)  # Markdown for the run description
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -136,21 +144,71 @@ class Run:
         for i in range(0, len(items), 100):  # MLflow caps params per batch at 100
             with_retry(self.client.log_batch, self.run_id, params=items[i : i + 100])
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        self.log_series({k: [(step, v)] for k, v in metrics.items()})
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0, model_id: str | None = None,
+                    dataset: Any = None) -> None:
+        """`model_id` (a LoggedModel, see `model_id_of`) also files the values under that model,
+        which is what the UI's *Models* tab compares; `dataset` (an `mlflow.data` dataset, logged
+        as an input of this run) says what they were measured on, so the tab keeps one column
+        per benchmark even where metric names repeat (`acc` for PIQA and for ARC)."""
+        self.log_series({k: [(step, v)] for k, v in metrics.items()}, model_id=model_id, dataset=dataset)
 
-    def log_series(self, series: Mapping[str, list[tuple[int, float]]]) -> None:
+    def log_series(self, series: Mapping[str, list[tuple[int, float]]], model_id: str | None = None,
+                   dataset: Any = None) -> None:
         """Log whole metric histories (e.g. a loss curve) in a few batched writes."""
-        from mlflow.entities import Metric
+        from mlflow.entities import LoggedModelInput, Metric
 
         now = int(time.time() * 1000)
+        linked = {"model_id": model_id} if model_id else {}
+        if model_id and dataset is not None:
+            linked.update(dataset_name=dataset.name, dataset_digest=dataset.digest)
         items = [
-            Metric(metric_name(name), float(value), now, int(step))
+            Metric(metric_name(name), float(value), now, int(step), **linked)
             for name, points in series.items()
             for step, value in points
         ]
+        if model_id and items:
+            with_retry(self.client.log_inputs, self.run_id, models=[LoggedModelInput(model_id)])
         for i in range(0, len(items), _BATCH):
             with_retry(self.client.log_batch, self.run_id, metrics=items[i : i + _BATCH])
+
+    def log_model(self, name: str, path: str | Path, manifest: Mapping[str, Mapping[str, Any]],
+                  model_type: str, tags: Mapping[str, Any] | None = None,
+                  params: Mapping[str, Any] | None = None) -> str:
+        """An external LoggedModel (path + sha256, nothing uploaded), output of this run."""
+        from sophia.tracking_models import create_external
+
+        model_id = create_external(self.client, self.experiment_id, self.run_id, name, str(path), manifest,
+                                   model_type, tags, params)
+        self.models[name] = model_id
+        return model_id
+
+    def register_model(self, name: str, model_id: str, tags: Mapping[str, Any]) -> str:
+        """A Model Registry version of a LoggedModel (exported forms); returns the version."""
+        from sophia.tracking_models import register
+
+        version = register(self.client, name, model_id, self.run_id, tags)
+        self.set_tags({"sophia.registered_model": f"{name}/{version}"})
+        return version
+
+    def log_datasets(self, datasets: list[tuple[Any, str]], model_ids: tuple[str, ...] = ()) -> None:
+        """Inputs of this run: `(mlflow.data dataset, context)` pairs (see sophia.tracking_data)
+        and the LoggedModels it read."""
+        from mlflow.entities import LoggedModelInput
+
+        from sophia.tracking_data import dataset_inputs
+
+        if not datasets and not model_ids:
+            return
+        with_retry(self.client.log_inputs, self.run_id, datasets=dataset_inputs(datasets) or None,
+                   models=[LoggedModelInput(m) for m in model_ids] or None)
+
+    def describe(self, summary: str, numbers: Mapping[str, Any] | None = None) -> None:
+        """Add to the run's Markdown description (the *Description* box): a sentence and the key
+        numbers. The description is written when the stage ends, with what it made."""
+        self.notes.append(summary)
+        if numbers:
+            rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in numbers.items())
+            self.notes.append(f"| | |\n|---|---|\n{rows}")
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -168,23 +226,28 @@ class Run:
         self.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), artifact_file)
 
     def write_record(self, out_dir: str | Path, stage: str, variant: str) -> Path:
-        """Leave the run id next to the output, so downstream stages can tag their lineage."""
+        """Leave the run id next to the output, so downstream stages can tag their lineage
+        (and, once `log_output` made them, find the output's LoggedModels: `models`)."""
         path = Path(out_dir) / RUN_RECORD
-        path.write_text(
-            json.dumps(
-                {
-                    "run_id": self.run_id,
-                    "experiment_id": self.experiment_id,
-                    "tracking_uri": tracking_uri(),
-                    "stage": stage,
-                    "variant": variant,
-                },
-                indent=2,
-            )
-            + "\n",
-            encoding="utf-8",
-        )
+        record = {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "tracking_uri": tracking_uri(),
+            "stage": stage,
+            "variant": variant,
+        }
+        if self.models:
+            record["models"] = dict(self.models)
+        path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         return path
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
 
 
 def read_record(output: str | Path) -> dict[str, Any] | None:
@@ -247,12 +310,40 @@ def stage_run(
         mlrun = with_retry(client.create_run, exp_id, tags=tags, run_name=f"{stage}:{variant}")
         run = Run(client, mlrun.info.run_id, exp_id)
         run.log_params(params)
+    run.set_tags(source_tags(stage))
+    monitor = SystemMetrics(run).start()
     status = "FAILED"
     try:
         yield run
         status = "FINISHED"
     finally:
-        with_retry(client.set_terminated, run.run_id, status)
+        monitor.stop()
+        try:
+            run.set_tags({MLFLOW_RUN_NOTE: description(stage, variant, run, status)})
+        finally:
+            with_retry(client.set_terminated, run.run_id, status)
+
+
+def source_tags(rule: str) -> dict[str, str]:
+    """The UI's *Source*: the Snakemake rule and the command this job ran (long values such as the
+    `--spec` JSON elided; the run's params hold them). Type JOB: the UI shows the whole name."""
+    args = [Path(sys.orig_argv[0]).name, *sys.orig_argv[1:]]
+    command = " ".join("'…'" if len(a) > 80 else shlex.quote(a) for a in args)
+    rule = os.environ.get(ENV_RULE, rule)
+    return {"mlflow.source.type": "JOB", "mlflow.source.name": f"rule {rule}: {command}"[:500],
+            "sophia.rule": rule, "sophia.command": shlex.join(sys.orig_argv)[:5000]}
+
+
+def description(stage: str, variant: str, run: Run, status: str) -> str:
+    """The run's Markdown description: what it made, its models, what the stage said."""
+    parts = [f"**{stage}** `{variant}`" + ("" if status == "FINISHED" else f" ({status})")]
+    output = run.output_path
+    if output:
+        parts[0] += f" → `{output}`"
+    if run.models:
+        parts.append("Models: " + ", ".join(f"`{name}`" for name in run.models))
+    parts += run.notes
+    return "\n\n".join(parts)
 
 
 def _reopen(client: Any, run_id: str, exp_id: str) -> Run | None:
@@ -294,11 +385,17 @@ def end_invocation(run_id: str, ok: bool) -> None:
 
 
 def log_output(
-    run: Run, out_dir: str | Path, final: str | Path, small_files: tuple[str, ...] = ()
+    run: Run, out_dir: str | Path, final: str | Path, small_files: tuple[str, ...] = (),
+    models: tuple[str, ...] = (), model_type: str = "", model_tags: Mapping[str, Any] | None = None,
+    model_params: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Log an output directory by path + sha256 manifest (weights are never uploaded) and
     upload the named small files as artifacts. `out_dir` is where the files are now (the
-    atomic scratch dir), `final` where they will live."""
+    atomic scratch dir), `final` where they will live.
+
+    `models`: the output is a model; one external LoggedModel per name (usually one: the variant,
+    e.g. `gptq+alpaca`), linked to this run, and its id added to the output's run record so
+    downstream stages find it (`model_id_of`)."""
     from sophia.provenance import file_manifest
 
     out_dir = Path(out_dir)
@@ -306,7 +403,45 @@ def log_output(
     manifest = file_manifest(out_dir)
     run.log_dict({"path": final, "files": manifest}, "manifest.json")
     run.set_tags({"sophia.output_path": final})
+    run.output_path = final
     for name in small_files:
         if (out_dir / name).is_file():
             run.log_artifact(out_dir / name)
+    if models:
+        weights = {k: v for k, v in manifest.items() if k != RUN_RECORD}  # bookkeeping, rewritten below
+        for name in models:
+            run.log_model(name, final, weights, model_type, model_tags, model_params)
+        record = out_dir / RUN_RECORD
+        if record.is_file():
+            data = json.loads(record.read_text(encoding="utf-8"))
+            run.write_record(out_dir, data["stage"], data["variant"])
     return manifest
+
+
+def model_id_of(output: str | Path, name: str | None = None) -> str | None:
+    """The LoggedModel id of a stage output (from its run record): the one called `name`, or the
+    only one; None (with a warning) for outputs made before models were logged."""
+    from sophia.tracking_models import model_name
+
+    record = read_record(output) or {}
+    models = record.get("models") or {}
+    if name is not None and (name in models or model_name(name) in models):
+        return models.get(name) or models[model_name(name)]
+    if len(models) == 1:
+        return next(iter(models.values()))
+    log.warning("%s: no LoggedModel %s in its %s (have: %s)", output, name or "", RUN_RECORD, sorted(models))
+    return None
+
+
+def model_ids(*outputs: str | Path | None, name: str | None = None) -> tuple[str, ...]:
+    """The LoggedModel ids of some input folders (None entries skipped; all of a folder's models
+    unless `name` picks one), for `Run.log_datasets`."""
+    ids: list[str] = []
+    for output in outputs:
+        if output is None:
+            continue
+        if name is None:
+            ids += ((read_record(output) or {}).get("models") or {}).values()
+        elif found := model_id_of(output, name):
+            ids.append(found)
+    return tuple(ids)
