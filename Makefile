@@ -59,9 +59,9 @@ $(LITERT_STAMP): envs/litert.txt pyproject.toml
 run: setup
 	snakemake --cores $(CORES)
 	@echo
-	@echo "Done. Browse the runs in the MLflow UI:"
-	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --port 5000"
-	@echo "  then open http://127.0.0.1:5000 (experiment 'sophia'; stage runs nest under 'workflow ...')"
+	@echo "Done. Browse the runs in the MLflow UI: make mlflow-ui"
+	@echo "  (or $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --port 5000), then open"
+	@$(PY) -m sophia.ui --port 5000
 	@if [ -d results/mobile ]; then echo; echo "The offline phone app is in results/mobile/. Serve it with:"; \
 	  echo "  make serve-app   (http://127.0.0.1:8321/; a phone needs HTTPS: copy results/mobile/ to any static host)"; fi
 
@@ -78,6 +78,7 @@ serve-app:
 	node mobile/serve.mjs --root results/mobile --port 8321
 
 mlflow-ui: setup
+	@echo "Open the study's runs (model-training view) at:"; $(PY) -m sophia.ui --port 5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --port 5000
 
 # Refresh the lock after changing envs/main.txt (run on the reference machine, then commit).

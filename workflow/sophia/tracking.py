@@ -35,6 +35,8 @@ ENV_PARENT = "SOPHIA_PARENT_RUN_ID"
 ENV_ARTIFACTS = "SOPHIA_MLFLOW_ARTIFACT_LOCATION"
 ENV_RULE = "SOPHIA_RULE"  # the Snakemake rule, when it differs from the stage name
 MLFLOW_RUN_NOTE = "mlflow.note.content"  # the UI's run description (Markdown)
+# MLflow 3's UI opens an experiment in its GenAI view unless told it holds model training.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 RUN_RECORD = "mlflow_run.json"
 
 _PARAM_VALUE_LIMIT = 6000  # MLflow rejects longer param values
@@ -114,7 +116,8 @@ def connect() -> tuple[Any, str]:
         name = experiment_name()
         exp = with_retry(client.get_experiment_by_name, name)
         if exp is None:
-            exp_id = with_retry(client.create_experiment, name, artifact_location=_artifact_location())
+            exp_id = with_retry(client.create_experiment, name, artifact_location=_artifact_location(),
+                                tags={EXPERIMENT_KIND: MODEL_TRAINING})
         else:
             exp_id = exp.experiment_id
     return client, exp_id
@@ -361,6 +364,7 @@ def start_invocation(config: Mapping[str, Any], command: list[str]) -> str:
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
     client, exp_id = connect()
+    with_retry(client.set_experiment_tag, exp_id, EXPERIMENT_KIND, MODEL_TRAINING)
     name = "workflow " + time.strftime("%Y-%m-%d %H:%M:%S")
     mlrun = with_retry(
         client.create_run,
