@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -217,3 +219,34 @@ def runs_of(uri: str, experiment: str = "test") -> list[Any]:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
+
+
+# --- The micro study run once through the real Snakemake DAG (issue 22) -----------------------------
+VENV_BIN = Path(sys.executable).parent
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = 2400) -> subprocess.CompletedProcess[str]:
+    """`.venv/bin/snakemake` on `workdir/config.yaml`, as a user runs it: no activated environment,
+    the environment's bin folder NOT on PATH, so jobs must find the interpreter Snakemake runs in."""
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                           if p and Path(p).resolve() != VENV_BIN.resolve())
+    env = {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1"}
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", tracking.ENV_PARENT, tracking.ENV_ARTIFACTS,
+                "VIRTUAL_ENV"):
+        env.pop(var, None)
+    return subprocess.run(
+        [str(VENV_BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+         "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def micro_workflow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The whole DAG on the micro config in a temporary working directory, run once per session
+    (the end-to-end, MLflow UI and README tests all read it)."""
+    import yaml
+
+    workdir = tmp_path_factory.mktemp("wf")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(micro_config()))
+    return workdir, run_snakemake(workdir)

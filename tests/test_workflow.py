@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, micro_config
-from sophia import tracking
+from conftest import micro_config, run_snakemake
 
 pytestmark = pytest.mark.e2e
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", tracking.ENV_PARENT, tracking.ENV_ARTIFACTS):
-        env.pop(var, None)
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
-        env=env, capture_output=True, text=True, timeout=2400,
-    )
+    return run_snakemake(workdir, *args)
 
 
 def planned_jobs(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
@@ -44,10 +34,8 @@ def write_config(workdir: Path, cfg: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def workflow_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    workdir = tmp_path_factory.mktemp("wf")
-    write_config(workdir, micro_config())
-    return workdir, snakemake(workdir)
+def workflow_run(micro_workflow: tuple[Path, subprocess.CompletedProcess[str]]) -> tuple[Path, Any]:
+    return micro_workflow
 
 
 def test_full_run_produces_every_output(workflow_run: tuple[Path, Any]) -> None:
