@@ -23,8 +23,9 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 setup: $(STAMP) $(EXPORT_STAMP) $(LITERT_STAMP) $(NODE_STAMP) system
 
 # Debian packages: bubblewrap isolates generated code (evaluate stage); chromium runs the phone
-# app's browser tests. Installed when missing and we are root with apt; otherwise say what to do.
-SYSTEM_PACKAGES := bwrap:bubblewrap chromium:chromium
+# app's and the MLflow UI's browser tests; graphviz draws the DAG (README: snakemake --dag | dot).
+# Installed when missing and we are root with apt; otherwise say what to do.
+SYSTEM_PACKAGES := bwrap:bubblewrap chromium:chromium dot:graphviz
 system:
 	@for pair in $(SYSTEM_PACKAGES); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null && continue; \
