@@ -363,8 +363,11 @@ def start_invocation(config: Mapping[str, Any], command: list[str]) -> str:
     """The parent run of one `snakemake` invocation; stage runs nest under it."""
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
+    from sophia.ui import save_views
+
     client, exp_id = connect()
     with_retry(client.set_experiment_tag, exp_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    save_views(client, exp_id)
     name = "workflow " + time.strftime("%Y-%m-%d %H:%M:%S")
     mlrun = with_retry(
         client.create_run,
@@ -375,6 +378,10 @@ def start_invocation(config: Mapping[str, Any], command: list[str]) -> str:
             "sophia.stage": "workflow",
             "sophia.config_digest": digest(config),
             "sophia.command": " ".join(command)[:5000],
+            "mlflow.source.type": "JOB",
+            "mlflow.source.name": " ".join(["snakemake", *command[1:]])[:500],
+            MLFLOW_RUN_NOTE: "**workflow** invocation: one nested run per stage output; the report stage adds "
+                             "the comparison table here (and its figures under *Artifacts* → `report/`).",
             **_common_tags(),
         },
     )

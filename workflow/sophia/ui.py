@@ -8,15 +8,36 @@ not listed).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from sophia import tracking
 
 RUNS_VIEW = "#/experiments/{id}/runs?workflowType=machine_learning"
+# A saved view of the runs table, stored as an experiment tag the UI reads for `viewStateShareKey`
+# (what its *Share* button writes): the evaluation runs grouped by model variant, so each group's
+# row (and chart bar) is one variant's mean over its benchmarks' runs, and its rows the benchmarks.
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+BY_MODEL = "sophia-by-model"
+BY_MODEL_STATE = {
+    "searchFilter": "tags.`sophia.stage` = 'evaluate'",
+    "orderByKey": "attributes.start_time",
+    "orderByAsc": False,
+    "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "sophia.model"}]},
+    "useGroupedValuesInCharts": True,
+}
 
 
-def runs_url(base: str, experiment_id: str) -> str:
-    return base.rstrip("/") + "/" + RUNS_VIEW.format(id=experiment_id)
+def runs_url(base: str, experiment_id: str, view: str | None = None) -> str:
+    url = base.rstrip("/") + "/" + RUNS_VIEW.format(id=experiment_id)
+    return url + (f"&viewStateShareKey={view}" if view else "")
+
+
+def save_views(client: Any, experiment_id: str) -> None:
+    """(Re)write the saved views; cheap and idempotent, so every invocation does it."""
+    tracking.with_retry(client.set_experiment_tag, experiment_id, SHARED_VIEW_TAG + BY_MODEL,
+                        json.dumps(BY_MODEL_STATE))
 
 
 def experiment_id(uri: str | None = None, name: str | None = None) -> str | None:
@@ -43,6 +64,7 @@ def main() -> None:
         print(f"  {base}  (no runs logged yet in {tracking.tracking_uri()})")
     else:
         print(f"  {runs_url(base, exp)}")
+        print(f"  evaluation runs grouped by model variant: {runs_url(base, exp, BY_MODEL)}")
 
 
 if __name__ == "__main__":
