@@ -220,7 +220,10 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
         logged_model = tracking.model_id_of(adapter or model_dir, model_id)
         bench_set = benchmark_dataset(benchmark, samples, res.get("configs") or {})
         run.log_datasets([(bench_set, "evaluation")], model_ids=(logged_model,) if logged_model else ())
-        run.log_metrics(mlflow_metrics(scores), model_id=logged_model, dataset=bench_set)
+        metrics = mlflow_metrics(scores)
+        scored = {k: v for k, v in metrics.items() if k in model_metric_names(scores)}
+        run.log_metrics({k: v for k, v in metrics.items() if k not in scored})
+        run.log_metrics(scored, model_id=logged_model, dataset=bench_set)
         s = scores["score"]
         interval = (f"{round(100 * espec['confidence'])} % interval {s['ci_low']:.3f}-{s['ci_high']:.3f}, "
                     if s.get("ci_low") is not None else "")
@@ -246,6 +249,12 @@ def benchmark_dataset(benchmark: str, samples: dict[str, list[dict[str, Any]]], 
     if not source.startswith("/") and source != "lm-eval" and len(paths) == 1:
         source = f"hf:{source}"
     return tracking_data.from_records(rows, benchmark, source)
+
+
+def model_metric_names(scores: dict[str, Any]) -> set[str]:
+    """The scores themselves (`acc`, `pass_at_1`, …, not their stderr/interval/n or timings): what
+    the Models tab shows per variant and benchmark."""
+    return {tracking.metric_name(n.replace("@", "_at_").replace(",", ".")) for n in scores["metrics"]}
 
 
 def mlflow_metrics(scores: dict[str, Any]) -> dict[str, float]:
