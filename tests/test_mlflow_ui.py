@@ -156,15 +156,18 @@ def test_printed_link_opens_the_study_in_the_browser(study: dict[str, Any], mlfl
     if not (ROOT / "mobile" / "node_modules" / "playwright-core").is_dir():
         pytest.fail("mobile/node_modules missing: `make setup` runs npm ci in mobile/")
     runs, exp = study["runs"], study["exp"]
-    assert mlflow_ui.endswith(f"/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning")
+    link = f"/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+    assert mlflow_ui.splitlines()[0].endswith(link), mlflow_ui
+    assert mlflow_ui.splitlines()[1].endswith(link + "&viewStateShareKey=sophia-by-model"), mlflow_ui
     workflow = next(n for n in runs if n.startswith("workflow"))
     step = runs["finetune:alpaca"]
     expect = {
-        "link": mlflow_ui, "workflow_run": workflow, "metric": "pass_at_1",
+        "link": mlflow_ui.splitlines()[0].split()[-1], "workflow_run": workflow, "view": "sophia-by-model",
+        "metrics": ["acc", "pass_at_1", "piqa (#", "humaneval (#"],
         "nested_runs": ["base_model:scratch", "quantize:w4g32", "finetune:alpaca", "evaluate:gptq+alpaca:piqa"],
         "models": VARIANTS + FORMS,
         "finetune": {"run_id": step.info.run_id, "model": "gptq+alpaca",
-                     "datasets": ["alpaca/instruct/train", "alpaca/instruct/eval"]},
+                     "datasets": ["alpaca/instruct/train"]},  # the UI shows the first, "+1" for the rest
     }
     (tmp_path / "expect.json").write_text(json.dumps(expect))
     result = subprocess.run(["node", str(ROOT / "tests" / "mlflow_ui.mjs"), "--expect", str(tmp_path / "expect.json"),

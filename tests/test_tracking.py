@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -146,3 +147,27 @@ def test_run_record_roundtrip(mlflow_store: str, tmp_path: Path) -> None:
     record = json.loads(path.read_text())
     assert record["run_id"] == run.run_id and record["tracking_uri"] == mlflow_store
     assert tracking.read_record(tmp_path / "file-inside.jsonl")["run_id"] == run.run_id
+
+
+def test_model_names_digests_and_links() -> None:
+    from sophia import tracking_models, ui
+
+    assert tracking_models.model_name("gptq+tiny_codegen/tiny_summary") == "gptq+tiny_codegen+tiny_summary"
+    assert tracking_models.model_name("hub:microsoft/phi-2") == "hub+microsoft+phi-2"
+    manifest = {"b.bin": {"sha256": "2" * 64, "bytes": 2}, "a.json": {"sha256": "1" * 64, "bytes": 1}}
+    lines = f"{'1' * 64}  a.json\n{'2' * 64}  b.bin\n"  # `sha256sum` order and format
+    assert tracking_models.manifest_sha256(manifest) == hashlib.sha256(lines.encode()).hexdigest()
+    tags = tracking_models.manifest_tags({"model": "m", "total_bytes": 3, "files": manifest})
+    assert tags == {"manifest.model": "m", "manifest.total_bytes": "3", "file.a.json.sha256": "1" * 64,
+                    "file.a.json.bytes": "1", "file.b.bin.sha256": "2" * 64, "file.b.bin.bytes": "2"}
+    assert ui.runs_url("http://h:1/", "7") == "http://h:1/#/experiments/7/runs?workflowType=machine_learning"
+    assert ui.runs_url("http://h:1", "7", "v").endswith("runs?workflowType=machine_learning&viewStateShareKey=v")
+
+
+def test_model_id_of_reads_the_record(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "mlflow_run.json").write_text(json.dumps({"run_id": "r", "models": {"gptq+a": "m-1", "gptq+b": "m-2"}}))
+    assert tracking.model_id_of(tmp_path, "gptq+b") == "m-2"
+    assert tracking.model_id_of(tmp_path / "scores.json", "gptq+a") == "m-1"
+    assert tracking.model_ids(tmp_path, None) == ("m-1", "m-2")
+    assert tracking.model_id_of(tmp_path, "gptq+c") is None and "no LoggedModel gptq+c" in caplog.text
+    assert tracking.model_id_of(tmp_path / "nowhere") is None
