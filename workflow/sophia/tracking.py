@@ -306,6 +306,7 @@ def stage_run(
             "sophia.config_digest": digest(params),
             **_common_tags(),
             **lineage_tags(inputs or {}),
+            **source_tags(stage),
         }
         parent = os.environ.get(ENV_PARENT)
         if parent:
@@ -313,8 +314,9 @@ def stage_run(
         mlrun = with_retry(client.create_run, exp_id, tags=tags, run_name=f"{stage}:{variant}")
         run = Run(client, mlrun.info.run_id, exp_id)
         run.log_params(params)
-    run.set_tags(source_tags(stage))
-    monitor = SystemMetrics(run).start()
+    else:
+        run.set_tags(source_tags(stage))
+    monitor = SystemMetrics(run, resumed=run.run_id == resume_run_id).start()
     status = "FAILED"
     try:
         yield run

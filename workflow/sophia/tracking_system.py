@@ -24,11 +24,11 @@ SAMPLES_PER_POINT = 1
 class SystemMetrics:
     """Sample every `interval` s in a daemon thread; `stop()` publishes what is left."""
 
-    def __init__(self, run: Any, interval: float | None = None) -> None:
+    def __init__(self, run: Any, interval: float | None = None, resumed: bool = False) -> None:
         self.run = run
         self.interval = float(os.environ.get(ENV_INTERVAL, DEFAULT_INTERVAL) if interval is None else interval)
         self.monitors = _monitors() if self.interval > 0 else []
-        self.step = _next_step(run)
+        self.step = _next_step(run) if resumed and self.monitors else 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
