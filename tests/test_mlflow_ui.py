@@ -105,7 +105,8 @@ def test_exported_form_is_registered_with_its_manifest(study: dict[str, Any]) ->
     client, workdir = study["client"], study["workdir"]
     (version,) = client.search_model_versions("name='sophia-gptq+alpaca-tflite'")
     manifest = json.loads((workdir / "results/export/gptq+alpaca/bundle/manifest.json").read_text())
-    assert version.model_id == study["models"]["gptq+alpaca@tflite"].model_id
+    model = study["models"]["gptq+alpaca@tflite"]
+    assert version.source == f"models:/{model.model_id}" and version.run_id == model.source_run_id
     assert version.tags["manifest.total_bytes"] == str(manifest["total_bytes"])
     for name, f in manifest["files"].items():
         assert version.tags[f"file.{name}.sha256"] == f["sha256"]

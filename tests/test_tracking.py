@@ -138,6 +138,7 @@ def test_parallel_writers_lose_nothing(mlflow_store: str, tmp_path: Path) -> Non
         assert run.data.tags["mlflow.note.content"].startswith(f"**stress** `w{i}`")
         assert "| score | " in run.data.tags["mlflow.note.content"]
     versions = client.search_model_versions("name='stress-registry'")
+    assert {v.source for v in versions} == {f"models:/{r.outputs.model_outputs[0].model_id}" for r in runs}
     assert sorted(int(v.version) for v in versions) == list(range(1, n + 1))
     assert sorted(int(v.tags["writer"]) for v in versions) == list(range(n))
 
