@@ -65,6 +65,8 @@ def checkout(micro_workflow: tuple[Path, Any]) -> Iterator[Path]:
     finally:
         for link in [*made, alias]:
             link.unlink()
+        for extra in ("my_code.py", "my_dataset.yaml", "dag.png"):
+            (workdir / extra).unlink(missing_ok=True)
         shutil.rmtree(bench)
 
 
@@ -92,7 +94,6 @@ def test_stage_alone_and_snakemake_lines(checkout: Path) -> None:
     dag = sh(checkout, ".venv/bin/snakemake --dag | dot -Tpng > dag.png")
     assert dag.returncode == 0, dag.stderr[-2000:]
     assert (checkout / "dag.png").read_bytes()[:4] == b"\x89PNG"
-    (checkout / "dag.png").unlink()
 
 
 def test_study_lines_plan_as_dry_runs(checkout: Path) -> None:
