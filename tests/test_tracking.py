@@ -166,10 +166,14 @@ def test_model_names_digests_and_links() -> None:
     assert ui.runs_url("http://h:1", "7", "v").endswith("runs?workflowType=machine_learning&viewStateShareKey=v")
 
 
-def test_model_id_of_reads_the_record(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    (tmp_path / "mlflow_run.json").write_text(json.dumps({"run_id": "r", "models": {"gptq+a": "m-1", "gptq+b": "m-2"}}))
+def test_model_id_of_reads_the_record(tmp_path: Path, caplog: pytest.LogCaptureFixture, mlflow_store: str) -> None:
+    record = {"run_id": "r", "tracking_uri": mlflow_store, "models": {"gptq+a": "m-1", "gptq+b": "m-2"}}
+    (tmp_path / "mlflow_run.json").write_text(json.dumps(record))
     assert tracking.model_id_of(tmp_path, "gptq+b") == "m-2"
     assert tracking.model_id_of(tmp_path / "scores.json", "gptq+a") == "m-1"
     assert tracking.model_ids(tmp_path, None) == ("m-1", "m-2")
     assert tracking.model_id_of(tmp_path, "gptq+c") is None and "no LoggedModel gptq+c" in caplog.text
     assert tracking.model_id_of(tmp_path / "nowhere") is None
+    # an output logged to another store (e.g. before MLFLOW_TRACKING_URI changed): nothing to link
+    (tmp_path / "mlflow_run.json").write_text(json.dumps({**record, "tracking_uri": "http://elsewhere"}))
+    assert tracking.model_id_of(tmp_path, "gptq+a") is None and tracking.model_ids(tmp_path) == ()

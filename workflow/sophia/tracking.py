@@ -437,6 +437,10 @@ def model_id_of(output: str | Path, name: str | None = None) -> str | None:
     from sophia.tracking_models import model_name
 
     record = read_record(output) or {}
+    if record.get("tracking_uri", tracking_uri()) != tracking_uri():
+        log.info("%s was logged to %s, not %s: its LoggedModel is not linked", output, record["tracking_uri"],
+                 tracking_uri())
+        return None
     models = record.get("models") or {}
     if name is not None and (name in models or model_name(name) in models):
         return models.get(name) or models[model_name(name)]
@@ -453,8 +457,9 @@ def model_ids(*outputs: str | Path | None, name: str | None = None) -> tuple[str
     for output in outputs:
         if output is None:
             continue
-        if name is None:
-            ids += ((read_record(output) or {}).get("models") or {}).values()
+        record = read_record(output) or {}
+        if name is None and record.get("tracking_uri", tracking_uri()) == tracking_uri():
+            ids += (record.get("models") or {}).values()
         elif found := model_id_of(output, name):
             ids.append(found)
     return tuple(ids)
