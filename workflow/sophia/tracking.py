@@ -14,8 +14,6 @@ import logging
 import os
 import random
 import re
-import shlex
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sophia.provenance import digest, flatten, git_commit
+from sophia.tracking_models import model_id_of, model_ids
+from sophia.tracking_notes import description, fmt, source_tags
 from sophia.tracking_system import SystemMetrics
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,6 @@ DEFAULT_EXPERIMENT = "sophia"
 DEFAULT_ARTIFACT_LOCATION = "results/mlartifacts"
 ENV_PARENT = "SOPHIA_PARENT_RUN_ID"
 ENV_ARTIFACTS = "SOPHIA_MLFLOW_ARTIFACT_LOCATION"
-ENV_RULE = "SOPHIA_RULE"  # the Snakemake rule, when it differs from the stage name
 MLFLOW_RUN_NOTE = "mlflow.note.content"  # the UI's run description (Markdown)
 # MLflow 3's UI opens an experiment in its GenAI view unless told it holds model training.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
@@ -210,7 +209,7 @@ class Run:
         numbers. The description is written when the stage ends, with what it made."""
         self.notes.append(summary)
         if numbers:
-            rows = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in numbers.items())
+            rows = "\n".join(f"| {k} | {fmt(v)} |" for k, v in numbers.items())
             self.notes.append(f"| | |\n|---|---|\n{rows}")
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
@@ -243,14 +242,6 @@ class Run:
             record["models"] = dict(self.models)
         path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         return path
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
 
 
 def read_record(output: str | Path) -> dict[str, Any] | None:
@@ -327,28 +318,6 @@ def stage_run(
             run.set_tags({MLFLOW_RUN_NOTE: description(stage, variant, run, status)})
         finally:
             with_retry(client.set_terminated, run.run_id, status)
-
-
-def source_tags(rule: str) -> dict[str, str]:
-    """The UI's *Source*: the Snakemake rule and the command this job ran (long values such as the
-    `--spec` JSON elided; the run's params hold them). Type JOB: the UI shows the whole name."""
-    args = [Path(sys.orig_argv[0]).name, *sys.orig_argv[1:]]
-    command = " ".join("'…'" if len(a) > 80 else shlex.quote(a) for a in args)
-    rule = os.environ.get(ENV_RULE, rule)
-    return {"mlflow.source.type": "JOB", "mlflow.source.name": f"rule {rule}: {command}"[:500],
-            "sophia.rule": rule, "sophia.command": shlex.join(sys.orig_argv)[:5000]}
-
-
-def description(stage: str, variant: str, run: Run, status: str) -> str:
-    """The run's Markdown description: what it made, its models, what the stage said."""
-    parts = [f"**{stage}** `{variant}`" + ("" if status == "FINISHED" else f" ({status})")]
-    output = run.output_path
-    if output:
-        parts[0] += f" → `{output}`"
-    if run.models:
-        parts.append("Models: " + ", ".join(f"`{name}`" for name in run.models))
-    parts += run.notes
-    return "\n\n".join(parts)
 
 
 def _reopen(client: Any, run_id: str, exp_id: str) -> Run | None:
@@ -431,35 +400,4 @@ def log_output(
     return manifest
 
 
-def model_id_of(output: str | Path, name: str | None = None) -> str | None:
-    """The LoggedModel id of a stage output (from its run record): the one called `name`, or the
-    only one; None (with a warning) for outputs made before models were logged."""
-    from sophia.tracking_models import model_name
-
-    record = read_record(output) or {}
-    if record.get("tracking_uri", tracking_uri()) != tracking_uri():
-        log.info("%s was logged to %s, not %s: its LoggedModel is not linked", output, record["tracking_uri"],
-                 tracking_uri())
-        return None
-    models = record.get("models") or {}
-    if name is not None and (name in models or model_name(name) in models):
-        return models.get(name) or models[model_name(name)]
-    if len(models) == 1:
-        return next(iter(models.values()))
-    log.warning("%s: no LoggedModel %s in its %s (have: %s)", output, name or "", RUN_RECORD, sorted(models))
-    return None
-
-
-def model_ids(*outputs: str | Path | None, name: str | None = None) -> tuple[str, ...]:
-    """The LoggedModel ids of some input folders (None entries skipped; all of a folder's models
-    unless `name` picks one), for `Run.log_datasets`."""
-    ids: list[str] = []
-    for output in outputs:
-        if output is None:
-            continue
-        record = read_record(output) or {}
-        if name is None and record.get("tracking_uri", tracking_uri()) == tracking_uri():
-            ids += (record.get("models") or {}).values()
-        elif found := model_id_of(output, name):
-            ids.append(found)
-    return tuple(ids)
+__all__ = ["model_id_of", "model_ids"]  # defined in tracking_models, used as tracking.*

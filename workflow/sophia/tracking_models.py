@@ -9,12 +9,14 @@ file, the tags hold the path and the sha256 of the file manifest), never a multi
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 MODEL_NAME_BAD = re.compile(r"[/:.%\"']")  # characters MLflow refuses in a LoggedModel name
 
 
@@ -85,3 +87,39 @@ def manifest_tags(manifest: Mapping[str, Any]) -> dict[str, str]:
         tags[f"file.{name}.sha256"] = f["sha256"]
         tags[f"file.{name}.bytes"] = str(f["bytes"])
     return tags
+
+
+def model_id_of(output: str | Path, name: str | None = None) -> str | None:
+    """The LoggedModel id of a stage output (from its run record): the one called `name`, or the
+    only one; None (with a warning) for outputs made before models were logged."""
+    from sophia.tracking import RUN_RECORD, read_record, tracking_uri
+
+    record = read_record(output) or {}
+    if record.get("tracking_uri", tracking_uri()) != tracking_uri():
+        log.info("%s was logged to %s, not %s: its LoggedModel is not linked", output, record["tracking_uri"],
+                 tracking_uri())
+        return None
+    models = record.get("models") or {}
+    if name is not None and (name in models or model_name(name) in models):
+        return models.get(name) or models[model_name(name)]
+    if len(models) == 1:
+        return next(iter(models.values()))
+    log.warning("%s: no LoggedModel %s in its %s (have: %s)", output, name or "", RUN_RECORD, sorted(models))
+    return None
+
+
+def model_ids(*outputs: str | Path | None, name: str | None = None) -> tuple[str, ...]:
+    """The LoggedModel ids of some input folders (None entries skipped; all of a folder's models
+    unless `name` picks one), for `Run.log_datasets`."""
+    from sophia.tracking import read_record, tracking_uri
+
+    ids: list[str] = []
+    for output in outputs:
+        if output is None:
+            continue
+        record = read_record(output) or {}
+        if name is None and record.get("tracking_uri", tracking_uri()) == tracking_uri():
+            ids += (record.get("models") or {}).values()
+        elif found := model_id_of(output, name):
+            ids.append(found)
+    return tuple(ids)
