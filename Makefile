@@ -23,8 +23,9 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 setup: $(STAMP) $(EXPORT_STAMP) $(LITERT_STAMP) $(NODE_STAMP) system
 
 # Debian packages: bubblewrap isolates generated code (evaluate stage); chromium runs the phone
-# app's browser tests. Installed when missing and we are root with apt; otherwise say what to do.
-SYSTEM_PACKAGES := bwrap:bubblewrap chromium:chromium
+# app's and the MLflow UI's browser tests; graphviz draws the DAG (README: snakemake --dag | dot).
+# Installed when missing and we are root with apt; otherwise say what to do.
+SYSTEM_PACKAGES := bwrap:bubblewrap chromium:chromium dot:graphviz
 # SLURM 22.05 with munge and slurmdbd + MariaDB accounting: the one-node cluster of
 # scripts/slurm-cluster.sh, which tests/test_slurm.py submits the workflow to.
 SYSTEM_PACKAGES += slurmctld:slurm-wlm sbatch:slurm-client munged:munge slurmdbd:slurmdbd mariadbd:mariadb-server
@@ -62,9 +63,9 @@ $(LITERT_STAMP): envs/litert.txt pyproject.toml
 run: setup
 	snakemake --cores $(CORES)
 	@echo
-	@echo "Done. Browse the runs in the MLflow UI:"
-	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --port 5000"
-	@echo "  then open http://127.0.0.1:5000 (experiment 'sophia'; stage runs nest under 'workflow ...')"
+	@echo "Done. Browse the runs in the MLflow UI: make mlflow-ui"
+	@echo "  (or $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --port 5000), then open"
+	@$(PY) -m sophia.ui --port 5000
 	@if [ -d results/mobile ]; then echo; echo "The offline phone app is in results/mobile/. Serve it with:"; \
 	  echo "  make serve-app   (http://127.0.0.1:8321/; a phone needs HTTPS: copy results/mobile/ to any static host)"; fi
 
@@ -81,6 +82,7 @@ serve-app:
 	node mobile/serve.mjs --root results/mobile --port 8321
 
 mlflow-ui: setup
+	@echo "Open the study's runs (model-training view) at:"; $(PY) -m sophia.ui --port 5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --port 5000
 
 # Refresh the lock after changing envs/main.txt (run on the reference machine, then commit).

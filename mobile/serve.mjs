@@ -1,6 +1,6 @@
 // A static server for the built app, on the loopback interface only (a phone needs HTTPS; any
 // static host works). Usage: node serve.mjs [--root DIR] [--port N]
-import { createReadStream, statSync } from "node:fs";
+import { createReadStream, realpathSync, statSync } from "node:fs";
 import { createServer } from "node:http";
 import { extname, join, normalize, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -32,7 +32,8 @@ export function serve(root, port = 0) {
   return new Promise((ok) => server.listen(port, "127.0.0.1", () => ok({ server, stats, port: server.address().port })));
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
+// realpath: node resolves a symlinked script path for import.meta.url but not in argv.
+if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const arg = (name, fallback) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : fallback; };
   const { port } = await serve(arg("--root", "../results/mobile"), Number(arg("--port", 8321)));
   console.log(`Sophia is served at http://127.0.0.1:${port}/ (Ctrl-C to stop)`);

@@ -132,15 +132,8 @@ class MicroRun:
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
-    """`snakemake` on the project's Snakefile in `workdir`, as a user runs it (its config.yaml)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", tracking.ENV_PARENT, tracking.ENV_ARTIFACTS):
-        env.pop(var, None)
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
-        env=env, capture_output=True, text=True, timeout=timeout,
-    )
+    """`snakemake` on the project's Snakefile in `workdir`, as a user runs it (see run_snakemake)."""
+    return run_snakemake(workdir, *args, timeout=timeout)
 
 
 def write_config(workdir: Path, cfg: dict[str, Any]) -> None:
@@ -345,3 +338,29 @@ def submit_to_stub(cmd: list[str], env: dict[str, str], record: Path, timeout: f
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return (record / "args").read_text().rstrip("\0").split("\0")
+
+
+# --- The micro study run once through the real Snakemake DAG (issue 22) -----------------------------
+VENV_BIN = Path(sys.executable).parent
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = 2400) -> subprocess.CompletedProcess[str]:
+    """`.venv/bin/snakemake` on `workdir/config.yaml`, as a user runs it: no activated environment,
+    the environment's bin folder NOT on PATH, so jobs must find the interpreter Snakemake runs in."""
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                           if p and Path(p).resolve() != VENV_BIN.resolve())
+    env = {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1"}
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", tracking.ENV_PARENT, tracking.ENV_ARTIFACTS,
+                "VIRTUAL_ENV"):
+        env.pop(var, None)
+    return subprocess.run(
+        [str(VENV_BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+         "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def micro_workflow(micro_run: MicroRun) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The session's micro DAG run as (workdir, result), for the MLflow UI and README tests."""
+    return micro_run.workdir, micro_run.result

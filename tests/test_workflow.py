@@ -205,6 +205,5 @@ def test_failing_data_job_keeps_base_model_and_leaves_no_partial_output(micro_ru
     assert "rule base_model:" not in result.stdout + result.stderr
     assert f"{broken}: row 2: undecodable bytes" in result.stdout + result.stderr  # --show-failed-logs
     assert (tmp_path / "results" / "models" / "base" / "model.safetensors").is_file()
-    assert (tmp_path / "results" / "data" / "tiny" / "stats.json").is_file()
     assert not (tmp_path / "results" / "data" / "alpaca").exists()
     assert not list((tmp_path / "results" / "data").glob(".alpaca*"))

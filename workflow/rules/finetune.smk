@@ -32,6 +32,12 @@ def finetune_prefix(wildcards):
     return [] if parent is None else f"results/adapters/{parent}/finetune.json"
 
 
+def finetune_variants(wildcards):
+    """The curricula this step completes name its MLflow model (gptq+<curriculum>)."""
+    finals = curricula.finals(FINETUNE["curricula"])
+    return " ".join(f"--variant {shlex.quote('gptq+' + c)}" for c, final in finals.items() if final == wildcards.chain)
+
+
 rule finetune:
     input:
         model=rules.quantize.output,
@@ -47,6 +53,7 @@ rule finetune:
         src=stage_digest("sophia.finetune"),
         prefix=lambda wc, input: f"--prefix {Path(input.prefix).parent}" if input.prefix else "",
         out=lambda wc, output: Path(output.summary).parent,
+        variants=finetune_variants,
     log:
         "results/logs/finetune/{chain}.log",
     benchmark:
@@ -61,4 +68,4 @@ rule finetune:
         gpu_model=gpu_model("finetune"),
     shell:
         PYTHON + " -m sophia.finetune --spec {params.spec:q} --model {input.model} --data {input.data}"
-        " {params.prefix} --threads {threads} --out {params.out} > {log} 2>&1"
+        " {params.prefix} {params.variants} --threads {threads} --out {params.out} > {log} 2>&1"

@@ -109,7 +109,11 @@ def run_stage(spec: dict[str, Any], out: Path) -> dict[str, Any]:
                                                "seconds", "tokens_per_second")})
         run.log_metrics(metrics)
         run.log_params({f"parameters_{k}": v for k, v in summary["parameters"].items()})
-        tracking.log_output(run, tmp, out, ("README.md", "config.json", SUMMARY, "loss_curve.png"))
+        run.describe(f"Base model from {variant}: {metrics['parameters']:,} parameters, "
+                     f"{metrics['weights_bytes'] / 1e6:.1f} MB of weights.",
+                     {k: v for k, v in metrics.items() if k != "total_bytes"})
+        tracking.log_output(run, tmp, out, ("README.md", "config.json", SUMMARY, "loss_curve.png"),
+                            models=("base",), model_type="base", model_params={"source": variant})
     log.info("base model (%s): %s parameters -> %s", variant, f"{metrics['parameters']:,}", out)
     return summary
 

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sophia import tracking
+from sophia import tracking, tracking_data
 from sophia.atomic import atomic_dir
 from sophia.config import validate_dataset
 from sophia.data import formats, readers, sampling, stats
@@ -129,6 +129,10 @@ def run_stage(name: str, spec: dict[str, Any], tokenizer_dir: Path, out: Path) -
             (tmp / "stats.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
             run.write_record(tmp, "data", name)
             run.log_metrics(metrics)
+            run.log_datasets(tracking_data.data_splits(tmp, final=out))
+            run.describe(f"Dataset `{name}` from {summary['source']}: {summary['rows_read']:,} rows read, "
+                         f"{metrics['rows_skipped']:,} skipped.",
+                         {f"{t}/{s}": len(r) for (t, s), r in records.items()})
             tracking.log_output(run, tmp, out, ("stats.json",))
             run.log_text(_preview(records), "samples.md")
     log.info("dataset %s: %s", name, {f"{t}/{s}": len(r) for (t, s), r in records.items()})

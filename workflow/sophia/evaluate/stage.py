@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from sophia import lm, tracking
+from sophia import lm, tracking, tracking_data
 from sophia.atomic import atomic_dir
 from sophia.config import check_pass_at_k, validate_section
 from sophia.errors import ConfigError, EvalError, ModelError
@@ -209,9 +209,23 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
         write_samples(tmp / SAMPLES, samples)
         (tmp / SCORES).write_text(json.dumps(scores, indent=2, default=str) + "\n", encoding="utf-8")
         run.write_record(tmp, "evaluate", f"{model_id}:{benchmark}")
-        run.log_metrics(mlflow_metrics(scores))
+        # Filed under the variant's LoggedModel and the benchmark set: the Models tab's comparison.
+        logged_model = tracking.model_id_of(adapter or model_dir, model_id)
+        bench_set = benchmark_dataset(benchmark, samples, res.get("configs") or {})
+        run.log_datasets([(bench_set, "evaluation")], model_ids=(logged_model,) if logged_model else ())
+        metrics = mlflow_metrics(scores)
+        scored = {k: v for k, v in metrics.items() if k in model_metric_names(scores)}
+        run.log_metrics({k: v for k, v in metrics.items() if k not in scored})
+        run.log_metrics(scored, model_id=logged_model, dataset=bench_set)
         run.log_params({**protocol.params(scores["protocol"]),
                         **{f"execution.{k}": v for k, v in (limits or {}).items()}})
+        s = scores["score"]
+        interval = (f"{round(100 * espec['confidence'])} % interval {s['ci_low']:.3f}-{s['ci_high']:.3f}, "
+                    if s.get("ci_low") is not None else "")
+        value = "n/a" if s["value"] is None else f"{s['value']:.3f}"
+        run.describe(f"`{model_id}` on {benchmark}: {bench.metric} = {value} ({interval}n = {s['n']}) "
+                     f"in {seconds:.0f} s.",
+                     {"score": value, "n": s["n"], "truncated_requests": scores["truncated_requests"]})
         run.set_tags({"sophia.model": model_id, "sophia.benchmark": benchmark, "sophia.group": bench.group,
                       **({"sophia.sandbox.isolation": box.isolation} if box else {})})
         tracking.log_output(run, tmp, out, (SCORES, SAMPLES, EXECUTIONS))
@@ -230,6 +244,24 @@ def check_truncation(benchmark: str, cut: dict[str, Any], allowed: float) -> Non
                     f"their prompt cut to fit the model's {cut['max_length']}-token context, above "
                     f"evaluate.max_truncated_share = {allowed} ({tasks}); lower this benchmark's max_gen_toks "
                     f"(generation budgets seen: {cut['max_gen_toks']}) or allow the share on purpose")
+
+
+def benchmark_dataset(benchmark: str, samples: dict[str, list[dict[str, Any]]], configs: dict[str, Any]) -> Any:
+    """The items this run scored (every task's docs) as an `mlflow.data` dataset; its source is
+    the task's dataset: a local hub-shaped copy, or the hub id."""
+    rows = [{"task": task, "doc_id": row.get("doc_id"), "doc": row.get("doc")}
+            for task, task_rows in sorted(samples.items()) for row in task_rows]
+    paths = sorted({str(c.get("dataset_path")) for c in configs.values() if c.get("dataset_path")})
+    source = paths[0] if len(paths) == 1 else ",".join(paths) or "lm-eval"
+    if not source.startswith("/") and source != "lm-eval" and len(paths) == 1:
+        source = f"hf:{source}"
+    return tracking_data.from_records(rows, benchmark, source)
+
+
+def model_metric_names(scores: dict[str, Any]) -> set[str]:
+    """The scores themselves (`acc`, `pass_at_1`, …, not their stderr/interval/n or timings): what
+    the Models tab shows per variant and benchmark."""
+    return {tracking.metric_name(n.replace("@", "_at_").replace(",", ".")) for n in scores["metrics"]}
 
 
 def mlflow_metrics(scores: dict[str, Any]) -> dict[str, float]:

@@ -70,7 +70,11 @@ def run_stage(model_id: str, gptq_dir: Path, adapter: Path | None, tolerance: fl
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         run.write_record(tmp, "merge", model_id)
         run.log_metrics({f"merge.{k}": v for k, v in check.items()})
-        tracking.log_output(run, tmp, out, (SUMMARY,))
+        run.log_datasets([], model_ids=tracking.model_ids(gptq_dir) + tracking.model_ids(adapter, name=model_id))
+        run.describe(f"`{model_id}` as one float checkpoint (GPTQ dequantized, adapter merged): max |logit "
+                     f"difference| {check['max_abs']:.3g} vs the quantized model + adapter "
+                     f"(tolerance {tolerance}).", {k: check[k] for k in ("max_abs", "argmax_agreement")})
+        tracking.log_output(run, tmp, out, (SUMMARY,), models=(f"{model_id}@merged",), model_type="merged")
     log.info("%s merged: max |logit diff| %.3g vs quantized+adapter", model_id, check["max_abs"])
     return summary
 

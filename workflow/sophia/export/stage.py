@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sophia import prompt, tracking
+from sophia import prompt, tracking, tracking_models
 from sophia.atomic import atomic_dir
 from sophia.config import check_export_precisions, validate_section
 from sophia.errors import ConfigError, ModelError, ParityError
@@ -235,7 +235,15 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, out: Path) -
         manifest = write_bundle(tmp, model_id, espec, tok)
         run.log_metrics({"bundle.total_bytes": manifest["total_bytes"]})
         run.write_record(tmp, "export", model_id)
-        tracking.log_output(run, tmp, out, ("parity.json", "references.json", "bundle/manifest.json"))
+        run.log_datasets([], model_ids=tracking.model_ids(model_dir))
+        run.describe(f"`{model_id}` exported with {espec['backend']}: {len(parity['tflite'])} TFLite graphs, "
+                     f"app bundle in {espec['bundle_precision']} ({manifest['total_bytes'] / 1e6:.1f} MB); every "
+                     f"parity gate passed.", {k: v for k, v in parity_metrics(parity).items() if k.endswith("max_abs")})
+        tracking.log_output(run, tmp, out, ("parity.json", "references.json", "bundle/manifest.json"),
+                            models=(f"{model_id}@tflite",), model_type="tflite",
+                            model_tags=tracking_models.manifest_tags(manifest))
+        run.register_model(f"sophia-{model_id}-tflite", run.models[f"{model_id}@tflite"],
+                           tracking_models.manifest_tags(manifest))
     log.info("%s exported: %s", model_id, ", ".join(sorted(parity["tflite"])))
     return parity
 

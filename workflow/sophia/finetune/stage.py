@@ -8,6 +8,7 @@ import logging
 import platform
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from peft import PeftModel
 from transformers import AutoTokenizer
 from trl import SFTTrainer
 
-from sophia import generate, lm, tracking
+from sophia import generate, lm, tracking, tracking_data
 from sophia.atomic import atomic_files
 from sophia.config import validate_section
 from sophia.errors import ConfigError
@@ -36,7 +37,10 @@ def _identity(path: Path) -> str:
     return record["run_id"] if record else digest(file_manifest(path))
 
 
-def run_stage(spec: dict[str, Any], model_dir: Path, data_dir: Path, prefix: Path | None, out: Path) -> dict[str, Any]:
+def run_stage(spec: dict[str, Any], model_dir: Path, data_dir: Path, prefix: Path | None, out: Path,
+              variants: Sequence[str] = ()) -> dict[str, Any]:
+    """Train one curriculum step. `variants`: the model variants this step completes (e.g.
+    `gptq+tiny-alpaca`), the names of its MLflow LoggedModel; default `gptq+<step>`."""
     step = spec["chain"]
     phase = validate_section(spec["phase"], "phase", f"finetune.phases.{curricula.phase_of(step)}")
     training = validate_section(spec["training"], "training", "finetune.training")
@@ -67,6 +71,8 @@ def run_stage(spec: dict[str, Any], model_dir: Path, data_dir: Path, prefix: Pat
     with tracking.stage_run("finetune", step, spec, inputs=inputs,
                             resume_run_id=resume["run_id"] if resume else None) as run:
         trainer.remember(checkpoints, fingerprint, run.run_id)
+        run.log_datasets(tracking_data.data_splits(data_dir, phase["tasks"]),
+                         model_ids=tracking.model_ids(model_dir) + tracking.model_ids(prefix))
         dev = lm.device()
         model, tok = lm.load(model_dir, dev, trainable=True)
         if prefix is not None:
@@ -134,8 +140,16 @@ def run_stage(spec: dict[str, Any], model_dir: Path, data_dir: Path, prefix: Pat
             run.log_metrics(metrics, step=result.global_step)
             run.set_tags({"sophia.optimizer": optimizer, "sophia.resumed": str(bool(resume))})
             (tmp / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            origin = f"continues `{summary['prefix']}`" if summary["prefix"] else "fresh adapter"
+            run.describe(f"LoRA step `{step}` ({origin}) on phase `{summary['phase']}`: "
+                         f"{len(train_rows)} training rows, {result.global_step} optimizer steps in "
+                         f"{seconds:.0f} s on {dev}.",
+                         {k: metrics[k] for k in ("final_train_loss", "final_eval_loss", "tokens_per_second",
+                                                  "trainable_parameters") if k in metrics})
             tracking.log_output(run, tmp, out, ("README.md", SUMMARY, ANSWERS, "loss_curve.png",
-                                                "adapter_config.json", "adapter_model.safetensors"))
+                                                "adapter_config.json", "adapter_model.safetensors"),
+                                models=tuple(variants) or (f"gptq+{step}",), model_type="lora",
+                                model_params={"chain": step, "base": str(model_dir.resolve())})
     shutil.rmtree(checkpoints, ignore_errors=True)
     log.info("step %s done in %.1f s: train loss %.3f, eval loss %s", step, seconds, result.training_loss, final_eval)
     return summary
@@ -170,7 +184,9 @@ def main() -> None:
     p.add_argument("--data", required=True, type=Path, help="data stage output of the phase's dataset")
     p.add_argument("--prefix", type=Path, help="adapter of the prefix step, if any")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--variant", action="append", default=[],
+                   help="model variant this step completes, e.g. gptq+tiny-alpaca (repeatable; MLflow model name)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_stage(load_spec(args.spec), args.model, args.data, args.prefix, args.out)
+    run_stage(load_spec(args.spec), args.model, args.data, args.prefix, args.out, args.variant)

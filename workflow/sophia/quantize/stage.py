@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from sophia import checkpoint, generate, lm, records, tracking
+from sophia import checkpoint, generate, lm, records, tracking, tracking_data
 from sophia.atomic import atomic_dir
 from sophia.config import validate_section
 from sophia.errors import DataError
@@ -64,6 +64,15 @@ def measure(model_dir: Path, splits: dict[str, list[str]], spec: dict[str, Any],
             "answers": answers}
 
 
+def input_datasets(data_dirs: dict[str, Path], cal: dict[str, Any]) -> list[tuple[Any, str]]:
+    """The calibration split and every eval split the perplexities are measured on."""
+    pairs = [(ds, "calibration") for ds, _ in
+             tracking_data.data_splits(data_dirs[cal["dataset"]], [cal["task"]], ("train",))]
+    for _, root in sorted(data_dirs.items()):
+        pairs += tracking_data.data_splits(root, splits=("eval",))
+    return pairs
+
+
 def run_stage(spec: dict[str, Any], base_dir: Path, data_dirs: list[Path], out: Path) -> dict[str, Any]:
     qspec = validate_section(spec["quantize"], "quantize", "quantize")
     prompts, generation = spec["reference_prompts"], spec["generation"]
@@ -76,6 +85,8 @@ def run_stage(spec: dict[str, Any], base_dir: Path, data_dirs: list[Path], out: 
     inputs = {"base_model": base_dir, **{f"data.{k}": v for k, v in by_name.items()}}
     with tracking.stage_run("quantize", variant, spec, inputs=inputs) as run, atomic_dir(out) as tmp:
         from transformers import AutoTokenizer
+
+        run.log_datasets(input_datasets(by_name, qspec["calibration"]), model_ids=tracking.model_ids(base_dir))
 
         tok = AutoTokenizer.from_pretrained(base_dir)
         batches = gptq.calibration_batches(tok, calibration, qspec["calibration"]["max_length"])
@@ -129,7 +140,15 @@ def run_stage(spec: dict[str, Any], base_dir: Path, data_dirs: list[Path], out: 
         for dtype, n in summary["tensor_elements_after"].items():
             metrics[f"tensor_elements_after.{dtype}"] = n
         run.log_metrics(metrics)
-        tracking.log_output(run, tmp, out, (SUMMARY, ANSWERS, "quantize_config.json", "quant_log.csv"))
+        run.describe(f"GPTQ {qspec['bits']}-bit, group size {qspec['group_size']}: weights "
+                     f"{size_before['weights_bytes'] / 1e6:.1f} MB → {size_after['weights_bytes'] / 1e6:.1f} MB "
+                     f"(x{summary['size_ratio']:.2f}), perplexity {before['ppl_overall']:.2f} → "
+                     f"{after['ppl_overall']:.2f}.",
+                     {k: metrics[k] for k in ("size_ratio", "ppl_before", "ppl_after", "ppl_delta_pct",
+                                              "logit_argmax_agreement", "quantize_seconds") if k in metrics})
+        tracking.log_output(run, tmp, out, (SUMMARY, ANSWERS, "quantize_config.json", "quant_log.csv"),
+                            models=("gptq",), model_type="gptq",
+                            model_params={"bits": qspec["bits"], "group_size": qspec["group_size"]})
         run.log_text(answers_markdown(answers), "reference_answers.md")
     log.info("gptq %s: size x%.2f, ppl %.2f -> %.2f", variant, summary["size_ratio"],
              summary["ppl_overall_before"], summary["ppl_overall_after"])

@@ -142,6 +142,11 @@ def _log(run: tracking.Run, metrics: Mapping[str, float], folder: Path, files: S
     run.log_metrics({tracking.metric_name(k): v for k, v in metrics.items()})
     for name in files:
         run.log_artifact(folder / name, "report")
+    # The table is the study's answer: put it where the run page opens, its description.
+    table_md = (folder / "table.md").read_text(encoding="utf-8")
+    run.describe(table_md)  # a report run of its own (CLI): its description, written when it ends
+    run.set_tags({tracking.MLFLOW_RUN_NOTE: "**workflow** report (files under *Artifacts* → `report/`; the "
+                                            "*Models* tab compares the variants per benchmark)\n\n" + table_md})
 
 
 def main() -> None:
