@@ -21,6 +21,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/mobile.smk"
+include: "workflow/rules/distill.smk"
 
 
 rule all:
@@ -33,3 +34,5 @@ rule all:
         rules.report.output,
         expand(rules.export.output, model=EXPORT["models"]),
         rules.mobile.output if MOBILE["model"] else [],
+        expand(rules.distill.output, name=DISTILL),
+        expand(rules.distill_control.output, name=DISTILL),

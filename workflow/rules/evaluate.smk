@@ -6,7 +6,7 @@ from sophia.evaluate.benchmarks import BENCHMARKS as SUITE
 
 EVALUATE = config["evaluate"]
 FINALS = curricula.finals(FINETUNE["curricula"])
-MODELS = EVALUATE["models"] or model_variants(FINETUNE["curricula"])
+MODELS = EVALUATE["models"] or model_variants(FINETUNE["curricula"], config["distill"])
 BENCHMARKS = list(EVALUATE["benchmarks"])
 
 
@@ -14,6 +14,8 @@ def eval_model_inputs(wildcards):
     """base -> base weights; gptq -> GPTQ weights; gptq+<curriculum> -> GPTQ weights + its adapter."""
     if wildcards.model == "base":
         return {"model": rules.base_model.output[0]}
+    if wildcards.model.startswith(("distill+", "sft+")):
+        return distill_eval_inputs(wildcards.model)
     inputs = {"model": rules.quantize.output[0]}
     if wildcards.model.startswith("gptq+"):
         chain = FINALS[wildcards.model.split("+", 1)[1]]
@@ -30,9 +32,20 @@ def eval_spec(wildcards):
     return spec({"evaluate": section})
 
 
+def distill_eval_inputs(model):
+    """distill+<name> / sft+<name>: the trained student (full weights), or its adapter on the student's start."""
+    kind, name = model.split("+", 1)
+    summary = f"results/distill/{name}/{'control/' if kind == 'sft' else ''}distill.json"
+    if config["distill"][name]["lora"] is None:
+        return {"model": summary}
+    ref = config["distill"][name]["student"]
+    return {"model": ref.get("path") or rules.base_model.output[0], "adapter": summary}
+
+
 def eval_args(wildcards, input):
     adapter = f" --adapter {Path(input.adapter).parent}" if "adapter" in input.keys() else ""
-    return f"--model {input.model}{adapter}"
+    model = Path(input.model)
+    return f"--model {model.parent if model.name == 'distill.json' else model}{adapter}"
 
 
 rule evaluate:

@@ -206,6 +206,9 @@ def check_distill(cfg: Mapping[str, Any]) -> None:
         if spec["student"].get("scratch") is not None and spec["lora"] is not None:
             raise ConfigError(f"{where}.lora: a scratch student has no pretrained weights to adapt; "
                               f"set lora: null (full fine-tuning)")
+        if spec["student"].get("hub") and spec["lora"] is not None:
+            raise ConfigError(f"{where}.lora: a LoRA student is evaluated on top of a local model directory; "
+                              f"set student.path to a download of {spec['student']['hub']}, or lora: null")
         if spec["method"] == "token":
             models.check_vocabularies(models.known_vocab(spec["teacher"], cfg["base_model"]),
                                       models.known_vocab(spec["student"], cfg["base_model"]), where,
