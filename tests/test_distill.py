@@ -16,7 +16,7 @@ from conftest import MICRO_FINETUNE, config_error, isolated_tracking, runs_of
 from sophia.distill import models
 from sophia.distill import trainer as kd
 from sophia.distill.stage import run_stage
-from sophia.errors import ConfigError
+from sophia.errors import ConfigError, DataError
 
 # A quarter-size student of the micro model, with its tokenizer.
 STUDENT = {"scratch": {"seed": 0, "architecture": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
@@ -241,3 +241,29 @@ def test_resume_after_kill(micro_model: Path, micro_data: list[Path], mlflow_sto
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     runs = runs_of(mlflow_store)
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_report_compares_control_distilled_and_teacher(tmp_path: Path) -> None:
+    from sophia.report import distill as report
+
+    def summary(variant: str, kl_after: float) -> dict[str, Any]:
+        return {"variant": variant, "teacher": "gptq+tiny-alpaca", "student": "scratch (hidden 128, 2 layers)",
+                "method": "token", "lora": False, "parameters": 920_000, "seconds": 40.0,
+                "agreement_before": {"top1_agreement": 0.01, "kl": 5.0},
+                "agreement_after": {"top1_agreement": 0.3, "kl": kl_after}}
+    out = tmp_path / "micro"
+    (out / "control").mkdir(parents=True)
+    (out / "distill.json").write_text(json.dumps(summary("distill+micro", 1.5)))
+    (out / "control" / "distill.json").write_text(json.dumps(summary("sft+micro", 2.5)))
+    group = {"value": 0.25, "ci_low": 0.1, "ci_high": 0.4}
+    rows = [{"model": m, "groups": {"coding": group}, "parameters": 4_200_000}
+            for m in ("sft+micro", "distill+micro", "gptq+tiny-alpaca")]
+    md = report.comparison(rows, {"micro": out})
+    lines = [line for line in md.splitlines() if line.startswith("| ")]
+    assert lines[1].startswith("| sft+micro | SFT control |") and "5.000 → 2.500" in lines[1]
+    assert lines[2].startswith("| distill+micro | distilled |") and "1.0 → 30.0" in lines[2]
+    assert lines[3].startswith("| gptq+tiny-alpaca | teacher |") and "4.20 M" in lines[3]
+    assert "25.0 [10.0, 40.0]" in lines[2]
+    (out / "control" / "distill.json").unlink()
+    with pytest.raises(DataError, match=r"control/distill\.json: missing"):
+        report.summaries(out)
