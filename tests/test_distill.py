@@ -189,7 +189,8 @@ def test_default_plans_the_student_after_its_teacher(tmp_path: Path) -> None:
 
     config = tmp_path / "config.yaml"
     config.write_text((ROOT / "config.yaml").read_text().replace("workflow/resources", f"{ROOT}/workflow/resources"))
-    text = dry_run(tmp_path, config, "results/distill/micro/distill.json", "results/distill/micro/control/distill.json")
+    text = dry_run(tmp_path, config, "--cores", "1", "results/distill/micro/distill.json",
+                   "results/distill/micro/control/distill.json")
     planned = {j["rule"]: j for j in jobs(text)}
     assert set(planned) == {"base_model", "data", "quantize", "finetune", "distill", "distill_control"}
     assert "results/adapters/tiny_codegen/tiny_summary/alpaca/finetune.json" in text.split("rule distill:")[1]
