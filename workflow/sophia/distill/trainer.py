@@ -71,7 +71,10 @@ class TeacherCache:
     def logits(self, teacher: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(N, V) teacher logits at the positions where `labels` (already shifted) is not -100."""
         keep = labels != -100
-        keys = [self.key(ids[i][mask[i].bool()], labels[i]) for i in range(len(ids))] if self.enabled else []
+        # a row's key leaves out its padding, which depends on the batch it lands in (labels are shifted by one)
+        lengths = mask.sum(-1).tolist()
+        keys = [self.key(ids[i][: lengths[i]], labels[i][: lengths[i] - 1]) for i in range(len(ids))] \
+            if self.enabled else []
         todo = [i for i in range(len(ids)) if not self.enabled or keys[i] not in self.rows]
         fresh: dict[int, torch.Tensor] = {}
         if todo:
