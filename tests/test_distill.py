@@ -268,3 +268,28 @@ def test_report_compares_control_distilled_and_teacher(tmp_path: Path) -> None:
     (out / "control" / "distill.json").unlink()
     with pytest.raises(DataError, match=r"control/distill\.json: missing"):
         report.summaries(out)
+
+
+def test_teacher_cache_finds_a_row_whatever_its_batch_padding() -> None:
+    class Teacher(torch.nn.Module):
+        calls = 0
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+            Teacher.calls += len(input_ids)
+            return type("Out", (), {"logits": torch.nn.functional.one_hot(input_ids, 7).float()})
+
+    cache, teacher = kd.TeacherCache(True), Teacher()
+    row = ([1, 2, 3], [-100, 3, 4])  # ids, shifted labels of one row
+
+    def batch(width: int, other: list[int]) -> tuple[torch.Tensor, ...]:
+        ids = torch.tensor([row[0] + [0] * (width - 3), other + [0] * (width - len(other))])
+        mask = (torch.arange(width) < torch.tensor([[3], [len(other)]])).long()
+        labels = torch.full((2, width - 1), -100)
+        labels[0, :2] = torch.tensor(row[1][1:])
+        labels[1, : len(other) - 1] = torch.tensor(other[1:])
+        return ids, mask, labels
+
+    first = cache.logits(teacher, *batch(5, [4, 5, 6, 6, 6]))
+    again = cache.logits(teacher, *batch(3, [5, 5]))  # the same first row, padded to another width
+    assert cache.misses == 3 and cache.hits == 1 and Teacher.calls == 3
+    assert torch.equal(first[:2], again[:2])
