@@ -22,6 +22,7 @@ include: "workflow/rules/verifier.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/mobile.smk"
+include: "workflow/rules/distill.smk"
 
 
 rule all:
@@ -34,3 +35,5 @@ rule all:
         rules.report.output,
         expand(rules.export.output, model=EXPORT["models"]),
         rules.mobile.output if MOBILE["model"] else [],
+        expand(rules.distill.output, name=DISTILL),
+        expand(rules.distill_control.output, name=DISTILL),

@@ -22,12 +22,13 @@ from sophia import tracking
 from sophia.config import validate
 from sophia.evaluate import protocol
 
-STUDY = {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5, "evaluate": 6 * 9, "verifier": 6, "report": 1,
-         "all": 1}
+# 6 models x 9 benchmarks, plus a distilled student and its SFT control (8 variants, each with a verifier)
+STUDY = {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5, "evaluate": 8 * 9, "verifier": 8, "report": 1,
+         "all": 1, "distill": 1, "distill_control": 1}
 # the paper's study also builds the phone app from the tiny->alpaca curriculum (litert-torch route)
 PHONE = {"merge": 1, "export": 1, "mobile": 1}
 PLANS = {"paper": STUDY | PHONE, "deepseek-coder": STUDY}
-GPU_RULES = {"base_model", "quantize", "finetune", "evaluate", "verifier"}
+GPU_RULES = {"base_model", "quantize", "finetune", "evaluate", "verifier", "distill", "distill_control"}
 
 
 def dry_run(workdir: Path, config: Path, *args: str) -> str:
@@ -170,4 +171,13 @@ def test_gpu_smoke_is_the_embedded_default_on_a_gpu(tmp_path: Path) -> None:
     text = (ROOT / "configs" / "gpu-smoke.yaml").read_text().replace("workflow/resources", f"{ROOT}/workflow/resources")
     (tmp_path / "smoke.yaml").write_text(text)
     counts = job_counts(dry_run(tmp_path, tmp_path / "smoke.yaml"))
-    assert counts["evaluate"] == 54 and counts["verifier"] == 6 and counts["export"] == 2 and counts["mobile"] == 1
+    assert counts["evaluate"] == 72 and counts["verifier"] == 8 and counts["export"] == 2 and counts["mobile"] == 1
+
+
+def test_distill_jobs_ask_memory_for_the_teachers_size(slurm_plan: list[dict[str, Any]]) -> None:
+    """Phi-2 (5.6 GB, LoRA) learning from DeepSeek-Coder-6.7B (13.5 GB): 8 GB + 2 GB per teacher GB + 6 GB
+    per student GB, for the distilled student and for its control (which measures agreement too)."""
+    for rule in ("distill", "distill_control"):
+        res = next(j for j in slurm_plan if j["rule"] == rule)["resources"]
+        assert int(res["mem_mb"]) == 8000 + 2000 * 13.5 + 6000 * 5.6 and res["gpu"] == "1", res
+        assert int(res["runtime"]) == 120 + 30 * 13.5 + 60 * 5.6

@@ -5,7 +5,7 @@ from sophia.config import model_variants
 from sophia.evaluate.benchmarks import BENCHMARKS as SUITE
 
 EVALUATE = config["evaluate"]
-MODELS = EVALUATE["models"] or model_variants(FINETUNE["curricula"])
+MODELS = EVALUATE["models"] or model_variants(FINETUNE["curricula"], config["distill"])
 BENCHMARKS = list(EVALUATE["benchmarks"])
 
 
@@ -13,6 +13,8 @@ def eval_model_inputs(wildcards):
     """base -> base weights; gptq -> GPTQ weights; gptq+<curriculum> -> GPTQ weights + its adapter."""
     if wildcards.model == "base":
         return {"model": rules.base_model.output[0]}
+    if wildcards.model.startswith(("distill+", "sft+")):
+        return distill_eval_inputs(wildcards.model)
     inputs = {"model": rules.quantize.output[0]}
     if adapter_dir(wildcards.model):
         inputs["adapter"] = f"{adapter_dir(wildcards.model)}/finetune.json"
@@ -37,10 +39,21 @@ def eval_verifier(wildcards):
     return {}
 
 
+def distill_eval_inputs(model):
+    """distill+<name> / sft+<name>: the trained student (full weights), or its adapter on the student's start."""
+    kind, name = model.split("+", 1)
+    summary = f"results/distill/{name}/{'control/' if kind == 'sft' else ''}distill.json"
+    if config["distill"][name]["lora"] is None:
+        return {"model": summary}
+    ref = config["distill"][name]["student"]
+    return {"model": ref.get("path") or rules.base_model.output[0], "adapter": summary}
+
+
 def eval_args(wildcards, input):
     adapter = f" --adapter {Path(input.adapter).parent}" if "adapter" in input.keys() else ""
+    model = Path(input.model)
     verifier = f" --verifier {input.verifier}" if "verifier" in input.keys() else ""
-    return f"--model {input.model}{adapter}{verifier}"
+    return f"--model {model.parent if model.name == 'distill.json' else model}{adapter}{verifier}"
 
 
 rule evaluate:

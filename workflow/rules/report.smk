@@ -1,12 +1,15 @@
 # The comparison of every evaluated variant: results/report/.
 REPORT_ADAPTERS = {m.split("+", 1)[1]: adapter_dir(m) for m in MODELS if adapter_dir(m)}
 NEEDS_GPTQ = any(m != "base" for m in MODELS)
+# Students in the report come with their control (the comparison needs both).
+REPORT_STUDENTS = [n for n in config["distill"] if f"distill+{n}" in MODELS or f"sft+{n}" in MODELS]
 
 
 def report_args(wildcards, input):
     gptq = f" --gptq {input.gptq}" if NEEDS_GPTQ else ""
     adapters = "".join(f" --adapter {name}={path}" for name, path in REPORT_ADAPTERS.items())
-    return f"--base {input.base}{gptq}{adapters}"
+    students = "".join(f" --distill {n}=results/distill/{n}" for n in REPORT_STUDENTS)
+    return f"--base {input.base}{gptq}{adapters}{students}"
 
 
 rule report:
@@ -16,6 +19,7 @@ rule report:
         base=rules.base_model.output[0],
         gptq=[rules.quantize.output[0]] if NEEDS_GPTQ else [],
         adapters=[f"{path}/finetune.json" for path in REPORT_ADAPTERS.values()],
+        students=[f"results/distill/{n}/{c}distill.json" for n in REPORT_STUDENTS for c in ("", "control/")],
     output:
         # Snakemake's own report (snakemake --report results/report.html) shows these files.
         report(directory("results/report"), category="report", caption="../report/results.rst",

@@ -132,9 +132,11 @@ def check_finetune(spec: Mapping[str, Any], datasets: Mapping[str, Any]) -> None
                               f"(phases: {', '.join(spec['phases'])})")
 
 
-def model_variants(curricula: Mapping[str, Any]) -> list[str]:
-    """Every evaluable variant: base, gptq, and each curriculum's adapter on the GPTQ model."""
-    return ["base", "gptq", *(f"gptq+{name}" for name in curricula)]
+def model_variants(curricula: Mapping[str, Any], distill: Mapping[str, Any] | None = None) -> list[str]:
+    """Every evaluable variant: base, gptq, each curriculum's adapter on the GPTQ model, and each
+    distilled student with its SFT control."""
+    students = [v for name in (distill or {}) for v in (f"distill+{name}", f"sft+{name}")]
+    return ["base", "gptq", *(f"gptq+{name}" for name in curricula), *students]
 
 
 def check_pass_at_k(name: str, bench: Mapping[str, Any]) -> None:
@@ -150,8 +152,9 @@ def check_export_precisions(spec: Mapping[str, Any]) -> None:
                           "(fp32 and int8 are)")
 
 
-def check_evaluate(spec: Mapping[str, Any], curricula: Mapping[str, Any]) -> None:
-    known = model_variants(curricula)
+def check_evaluate(spec: Mapping[str, Any], curricula: Mapping[str, Any],
+                   distill: Mapping[str, Any] | None = None) -> None:
+    known = model_variants(curricula, distill)
     unknown = [m for m in spec["models"] or [] if m not in known]
     if unknown:
         raise ConfigError(f"evaluate.models: {', '.join(unknown)} unknown (variants: {', '.join(known)})")
@@ -195,11 +198,37 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
         check_dataset(name, spec)
     check_quantize(cfg["quantize"], cfg["datasets"])
     check_finetune(cfg["finetune"], cfg["datasets"])
-    check_evaluate(cfg["evaluate"], cfg["finetune"]["curricula"])
+    check_distill(cfg)
+    check_evaluate(cfg["evaluate"], cfg["finetune"]["curricula"], cfg["distill"])
     check_export(cfg["export"], cfg["finetune"]["curricula"])
     check_report(cfg["report"], cfg["finetune"]["curricula"])
     check_mobile(cfg["mobile"], cfg["export"])
     return cfg
+
+
+def check_distill(cfg: Mapping[str, Any]) -> None:
+    """What can be known before any job: references resolve, and token KD's shared vocabulary
+    wherever both sizes can be read without downloading anything (the stage checks again)."""
+    from sophia.distill import models
+
+    for name, spec in cfg["distill"].items():
+        where = f"distill.{name}"
+        if spec["phase"] not in cfg["finetune"]["phases"]:
+            raise ConfigError(f"{where}.phase: '{spec['phase']}' is not in finetune.phases "
+                              f"({', '.join(cfg['finetune']['phases'])})")
+        teachers = model_variants(cfg["finetune"]["curricula"])
+        models.check_reference(spec["teacher"], f"{where}.teacher", teachers, student=False)
+        models.check_reference(spec["student"], f"{where}.student", ["base"], student=True)
+        if spec["student"].get("scratch") is not None and spec["lora"] is not None:
+            raise ConfigError(f"{where}.lora: a scratch student has no pretrained weights to adapt; "
+                              f"set lora: null (full fine-tuning)")
+        if spec["student"].get("hub") and spec["lora"] is not None:
+            raise ConfigError(f"{where}.lora: a LoRA student is evaluated on top of a local model directory; "
+                              f"set student.path to a download of {spec['student']['hub']}, or lora: null")
+        if spec["method"] == "token":
+            models.check_vocabularies(models.known_vocab(spec["teacher"], cfg["base_model"]),
+                                      models.known_vocab(spec["student"], cfg["base_model"]), where,
+                                      spec["teacher"], spec["student"])
 
 
 def validate_section(spec: Mapping[str, Any], definition: str, where: str) -> dict[str, Any]:

@@ -54,12 +54,14 @@ class MlflowLogger(TrainerCallback):
             self.history.append({"step": state.global_step, **metrics})
 
 
-def sft_config(spec: dict[str, Any], checkpoints: Path, has_eval: bool) -> Any:
+def sft_config(spec: dict[str, Any], checkpoints: Path, has_eval: bool, config_class: type | None = None,
+               **overrides: Any) -> Any:
+    """TRL settings of one training run; distill reuses them for its GKDConfig (`config_class`)."""
     from trl import SFTConfig
 
     t, phase = spec["training"], spec["phase"]
     cuda = torch.cuda.is_available()
-    return SFTConfig(
+    settings = dict(
         output_dir=str(checkpoints),
         num_train_epochs=phase["epochs"],
         max_length=phase["max_length"],
@@ -90,6 +92,7 @@ def sft_config(spec: dict[str, Any], checkpoints: Path, has_eval: bool) -> Any:
         disable_tqdm=True,
         dataset_num_proc=None,
     )
+    return (config_class or SFTConfig)(**{**settings, **overrides})
 
 
 def token_shares(trainer: Any) -> dict[str, float]:

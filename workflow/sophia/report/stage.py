@@ -18,7 +18,7 @@ from sophia.errors import DataError
 from sophia.evaluate import protocol
 from sophia.evaluate.benchmarks import GROUPS
 from sophia.plots import grouped_bars
-from sophia.report import table
+from sophia.report import distill, table
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def model_sizes(base: Path, gptq: Path | None, adapters: Mapping[str, Path]) -> 
     return sizes
 
 
-def reference_answers(gptq: Path | None, adapters: Mapping[str, Path], models: Sequence[str]) -> str:
+def reference_answers(gptq: Path | None, adapters: Mapping[str, Path], models: Sequence[str],
+                      students: Mapping[str, Path] | None = None) -> str:
     """The reference prompts answered by every variant, side by side (one section per prompt)."""
     by_request: dict[str, dict[str, str]] = {}
     if gptq is not None:
@@ -54,6 +55,9 @@ def reference_answers(gptq: Path | None, adapters: Mapping[str, Path], models: S
     for name, adapter in adapters.items():
         for a in _read_json(adapter / "reference_answers.json"):
             by_request.setdefault(a["request"], {})[f"gptq+{name}"] = a["answer"]
+    for variant, found in distill.answers(students or {}).items():
+        for a in found:
+            by_request.setdefault(a["request"], {})[variant] = a["answer"]
     parts = ["# Reference prompts, every variant", ""]
     for request, answers in by_request.items():
         parts += [f"## {request}", ""]
@@ -92,22 +96,26 @@ def plot(rows: Sequence[dict[str, Any]], refs: Sequence[Mapping[str, Any]], conf
 
 
 def run_stage(spec: dict[str, Any], eval_dirs: Sequence[Path], base: Path, gptq: Path | None,
-              adapters: Mapping[str, Path], out: Path) -> list[dict[str, Any]]:
+              adapters: Mapping[str, Path], out: Path, students: Mapping[str, Path] | None = None
+              ) -> list[dict[str, Any]]:
     confidence, models = spec["confidence"], spec["models"]
+    students = students or {}
     refs = references(spec["reference"])
     scores = table.read_scores(eval_dirs)
-    rows = table.build_rows(scores, models, model_sizes(base, gptq, adapters), confidence)
+    sizes = {**model_sizes(base, gptq, adapters), **distill.sizes(students, base)}
+    rows = table.build_rows(scores, models, sizes, confidence)
     allowed = max((s.get("truncation", {}).get("allowed", 0.0) for per in scores.values() for s in per.values()),
                   default=0.0)
     cards = protocol_cards(scores, models)
     with atomic_dir(out) as tmp:
-        md = table.markdown(rows, refs, confidence, allowed)
+        md = table.markdown(rows, refs, confidence, allowed) + distill.comparison(rows, students)
         (tmp / "table.md").write_text(md, encoding="utf-8")
         table.write_csv(rows, refs, tmp / "table.csv")
         plot(rows, refs, confidence, tmp / "benchmarks.png")
         (tmp / table.PROTOCOL).write_text(protocol.markdown(cards), encoding="utf-8")
         (tmp / "protocol.json").write_text(json.dumps(cards, indent=2, default=str) + "\n", encoding="utf-8")
-        (tmp / "reference_answers.md").write_text(reference_answers(gptq, adapters, models), encoding="utf-8")
+        (tmp / "reference_answers.md").write_text(reference_answers(gptq, adapters, models, students),
+                                                  encoding="utf-8")
         (tmp / "report.json").write_text(json.dumps({"rows": rows, "reference": refs}, indent=2) + "\n",
                                          encoding="utf-8")
         log_report(rows, tmp, eval_dirs)
@@ -158,11 +166,18 @@ def main() -> None:
     p.add_argument("--gptq", type=Path, help="GPTQ model directory")
     p.add_argument("--adapter", action="append", default=[], metavar="CURRICULUM=DIR",
                    help="a curriculum's final adapter directory (repeatable)")
+    p.add_argument("--distill", action="append", default=[], metavar="NAME=DIR",
+                   help="a distill stage output (results/distill/NAME, its control inside) (repeatable)")
     args = p.parse_args()
-    adapters = {}
-    for item in args.adapter:
+    adapters, students = _pairs(args.adapter, "--adapter", "CURRICULUM"), _pairs(args.distill, "--distill", "NAME")
+    run_stage(load_spec(args.spec), args.eval, args.base, args.gptq, adapters, args.out, students)
+
+
+def _pairs(items: Sequence[str], flag: str, key: str) -> dict[str, Path]:
+    out = {}
+    for item in items:
         name, sep, path = item.partition("=")
         if not sep:
-            raise DataError(f"--adapter {item}: expected CURRICULUM=DIR")
-        adapters[name] = Path(path)
-    run_stage(load_spec(args.spec), args.eval, args.base, args.gptq, adapters, args.out)
+            raise DataError(f"{flag} {item}: expected {key}=DIR")
+        out[name] = Path(path)
+    return out

@@ -1,0 +1,36 @@
+"""The sequence method's training data: the teacher's own greedy answers to the phase's prompts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from sophia.generate import cut_at_stop
+from sophia.prompt import build_completion
+
+
+@torch.no_grad()
+def teacher_answers(teacher: Any, tokenizer: Any, rows: Sequence[dict[str, str]], max_new_tokens: int,
+                    batch_size: int) -> list[dict[str, str]]:
+    """Each row's prompt with the teacher's decoded answer as its completion (greedy, cut at the
+    template's stop strings, as the workflow answers every prompt). The prompts are already in the
+    instruct template, so they are passed through as they are."""
+    dev = next(teacher.parameters()).device
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    out: list[dict[str, str]] = []
+    try:
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i : i + batch_size]
+            enc = tokenizer([r["prompt"] for r in chunk], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(dev)
+            gen = teacher.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+            for r, new in zip(chunk, gen[:, enc["input_ids"].shape[1]:], strict=True):
+                text = tokenizer.decode(new, skip_special_tokens=True)
+                out.append({"prompt": r["prompt"], "completion": build_completion(cut_at_stop(text))})
+    finally:
+        tokenizer.padding_side = side
+    return out
