@@ -21,6 +21,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/mobile.smk"
+include: "workflow/rules/gguf.smk"
 
 
 rule all:
@@ -33,3 +34,4 @@ rule all:
         rules.report.output,
         expand(rules.export.output, model=EXPORT["models"]),
         rules.mobile.output if MOBILE["model"] else [],
+        expand(rules.gguf.output, model=GGUF["models"]),
