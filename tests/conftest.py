@@ -217,3 +217,22 @@ def runs_of(uri: str, experiment: str = "test") -> list[Any]:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
+
+
+GGUF_SPEC: dict[str, Any] = {
+    "gguf": {"types": ["f16", "Q4_K_M"], "parity": {"greedy_tokens": 12, "logit_texts": 2,
+                                                   "eval": {"max_samples": 4, "max_length": 64}}},
+    "pre_tokenizer": "gpt-2",
+    "reference_prompts": ["Give me a program that checks if a number is prime.", "Reverse a string."],
+}
+
+
+@pytest.fixture(scope="session")
+def micro_gguf(micro_model: Path, micro_data: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The gguf stage's output for the micro base model (f16 and Q4_K_M, Modelfile, parity.json)."""
+    from sophia.gguf import stage
+
+    root = tmp_path_factory.mktemp("gguf")
+    with isolated_tracking(root):
+        stage.run_stage(copy.deepcopy(GGUF_SPEC), "base", micro_model, micro_data, root / "base", threads=2)
+    return root / "base"
