@@ -34,7 +34,7 @@ def test_stage_writes_files_modelfile_and_parity(micro_gguf: Path) -> None:
     text = (micro_gguf / "Modelfile").read_text()
     assert "FROM ./model-Q4_K_M.gguf\n" in text and "PARAMETER num_ctx 768\n" in text
     assert 'PARAMETER stop "\nInstruct:"\n' in text and "PARAMETER repeat_penalty 1\n" in text
-    assert "SYSTEM" not in text and ".Suffix" not in text  # the micro Phi has no FIM tokens
+    assert "\nSYSTEM" not in text and ".Suffix" not in text  # the micro Phi has no FIM tokens
 
 
 def test_stage_logs_sizes_times_parity_and_files_to_mlflow(micro_gguf: Path) -> None:

@@ -91,8 +91,14 @@ def vocab_facts(path: Path) -> dict[str, object]:
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
     if not model:
         raise ModelError(f"gguf: llama.cpp cannot read {path}")
-    try:
-        return {"n_ctx_train": llama_cpp.llama_model_n_ctx_train(model), "fim": fim_token_texts(model)}
+    def meta(key: str) -> str:
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
+        return buf.value.decode() if n >= 0 else ""
+
+    try:  # a vocabulary-only load leaves the hyper-parameters unread: the context length is metadata
+        n_ctx = meta(f"{meta('general.architecture')}.context_length")
+        return {"n_ctx_train": int(n_ctx) if n_ctx else 0, "fim": fim_token_texts(model)}
     finally:
         llama_cpp.llama_model_free(model)
 
