@@ -41,7 +41,7 @@ def server(micro_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     # a context beyond the model's 768 positions: long enough that a stream is still running when
     # its client leaves (the disconnect test)
     cmd = [sys.executable, "-m", "sophia", "serve", "--model", str(micro_gguf), "--type", "f16", "--port", str(port),
-           "--ctx", "4096", "--threads", "2"]
+           "--ctx", "4096", "--threads", "1"]  # one thread: ggml's spinning pool stalls on busy cores
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -64,12 +64,12 @@ def server(micro_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture
 def ol(server: dict[str, Any]) -> ollama.Client:
-    return ollama.Client(host=server["url"])
+    return ollama.Client(host=server["url"], timeout=120)  # a stuck queue fails the test, not hangs it
 
 
 @pytest.fixture
 def oa(server: dict[str, Any]) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server["url"] + "/v1", api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=server["url"] + "/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 def test_list_show_version_ps(ol: ollama.Client, oa: openai.OpenAI, server: dict[str, Any]) -> None:
