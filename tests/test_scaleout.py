@@ -18,8 +18,9 @@ from sophia import tracking
 from sophia.config import validate
 
 STUDY = {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5, "evaluate": 6 * 9, "report": 1, "all": 1}
-# the paper's study also builds the phone app from the tiny->alpaca curriculum (litert-torch route)
-PHONE = {"merge": 1, "export": 1, "mobile": 1}
+# the paper's study also builds the phone app from the tiny->alpaca curriculum (litert-torch route),
+# and GGUF files of the same model (gguf.models defaults to export.models)
+PHONE = {"merge": 1, "export": 1, "mobile": 1, "gguf": 1}
 PLANS = {"paper": STUDY | PHONE, "deepseek-coder": STUDY}
 GPU_RULES = {"base_model", "quantize", "finetune", "evaluate"}
 
