@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -115,9 +115,6 @@ def create_app(served: Served) -> FastAPI:
     ollama_api.add_routes(app, served)
     openai_api.add_routes(app, served)
     return app
-
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def timing_ns(result: Result) -> dict[str, int]:
