@@ -10,6 +10,7 @@ EXPORT_STAMP := $(EXPORT_VENV)/.installed-export
 LITERT_VENV ?= .venv-litert
 LITERT_STAMP := $(LITERT_VENV)/.installed-litert
 NODE_STAMP := mobile/node_modules/.installed
+LLAMA_STAMP := $(VENV)/.installed-llama
 CORES ?= 2
 # Jobs call `python -m sophia...`: put the environment's interpreter first on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
@@ -20,7 +21,7 @@ export HF_HUB_DISABLE_TELEMETRY ?= 1
 
 .PHONY: setup system run test lint dry-run serve-app mlflow-ui lock clean
 
-setup: $(STAMP) $(EXPORT_STAMP) $(LITERT_STAMP) $(NODE_STAMP) system
+setup: $(STAMP) $(EXPORT_STAMP) $(LITERT_STAMP) $(NODE_STAMP) $(LLAMA_STAMP) system
 
 # Debian packages: bubblewrap isolates generated code (evaluate stage); chromium runs the phone
 # app's and the MLflow UI's browser tests; graphviz draws the DAG (README: snakemake --dag | dot).
@@ -45,6 +46,12 @@ $(STAMP): envs/main.txt envs/constraints.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r envs/main.txt -c envs/constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+# llama-cpp-python (stage gguf, `sophia serve`): an sdist that compiles llama.cpp; its wheel is built
+# once into ~/.cache/sophia and reused, and the same sdist supplies llama.cpp's GGUF converter.
+$(LLAMA_STAMP): $(STAMP) envs/llama.txt envs/llama_cpp.sh
+	CORES=$(CORES) bash envs/llama_cpp.sh $(PY)
 	@touch $@
 
 $(EXPORT_STAMP): envs/export.txt pyproject.toml

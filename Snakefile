@@ -23,6 +23,7 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/mobile.smk"
 include: "workflow/rules/distill.smk"
+include: "workflow/rules/gguf.smk"
 
 
 rule all:
@@ -37,3 +38,4 @@ rule all:
         rules.mobile.output if MOBILE["model"] else [],
         expand(rules.distill.output, name=DISTILL),
         expand(rules.distill_control.output, name=DISTILL),
+        expand(rules.gguf.output, model=GGUF["models"]),

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,25 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "test")
     monkeypatch.delenv(tracking.ENV_PARENT, raising=False)
     return uri
+
+
+@contextmanager
+def isolated_tracking(root: Path) -> Iterator[None]:
+    """Session fixtures log to their own store, whatever a test's monkeypatch does later."""
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", tracking.ENV_ARTIFACTS, tracking.ENV_PARENT)
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = "test"
+    os.environ[tracking.ENV_ARTIFACTS] = str(root / "mlartifacts")
+    os.environ.pop(tracking.ENV_PARENT, None)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @dataclass
@@ -364,3 +384,22 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 2400) -> subprocess.
 def micro_workflow(micro_run: MicroRun) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """The session's micro DAG run as (workdir, result), for the MLflow UI and README tests."""
     return micro_run.workdir, micro_run.result
+
+
+GGUF_SPEC: dict[str, Any] = {
+    "gguf": {"types": ["f16", "Q4_K_M"], "parity": {"greedy_tokens": 12, "logit_texts": 2,
+                                                   "eval": {"max_samples": 4, "max_length": 64}}},
+    "pre_tokenizer": "gpt-2",
+    "reference_prompts": ["Give me a program that checks if a number is prime.", "Reverse a string."],
+}
+
+
+@pytest.fixture(scope="session")
+def micro_gguf(micro_model: Path, micro_data: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The gguf stage's output for the micro base model (f16 and Q4_K_M, Modelfile, parity.json)."""
+    from sophia.gguf import stage
+
+    root = tmp_path_factory.mktemp("gguf")
+    with isolated_tracking(root):
+        stage.run_stage(copy.deepcopy(GGUF_SPEC), "base", micro_model, micro_data, root / "base", threads=2)
+    return root / "base"

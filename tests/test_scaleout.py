@@ -26,7 +26,7 @@ from sophia.evaluate import protocol
 STUDY = {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5, "evaluate": 8 * 9, "verifier": 8, "report": 1,
          "all": 1, "distill": 1, "distill_control": 1}
 # the paper's study also builds the phone app from the tiny->alpaca curriculum (litert-torch route)
-PHONE = {"merge": 1, "export": 1, "mobile": 1}
+PHONE = {"merge": 1, "export": 1, "mobile": 1, "gguf": 1}
 PLANS = {"paper": STUDY | PHONE, "deepseek-coder": STUDY}
 GPU_RULES = {"base_model", "quantize", "finetune", "evaluate", "verifier", "distill", "distill_control"}
 

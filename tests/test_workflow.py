@@ -148,7 +148,8 @@ def test_changed_data_setting_reruns_only_that_dataset(workflow_run: tuple[Path,
     try:
         result = snakemake(workdir, "-n")
         # alpaca data feeds quantize (calibration), hence every step after it
-        phone = {"merge": 1, "export": 1, "mobile": 1}  # gptq+alpaca's merge, export and app follow quantize
+        # gptq+alpaca's merge, export, app and GGUF files follow quantize
+        phone = {"merge": 1, "export": 1, "mobile": 1, "gguf": 1}
         assert planned_jobs(result) == {"data": 1, "quantize": 1, "finetune": 5, "evaluate": 2, "verifier": 1,
                                         "report": 1, "all": 1, **phone}
         assert "dataset=alpaca" in result.stdout and "dataset=tiny" not in result.stdout

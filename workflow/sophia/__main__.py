@@ -24,9 +24,17 @@ def main() -> None:
     run.add_argument("--no-stop", action="store_true",
                      help="ignore EOS and the stop strings: answer exactly --max-new-tokens tokens (parity checks)")
     run.add_argument("--json", action="store_true", help="print one JSON object (tokens, text, timings)")
+    from sophia.serve.cli import add_parser as add_serve
+
+    add_serve(sub)
     args = p.parse_args()
 
     def go() -> None:
+        if args.command == "serve":
+            from sophia.serve.cli import run as serve
+
+            serve(args)
+            return
         from sophia.export import runner
 
         if args.file is not None:

@@ -189,6 +189,19 @@ def check_mobile(spec: Mapping[str, Any], export: Mapping[str, Any]) -> None:
                           f"{', '.join(export['models']) or 'none'})")
 
 
+def check_gguf(spec: dict[str, Any], export: Mapping[str, Any], curricula: Mapping[str, Any]) -> None:
+    """Resolve gguf.models (null = export.models) and check what the gguf stage will be asked for."""
+    if spec["models"] is None:
+        spec["models"] = list(export["models"])
+    known = model_variants(curricula)
+    unknown = [m for m in spec["models"] if m not in known]
+    if unknown:
+        raise ConfigError(f"gguf.models: {', '.join(unknown)} unknown (variants: {', '.join(known)})")
+    if spec["modelfile_type"] not in spec["types"]:
+        raise ConfigError(f"gguf.modelfile_type: {spec['modelfile_type']} is not among gguf.types "
+                          f"({', '.join(spec['types'])})")
+
+
 def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     """Return a validated copy of `config` with every default filled in; raise ConfigError."""
     cfg = copy.deepcopy(dict(config))
@@ -203,6 +216,7 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     check_export(cfg["export"], cfg["finetune"]["curricula"])
     check_report(cfg["report"], cfg["finetune"]["curricula"])
     check_mobile(cfg["mobile"], cfg["export"])
+    check_gguf(cfg["gguf"], cfg["export"], cfg["finetune"]["curricula"])
     return cfg
 
 

@@ -1,0 +1,88 @@
+"""`sophia serve --bench`: what a user of `sophia serve` waits for. Tokens/s and time to first token
+of every GGUF file in a gguf stage folder, through the serving engine (queue, llama.cpp sampler,
+stop handling: everything but HTTP), against PyTorch `generate` on the float model, same prompts,
+greedy. Writes JSON and logs one MLflow run (experiment sophia-benchmarks unless set)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from sophia import prompt, tracking
+
+PROMPTS = ["Give me a program that checks if a number is prime.", "Write a function that reverses a string.",
+           "def area(r):\n    return 3.14159 * r * r"]
+
+
+def gguf_runs(path: Path, new_tokens: int, threads: int | None) -> dict[str, Any]:
+    from sophia.serve.engine import Engine, Job, Result, Sampling
+
+    engine = Engine(path, 0, threads)
+    rows = []
+    try:
+        for request in PROMPTS:
+            job = Job(engine.tokenize(prompt.build_prompt(request)), new_tokens, [], Sampling())
+            result: Result = asyncio.run(engine.complete(job))[1]
+            rows.append({"first_token_s": result.first_token_s, "tokens_per_s": result.tokens_per_s,
+                         "new_tokens": len(result.tokens), "finish": result.finish_reason})
+    finally:
+        engine.close()
+    return {"load_s": engine.load_s, "bytes": path.stat().st_size, "runs": rows}
+
+
+def pytorch_runs(model_dir: Path, new_tokens: int) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    load_s = time.perf_counter() - start
+    rows = []
+    with torch.no_grad():
+        for request in PROMPTS:
+            ids = torch.tensor([tok(prompt.build_prompt(request)).input_ids])
+            kwargs = {"attention_mask": torch.ones_like(ids), "do_sample": False, "pad_token_id": tok.eos_token_id}
+            start = time.perf_counter()
+            model.generate(ids, max_new_tokens=1, **kwargs)
+            first = time.perf_counter() - start
+            start = time.perf_counter()
+            out = model.generate(ids, max_new_tokens=new_tokens, **kwargs)
+            total = time.perf_counter() - start
+            n = out.shape[1] - ids.shape[1]
+            # the same definition as the engine's: tokens after the first over the time after it
+            rows.append({"first_token_s": first, "tokens_per_s": (n - 1) / max(total - first, 1e-9) if n > 1 else 0.0,
+                         "new_tokens": n})
+    return {"load_s": load_s, "runs": rows}
+
+
+def run(gguf_dir: Path, float_model: Path, new_tokens: int, threads: int | None, out: Path) -> dict[str, Any]:
+    import torch
+
+    os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
+    if threads:
+        torch.set_num_threads(threads)
+    files = sorted(gguf_dir.glob("*.gguf"))
+    engines = {p.stem.removeprefix("model-"): gguf_runs(p, new_tokens, threads) for p in files}
+    engines["pytorch"] = pytorch_runs(float_model, new_tokens)
+    summary = {name: {"load_s": r["load_s"],
+                      **{k: statistics.median(x[k] for x in r["runs"]) for k in ("first_token_s", "tokens_per_s")}}
+               for name, r in engines.items()}
+    for name, s in summary.items():
+        print(f"{name:<8} load {s['load_s']:.2f} s  first token {1000 * s['first_token_s']:.1f} ms  "
+              f"{s['tokens_per_s']:.1f} tokens/s")
+    result = {"gguf": str(gguf_dir), "float_model": str(float_model), "new_tokens": new_tokens, "threads": threads,
+              "prompts": PROMPTS, "median": summary, "engines": engines}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    params = {"gguf": str(gguf_dir), "float_model": str(float_model), "new_tokens": new_tokens, "threads": threads}
+    with tracking.stage_run("benchmark", "gguf_serve", params) as mlrun:
+        mlrun.log_metrics({f"{name}.{k}": v for name, s in summary.items() for k, v in s.items()})
+        mlrun.log_artifact(out)
+    print(f"wrote {out}")
+    return result

@@ -1,0 +1,139 @@
+"""Ollama's REST API (/api/*): what Continue, Twinny and the `ollama` client call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from sophia.generate import STOP_STRINGS
+from sophia.gguf.modelfile import render_messages
+from sophia.prompt import build_prompt
+from sophia.serve import requests as rq
+from sophia.serve.app import Served, body_of, complete_unless_gone, ndjson, now_iso, timing_ns
+from sophia.serve.engine import Job, RequestError, Result
+
+# The Ollama release whose API these routes follow (clients compare it to enable features).
+OLLAMA_API_VERSION = "0.12.0"
+
+
+def _refuse(body: dict[str, Any], *keys: str) -> None:
+    for key in keys:
+        if body.get(key):
+            raise RequestError(f"'{key}' is not supported by sophia serve")
+
+
+def _job(served: Served, body: dict[str, Any], tokens: list[int]) -> Job:
+    sampling, num_predict, stop = rq.ollama_options(body.get("options"))
+    served.engine.check_fits(tokens)
+    return Job(tokens=tokens, max_tokens=num_predict if num_predict is not None else -1,
+               stop=list(STOP_STRINGS) if stop is None else stop, sampling=sampling)
+
+
+def generate_tokens(served: Served, body: dict[str, Any]) -> list[int]:
+    """The prompt as tokens: raw text, the instruct template, or a fill-in-the-middle prompt."""
+    engine = served.engine
+    prompt = rq.typed(body, "prompt", str, "")
+    suffix = rq.typed(body, "suffix", str) or None  # "" means none, as in Ollama
+    context = body.get("context") or []
+    if not isinstance(context, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in context):
+        raise RequestError("'context' must be a list of token ids")
+    if suffix is not None:
+        return engine.fim_tokens(prompt, suffix)
+    if rq.typed(body, "raw", bool, False):
+        return [*context, *engine.tokenize(prompt, add_bos=not context)]
+    system = rq.typed(body, "system", str, "")
+    text = (system + "\n" if system else "") + build_prompt(prompt)
+    return [*context, *engine.tokenize(text, add_bos=not context)]
+
+
+def add_routes(app: FastAPI, served: Served) -> None:
+    engine = served.engine
+
+    def listing() -> dict[str, Any]:
+        return {"name": served.name, "model": served.name, "modified_at": served.modified_at, "size": served.size,
+                "digest": served.digest, "details": served.details()}
+
+    @app.get("/api/version")
+    async def version() -> dict[str, str]:
+        return {"version": OLLAMA_API_VERSION}
+
+    @app.get("/api/tags")
+    async def tags() -> dict[str, Any]:
+        return {"models": [listing()]}
+
+    @app.get("/api/ps")
+    async def ps() -> dict[str, Any]:
+        return {"models": [{**listing(), "expires_at": "9999-12-31T23:59:59Z", "size_vram": 0,
+                            "context_length": engine.n_ctx}]}
+
+    @app.post("/api/show")
+    async def show(request: Request) -> dict[str, Any]:
+        body = await body_of(request)
+        served.resolve(body.get("model") or body.get("name"))
+        params = [f"stop {json.dumps(s)}" for s in STOP_STRINGS]
+        params += [f"{k} {v}" for k, v in (("temperature", rq.defaults().temperature),
+                                           ("repeat_penalty", rq.defaults().repeat_penalty),
+                                           ("num_ctx", engine.n_ctx))]
+        info = {f"{served.family}.context_length": engine.n_ctx, "general.architecture": served.family,
+                **{k: v for k, v in engine.metadata.items() if k.startswith("general.")}}
+        return {"license": "", "modelfile": served.modelfile, "parameters": "\n".join(params),
+                "template": served.template, "details": served.details(), "model_info": info,
+                "capabilities": served.capabilities(), "modified_at": served.modified_at}
+
+    @app.post("/api/generate")
+    async def generate(request: Request) -> Response:
+        body = await body_of(request)
+        served.resolve(body.get("model"))
+        _refuse(body, "images", "format", "template", "think", "logprobs")
+        if not body.get("prompt") and not body.get("suffix"):  # Ollama's "load the model" request
+            return JSONResponse({"model": served.name, "created_at": now_iso(), "response": "", "done": True,
+                                 "done_reason": "load"})
+        tokens = generate_tokens(served, body)
+        job = _job(served, body, tokens)
+
+        def final(result: Result, text: str) -> dict[str, Any]:
+            return {"model": served.name, "created_at": now_iso(), "response": text, "done": True,
+                    "done_reason": result.finish_reason, "context": tokens + result.tokens, **timing_ns(result)}
+
+        if not rq.typed(body, "stream", bool, True):
+            text, result = await complete_unless_gone(engine, job, request)
+            return JSONResponse(final(result, text))
+
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
+            async for item in engine.stream(job):
+                if isinstance(item, Result):
+                    yield final(item, "")
+                else:
+                    yield {"model": served.name, "created_at": now_iso(), "response": item, "done": False}
+
+        return ndjson(chunks())
+
+    @app.post("/api/chat")
+    async def chat(request: Request) -> Response:
+        body = await body_of(request)
+        served.resolve(body.get("model"))
+        _refuse(body, "format", "tools", "think", "logprobs")
+        msgs = rq.messages(body.get("messages"))
+        job = _job(served, body, engine.tokenize(render_messages(msgs)))
+
+        def final(result: Result, text: str) -> dict[str, Any]:
+            return {"model": served.name, "created_at": now_iso(), "message": {"role": "assistant", "content": text},
+                    "done": True, "done_reason": result.finish_reason, **timing_ns(result)}
+
+        if not rq.typed(body, "stream", bool, True):
+            text, result = await complete_unless_gone(engine, job, request)
+            return JSONResponse(final(result, text))
+
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
+            async for item in engine.stream(job):
+                if isinstance(item, Result):
+                    yield final(item, "")
+                else:
+                    yield {"model": served.name, "created_at": now_iso(),
+                           "message": {"role": "assistant", "content": item}, "done": False}
+
+        return ndjson(chunks())
+
