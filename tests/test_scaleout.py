@@ -71,7 +71,7 @@ def test_study_plans_every_model_on_every_benchmark(name: str, tmp_path: Path) -
     assert job_counts(text) == PLANS[name]
     # every planned evaluate job runs the full protocol: no CPU caps, no cut prompts allowed
     specs = [json.loads(shlex.split(m[1])[0]) for m in re.finditer(r"-m sophia\.evaluate --spec (.*)$", text, re.M)]
-    assert len(specs) == 6 * 9
+    assert len(specs) == 8 * 9  # 6 variants + a distilled student and its SFT control
     for s in specs:
         assert s["evaluate"]["max_truncated_share"] == 0
         for bench, bspec in s["evaluate"]["benchmarks"].items():
