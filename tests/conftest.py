@@ -215,6 +215,27 @@ def micro_export(micro_run: MicroRun) -> Path:
     return micro_run.results / "export" / EXPORTED
 
 
+def kill_after_checkpoint(cmd: list[str], out: Path, step: int = 3, timeout: float = 300) -> None:
+    """Start a training CLI and SIGKILL it once its checkpoint `step` is saved (older ones rotate away),
+    the way a scheduler or a crash ends a job."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+    def saved_steps() -> int:
+        return max((int(c.name.split("-")[1]) for c in (out / ".checkpoints").glob("checkpoint-*")), default=0)
+
+    deadline = time.time() + timeout
+    while saved_steps() < step:
+        assert proc.poll() is None, "finished before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def config_error(mutate: Any, section: str | None = None) -> str:
     """The ConfigError message of the micro config after `mutate` (applied to one section or all)."""
     from sophia.config import validate

@@ -2,17 +2,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import MICRO_FINETUNE, config_error, isolated_tracking, runs_of
+from conftest import MICRO_FINETUNE, config_error, isolated_tracking, kill_after_checkpoint, runs_of
 from sophia.distill import models
 from sophia.distill import trainer as kd
 from sophia.distill.stage import run_stage
@@ -219,19 +215,7 @@ def test_resume_after_kill(micro_model: Path, micro_data: list[Path], mlflow_sto
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "sophia.distill", "--spec", json.dumps(spec), "--teacher", str(micro_model),
            "--student", str(micro_model), "--data", str(alpaca(micro_data)), "--out", str(out), "--threads", "1"]
-    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-
-    def saved_steps() -> int:
-        return max((int(p.name.split("-")[1]) for p in (out / ".checkpoints").glob("checkpoint-*")), default=0)
-
-    deadline = time.time() + 300
-    while saved_steps() < 3:
-        assert proc.poll() is None, "finished before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(cmd, out)
     assert not (out / "distill.json").exists()
 
     resumed = run_stage(spec, micro_model, None, micro_model, alpaca(micro_data), out)

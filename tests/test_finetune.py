@@ -2,17 +2,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import MICRO_FINETUNE, MicroRun, config_error, micro_config, runs_of
+from conftest import MICRO_FINETUNE, MicroRun, config_error, kill_after_checkpoint, micro_config, runs_of
 from sophia import lm
 from sophia.errors import ConfigError
 from sophia.finetune import curricula, lora
@@ -172,18 +168,7 @@ def test_resume_after_kill(micro_gptq: Path, micro_data: list[Path], mlflow_stor
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "sophia.finetune", "--spec", json.dumps(spec), "--model", str(micro_gptq),
            "--data", str(data), "--out", str(out), "--threads", "1"]
-    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    def saved_steps() -> int:  # older checkpoints are rotated away (save_total_limit)
-        return max((int(p.name.split("-")[1]) for p in (out / ".checkpoints").glob("checkpoint-*")), default=0)
-
-    deadline = time.time() + 300
-    while saved_steps() < 3:
-        assert proc.poll() is None, "finished before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_checkpoint(cmd, out)
     assert not (out / "finetune.json").exists()  # no half-written adapter looks finished
 
     resumed = run_stage(spec, micro_gptq, data, None, out)
