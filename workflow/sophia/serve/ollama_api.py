@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -52,6 +52,23 @@ def generate_tokens(served: Served, body: dict[str, Any]) -> list[int]:
 def add_routes(app: FastAPI, served: Served) -> None:
     engine = served.engine
 
+    async def _answer(body: dict[str, Any], job: Job, request: Request, final: Callable[[Result, str], dict[str, Any]],
+                      piece: Callable[[str], dict[str, Any]]) -> Response:
+        """Ollama's two answer shapes for /api/generate and /api/chat: one object (`stream: false`), or
+        NDJSON chunks (`piece` per new text) ending with `final`."""
+        if not rq.typed(body, "stream", bool, True):
+            text, result = await complete_unless_gone(engine, job, request)
+            return JSONResponse(final(result, text))
+
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
+            async for item in engine.stream(job):
+                if isinstance(item, Result):
+                    yield final(item, "")
+                else:
+                    yield {"model": served.name, "created_at": now_iso(), **piece(item), "done": False}
+
+        return ndjson(chunks())
+
     def listing() -> dict[str, Any]:
         return {"name": served.name, "model": served.name, "modified_at": served.modified_at, "size": served.size,
                 "digest": served.digest, "details": served.details()}
@@ -98,18 +115,7 @@ def add_routes(app: FastAPI, served: Served) -> None:
             return {"model": served.name, "created_at": now_iso(), "response": text, "done": True,
                     "done_reason": result.finish_reason, "context": tokens + result.tokens, **timing_ns(result)}
 
-        if not rq.typed(body, "stream", bool, True):
-            text, result = await complete_unless_gone(engine, job, request)
-            return JSONResponse(final(result, text))
-
-        async def chunks() -> AsyncIterator[dict[str, Any]]:
-            async for item in engine.stream(job):
-                if isinstance(item, Result):
-                    yield final(item, "")
-                else:
-                    yield {"model": served.name, "created_at": now_iso(), "response": item, "done": False}
-
-        return ndjson(chunks())
+        return await _answer(body, job, request, final, lambda piece: {"response": piece})
 
     @app.post("/api/chat")
     async def chat(request: Request) -> Response:
@@ -123,17 +129,6 @@ def add_routes(app: FastAPI, served: Served) -> None:
             return {"model": served.name, "created_at": now_iso(), "message": {"role": "assistant", "content": text},
                     "done": True, "done_reason": result.finish_reason, **timing_ns(result)}
 
-        if not rq.typed(body, "stream", bool, True):
-            text, result = await complete_unless_gone(engine, job, request)
-            return JSONResponse(final(result, text))
-
-        async def chunks() -> AsyncIterator[dict[str, Any]]:
-            async for item in engine.stream(job):
-                if isinstance(item, Result):
-                    yield final(item, "")
-                else:
-                    yield {"model": served.name, "created_at": now_iso(),
-                           "message": {"role": "assistant", "content": item}, "done": False}
-
-        return ndjson(chunks())
+        return await _answer(body, job, request, final,
+                             lambda piece: {"message": {"role": "assistant", "content": piece}})
 
