@@ -151,9 +151,10 @@ class MicroRun:
         return self.workdir / "results"
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
+def snakemake(workdir: Path, *args: str, timeout: int = 1800,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`snakemake` on the project's Snakefile in `workdir`, as a user runs it (see run_snakemake)."""
-    return run_snakemake(workdir, *args, timeout=timeout)
+    return run_snakemake(workdir, *args, timeout=timeout, env=env)
 
 
 def write_config(workdir: Path, cfg: dict[str, Any]) -> None:
@@ -166,7 +167,8 @@ def micro_run(tmp_path_factory: pytest.TempPathFactory) -> MicroRun:
     suite builds each heavy artifact (base, GPTQ, adapters, ONNX/TFLite, app) exactly once."""
     workdir = tmp_path_factory.mktemp("wf")
     write_config(workdir, micro_config())
-    result = snakemake(workdir)
+    # Stages of a few seconds: sample system metrics every second so each run has a history.
+    result = snakemake(workdir, env={"SOPHIA_SYSTEM_METRICS_INTERVAL": "1"})
     if result.returncode != 0:
         pytest.fail(f"the micro workflow failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
     return MicroRun(workdir, result)
@@ -385,15 +387,18 @@ def submit_to_stub(cmd: list[str], env: dict[str, str], record: Path, timeout: f
 VENV_BIN = Path(sys.executable).parent
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: int = 2400) -> subprocess.CompletedProcess[str]:
+def run_snakemake(workdir: Path, *args: str, timeout: int = 2400,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`.venv/bin/snakemake` on `workdir/config.yaml`, as a user runs it: no activated environment,
     the environment's bin folder NOT on PATH, so jobs must find the interpreter Snakemake runs in."""
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
                            if p and Path(p).resolve() != VENV_BIN.resolve())
+    extra = env or {}
     env = {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1"}
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", tracking.ENV_PARENT, tracking.ENV_ARTIFACTS,
                 "VIRTUAL_ENV"):
         env.pop(var, None)
+    env.update(extra)
     return subprocess.run(
         [str(VENV_BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
          "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args],
