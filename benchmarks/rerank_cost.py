@@ -39,7 +39,7 @@ def evaluate(spec: dict, model: Path, verifier: Path, work: Path, tag: str) -> l
     rows = []
     for bench in ("humaneval", "mbpp"):
         start = time.perf_counter()
-        scores = stage.run_stage(spec, "base", model, None, bench, work / tag / bench, verifier)
+        scores = stage.run_stage(spec, "base", model, None, [bench], work / tag, verifier).scores[bench]
         cost = scores["rerank"]["cost"]
         rows.append({"run": tag, "benchmark": bench, "job_seconds": time.perf_counter() - start,
                      "valid_tests": scores["rerank"]["valid_tests"],

@@ -20,10 +20,15 @@ from sophia import job_benchmarks, tracking
 
 
 def summarise(jobs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    per_stage: dict[str, dict[str, float]] = defaultdict(lambda: {"jobs": 0, "seconds": 0.0, "max_rss_mb": 0.0})
+    """Per stage: jobs, the outputs they made (evaluate: one job per model writes one folder per
+    benchmark; outputs restored from its cache counted apart), job time and peak memory."""
+    per_stage: dict[str, dict[str, float]] = defaultdict(
+        lambda: {"jobs": 0, "outputs": 0, "cached_outputs": 0, "seconds": 0.0, "max_rss_mb": 0.0})
     for job in jobs:
         s = per_stage[job["stage"]]
         s["jobs"] += 1
+        s["outputs"] += len(job["outputs"]) or 1
+        s["cached_outputs"] += sum(o["cached"] for o in job["outputs"])
         s["seconds"] += job["metrics"].get("job.seconds", 0.0)
         s["max_rss_mb"] = max(s["max_rss_mb"], job["metrics"].get("job.max_rss_mb", 0.0))
     return dict(sorted(per_stage.items(), key=lambda kv: -kv[1]["seconds"]))
@@ -41,14 +46,16 @@ def main() -> None:
     stages = summarise(jobs)
     result = {"results": str(args.results.resolve()), "stages": stages,
               "job_seconds": sum(s["seconds"] for s in stages.values()),
-              "jobs": sorted(({k: j[k] for k in ("stage", "output", "metrics")} for j in jobs),
+              "jobs": sorted(({**{k: j[k] for k in ("stage", "output", "metrics")},
+                              "outputs": [o["output"] for o in j["outputs"]]} for j in jobs),
                              key=lambda j: -j["metrics"].get("job.seconds", 0.0))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| stage | jobs | job time (s) | max RSS (MB) |\n|---|---|---|---|")
+    print("| stage | jobs | outputs (cached) | job time (s) | max RSS (MB) |\n|---|---|---|---|---|")
     for stage, s in stages.items():
-        print(f"| {stage} | {s['jobs']:.0f} | {s['seconds']:.1f} | {s['max_rss_mb']:.0f} |")
-    print(f"| total | {len(jobs)} | {result['job_seconds']:.1f} | |")
+        print(f"| {stage} | {s['jobs']:.0f} | {s['outputs']:.0f} ({s['cached_outputs']:.0f}) | {s['seconds']:.1f} "
+              f"| {s['max_rss_mb']:.0f} |")
+    print(f"| total | {len(jobs)} | {sum(s['outputs'] for s in stages.values()):.0f} | {result['job_seconds']:.1f} | |")
 
     client, exp_id = tracking.connect()
     parents = client.search_runs([exp_id], "tags.`sophia.stage` = 'workflow'",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, config_error, runs_of
 from sophia.errors import ConfigError, DataError, EvalError, ModelError
-from sophia.evaluate import code, harness, sandbox, stage
+from sophia.evaluate import code, harness, results, sandbox, stage
 from sophia.evaluate.benchmarks import BENCHMARKS
 from sophia.evaluate.scoring import combine, pass_at_k, summarize, wilson
 
@@ -144,7 +144,7 @@ def test_pass_at_k_through_the_harness_is_exact(name: str) -> None:
     spec = {"limit": limit, "max_gen_toks": None, "n_samples": n, "temperature": 0.8, "top_p": 0.95, "k": [1, 2, 4]}
     res = harness.evaluate(lm, BENCHMARKS[name], spec, FIXTURE_ROOT, seed=0, confirm_unsafe_code=True)
     box = sandbox.Sandbox(sandbox.Limits(timeout_s=10), "bwrap")
-    out = stage.score(BENCHMARKS[name], spec, res["samples"], 0.9, box, workers=2)
+    out = results.score(BENCHMARKS[name], spec, res["samples"], 0.9, box, workers=2)
     m = out["metrics"]
     assert m["pass@1"]["value"] == pytest.approx(2 / 5) and m["pass@1"]["n"] == 5
     counts = list(right_of.values())
@@ -174,7 +174,7 @@ def test_fixture_suite_runs_on_the_micro_model(micro_lm: Any, name: str) -> None
         spec.update({"n_samples": 2, "temperature": 0.8, "top_p": 0.95, "k": [1, 2]})
     res = harness.evaluate(micro_lm, bench, spec, FIXTURE_ROOT, seed=0, confirm_unsafe_code=bench.code)
     box = sandbox.Sandbox(sandbox.Limits(timeout_s=5), "bwrap") if bench.code else None
-    out = stage.score(bench, spec, res["samples"], 0.9, box, workers=2)
+    out = results.score(bench, spec, res["samples"], 0.9, box, workers=2)
     primary = out["metrics"][bench.metric]
     if bench.code:  # the greedy programs' pass rate, from the sandbox's own outcomes
         greedy = [p["greedy"] for p in out["problems"]]
@@ -205,7 +205,7 @@ def eval_spec(**benchmarks: Any) -> dict[str, Any]:
 def test_stage_writes_scores_samples_and_mlflow(micro_model: Path, tmp_path: Path, mlflow_store: str) -> None:
     out = tmp_path / "eval" / "base" / "humaneval"
     spec = eval_spec(humaneval={"limit": 2, "max_gen_toks": 8, "n_samples": 2, "k": [1, 2]})
-    scores = stage.run_stage(spec, "base", micro_model, None, "humaneval", out)
+    scores = stage.run_stage(spec, "base", micro_model, None, ["humaneval"], out.parent).scores["humaneval"]
     on_disk = json.loads((out / "scores.json").read_text())
     assert on_disk["score"] == scores["score"] and on_disk["group"] == "coding"
     assert on_disk["sandbox"]["isolation"] == "bwrap" and on_disk["sandbox"]["missing"] == []
@@ -233,15 +233,17 @@ def test_stage_writes_scores_samples_and_mlflow(micro_model: Path, tmp_path: Pat
 def test_stage_failures_leave_no_output(micro_model: Path, tmp_path: Path, mlflow_store: str) -> None:
     out = tmp_path / "eval" / "base" / "piqa"
     with pytest.raises(ConfigError, match="'piqa' is not configured"):
-        stage.run_stage(eval_spec(arc_easy={}), "base", micro_model, None, "piqa", out)
+        stage.run_stage(eval_spec(arc_easy={}), "base", micro_model, None, ["piqa"], out.parent)
+    with pytest.raises(ConfigError, match="no benchmark given"):
+        stage.run_stage(eval_spec(piqa={}), "base", micro_model, None, [], out.parent)
     bad = eval_spec(piqa={})
     bad["evaluate"]["dataset_root"] = str(tmp_path)
     with pytest.raises(DataError, match="no local copy"):
-        stage.run_stage(bad, "base", micro_model, None, "piqa", out)
+        stage.run_stage(bad, "base", micro_model, None, ["piqa"], out.parent)
     assert not out.exists()
     not_adapter = re.escape(f"{tmp_path}: no adapter_config.json, not a LoRA adapter directory")
     with pytest.raises(ModelError, match=not_adapter):
-        stage.run_stage(eval_spec(piqa={}), "gptq+x", micro_model, tmp_path, "piqa", out)
+        stage.run_stage(eval_spec(piqa={}), "gptq+x", micro_model, tmp_path, ["piqa"], out.parent)
     assert not out.exists()
 
 
@@ -317,18 +319,18 @@ def test_a_benchmark_that_scores_nothing_is_an_error() -> None:
     rows = [{"doc_id": 0, "filter": "flexible-extract", "metrics": ["exact_match"], "exact_match": 1.0}]
     with pytest.raises(EvalError, match=r"gsm8k: no sample scored metric 'exact_match' under filter "
                                         r"'strict-match'.*logged: exact_match,flexible-extract"):
-        stage.item_scores(BENCHMARKS["gsm8k"], {"gsm8k_cot": rows})
+        results.item_scores(BENCHMARKS["gsm8k"], {"gsm8k_cot": rows})
     with pytest.raises(EvalError, match="pass@1"):
-        stage.code_scores([{"problem": "p", "mode": "sampled", "status": "passed"}], [1], 1, 0.9)
+        results.code_scores([{"problem": "p", "mode": "sampled", "status": "passed"}], [1], 1, 0.9)
 
 
 def test_truncation_above_the_allowed_share_fails_the_job() -> None:
     cut = {"requests": 4, "truncated": 1, "share": 0.25, "max_length": 2048, "max_gen_toks": [1024],
            "per_task": {"bbh_cot_fewshot_geometric_shapes": {"requests": 2, "truncated": 1}}}
-    stage.check_truncation("bbh", cut, 0.25)
+    results.check_truncation("bbh", cut, 0.25)
     with pytest.raises(EvalError, match=r"bbh: 1 of 4 requests \(25.0 %\).*2048-token context.*"
                                         r"evaluate.max_truncated_share = 0 \(bbh_cot_fewshot_geometric_shapes 1/2\)"):
-        stage.check_truncation("bbh", cut, 0)
+        results.check_truncation("bbh", cut, 0)
 
 
 def test_bbh_subtask_budgets_reach_lm_eval(micro_lm: Any) -> None:

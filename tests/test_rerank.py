@@ -193,7 +193,8 @@ def test_verifier_then_reranked_evaluation(micro_model: Path, tmp_path: Path, ml
     assert {"verifier.json", "calibration.png", "candidates.jsonl"} <= {p.name for p in vout.iterdir()}
     assert Verifier.load(vout).predict([]) == []
     out = tmp_path / "eval" / "base" / "mbpp"
-    scores = stage.run_stage({"evaluate": evaluate}, "base", micro_model, None, "mbpp", out, vout)
+    done = stage.run_stage({"evaluate": evaluate}, "base", micro_model, None, ["mbpp"], out.parent, vout)
+    scores = done.scores["mbpp"]
     m = scores["metrics"]
     assert {"codet_pass@1", "codet_pass@2", "lever_pass@1"} <= set(m) and m["lever_pass@1"]["n"] == 2
     assert scores["rerank"]["cost"]["processes"] >= 1 and len((out / "rerank.jsonl").read_text().splitlines()) == 2

@@ -82,6 +82,18 @@ def runtime(stage):
     return int(fixed + per_gb * COMPUTE["model_gb"])
 
 
+# One evaluate job runs all of a variant's benchmarks one after the other, loading the model once:
+# of each benchmark's budget (_SCALE["evaluate"], what a job per benchmark asked), this part is the
+# model load, paid once; the rest is paid per benchmark. One benchmark asks exactly that budget.
+_EVAL_LOAD = (20, 10)  # minutes: fixed + per GB of fp16 weights
+
+
+def eval_runtime(n_benchmarks):
+    fixed, per_gb = _SCALE["evaluate"][1]
+    load = _EVAL_LOAD[0] + _EVAL_LOAD[1] * COMPUTE["model_gb"]
+    return int(load + n_benchmarks * (fixed + per_gb * COMPUTE["model_gb"] - load))
+
+
 def gpus(stage):
     return COMPUTE["gpus"] if stage in GPU_STAGES else 0
 

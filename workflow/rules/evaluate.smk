@@ -1,4 +1,8 @@
-# One job per model variant x benchmark: results/eval/{model}/{benchmark}/.
+# One job per model variant: the model loads once and each configured benchmark gets its own folder,
+# results/eval/{model}/{benchmark}/, and MLflow run. Snakemake reruns a job whole (it deletes every
+# output first), so the stage keeps finished benchmark folders in EVAL_CACHE, keyed by the
+# benchmark's own settings, the stage's code and the input runs: a rerun caused by one benchmark's
+# setting recomputes only that benchmark (sophia/evaluate/cache.py).
 import re
 
 from sophia.config import model_variants
@@ -21,11 +25,16 @@ def eval_model_inputs(wildcards):
     return inputs
 
 
-def eval_spec(wildcards):
-    """Only what shapes this job's result, so changing one benchmark's setting reruns only its jobs."""
-    section = {k: v for k, v in EVALUATE.items() if k not in ("models", "benchmarks", "sandbox", "rerank")}
-    section["benchmarks"] = {wildcards.benchmark: EVALUATE["benchmarks"][wildcards.benchmark]}
-    if SUITE[wildcards.benchmark].code:
+EVAL_CACHE = "results/cache/evaluate"
+CODE_BENCHMARKS = [b for b in BENCHMARKS if SUITE[b].code]
+
+
+def eval_spec():
+    """The settings that reach an evaluate job: every benchmark's, and the sandbox and reranking only
+    when a code benchmark runs. Any benchmark's change reruns the job; the cache recomputes only
+    benchmarks whose own part (sophia.evaluate.cache.benchmark_spec) changed."""
+    section = {k: v for k, v in EVALUATE.items() if k not in ("models", "sandbox", "rerank")}
+    if CODE_BENCHMARKS:
         section["sandbox"] = EVALUATE["sandbox"]
         section["rerank"] = EVALUATE["rerank"]
     return spec({"evaluate": section})
@@ -33,9 +42,9 @@ def eval_spec(wildcards):
 
 def eval_verifier(wildcards):
     """Code benchmarks rerank with LEVER: they need the variant's verifier (rule verifier)."""
-    bench = EVALUATE["benchmarks"][wildcards.benchmark]
-    if SUITE[wildcards.benchmark].code and EVALUATE["rerank"]["enabled"] and bench["n_samples"] > 1:
-        return {"verifier": f"results/verifier/{wildcards.model}"}
+    for b in CODE_BENCHMARKS:
+        if EVALUATE["rerank"]["enabled"] and EVALUATE["benchmarks"][b]["n_samples"] > 1:
+            return {"verifier": f"results/verifier/{wildcards.model}"}
     return {}
 
 
@@ -62,24 +71,26 @@ rule evaluate:
         unpack(eval_verifier),
         data=[EVALUATE["dataset_root"]] if EVALUATE["dataset_root"] else [],
     output:
-        directory("results/eval/{model}/{benchmark}"),
+        # {{model}}: the job's wildcard, kept through expand(); one folder per configured benchmark
+        [directory(p) for p in expand("results/eval/{{model}}/{benchmark}", benchmark=BENCHMARKS)],
     params:
-        spec=eval_spec,
+        spec=eval_spec(),
         src=stage_digest("sophia.evaluate"),
         args=eval_args,
+        benchmarks=" ".join(f"--benchmark {b}" for b in BENCHMARKS),
     log:
-        "results/logs/evaluate/{model}/{benchmark}.log",
+        "results/logs/evaluate/{model}.log",
     benchmark:
-        "results/benchmarks/eval/{model}/{benchmark}.tsv",
+        "results/benchmarks/eval/{model}.tsv"
     wildcard_constraints:
         model="|".join(re.escape(m) for m in MODELS),
-        benchmark="|".join(BENCHMARKS),
     threads: 1  # lm-eval scores one request batch at a time; two jobs share two cores better
     resources:
-        mem_mb=mem_mb("evaluate"),
-        runtime=runtime("evaluate"),
+        mem_mb=mem_mb("evaluate"),  # one model in memory, benchmarks one after the other
+        runtime=eval_runtime(len(BENCHMARKS)),
         gpu=gpus("evaluate"),
         gpu_model=gpu_model("evaluate"),
     shell:
         PYTHON + " -m sophia.evaluate --spec {params.spec:q} --model-id {wildcards.model:q} {params.args}"
-        " --benchmark {wildcards.benchmark} --threads {threads} --out {output} > {log} 2>&1"
+        " {params.benchmarks} --cache " + EVAL_CACHE + " --threads {threads} --out results/eval/{wildcards.model:q}"
+        " > {log} 2>&1"

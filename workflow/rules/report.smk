@@ -15,7 +15,7 @@ def report_args(wildcards, input):
 rule report:
     localrule: True  # cheap: on a cluster it runs on the submitting host
     input:
-        evals=expand(rules.evaluate.output, model=MODELS, benchmark=BENCHMARKS),
+        evals=expand("results/eval/{model}/{benchmark}", model=MODELS, benchmark=BENCHMARKS),  # rule evaluate
         base=rules.base_model.output[0],
         gptq=[rules.quantize.output[0]] if NEEDS_GPTQ else [],
         adapters=[f"{path}/finetune.json" for path in REPORT_ADAPTERS.values()],

@@ -37,6 +37,9 @@ MLFLOW_RUN_NOTE = "mlflow.note.content"  # the UI's run description (Markdown)
 # MLflow 3's UI opens an experiment in its GenAI view unless told it holds model training.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 RUN_RECORD = "mlflow_run.json"
+# Next to a run record copied from a cache (evaluate's result cache): the output was restored, not
+# computed, and the record names the run that computed it.
+CACHE_HIT = "cache_hit.json"
 
 _PARAM_VALUE_LIMIT = 6000  # MLflow rejects longer param values
 _BATCH = 500
