@@ -140,7 +140,10 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
                 torch.cuda.empty_cache()
         done.computed.append(b)
         if cache_dir is not None and keys.get(b):
-            cache.store(cache_dir, keys[b], out / b)
+            try:
+                cache.store(cache_dir, keys[b], out / b)
+            except OSError as exc:  # the output is complete; only a later rerun loses the shortcut
+                log.warning("%s on %s: not cached (%s)", model_id, b, exc)
     if len(failed) == 1:
         raise failed[0][1]
     if failed:
