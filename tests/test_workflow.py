@@ -61,7 +61,7 @@ def test_full_run_produces_every_output(workflow_run: tuple[Path, Any]) -> None:
     assert '<a id="humaneval"></a>' in (workdir / "results" / "report" / "protocol.md").read_text()
     assert (workdir / "results" / "report" / "benchmarks.png").stat().st_size > 0
     for log in ("base_model.log", "data/alpaca.log", "data/tiny.log", "quantize.log", "report.log",
-                "evaluate/gptq+alpaca/humaneval.log"):
+                "evaluate/gptq+alpaca.log"):
         assert (workdir / "results" / "logs" / log).is_file()
     # the export rule hands the converter relative paths (results/export/...) and onnx2tf runs elsewhere
     exported = workdir / "results" / "export" / "gptq+alpaca"
@@ -70,11 +70,17 @@ def test_full_run_produces_every_output(workflow_run: tuple[Path, Any]) -> None:
     assert (workdir / "results" / "mobile" / "index.html").is_file()
     # Snakemake's benchmark: one file per job, mirroring the output's path
     for bench in ("models/base", "models/gptq", "data/alpaca", "adapters/tiny_codegen/tiny_summary/alpaca",
-                  "eval/gptq+alpaca/humaneval", "report", "merged/gptq+alpaca", "export/gptq+alpaca", "mobile"):
+                  "eval/gptq+alpaca", "report", "merged/gptq+alpaca", "export/gptq+alpaca", "mobile"):
         header = (workdir / "results" / "benchmarks" / f"{bench}.tsv").read_text().splitlines()[0]
         assert header.startswith("s\th:m:s\tmax_rss"), bench
     leftovers = [p for p in (workdir / "results").rglob(".*tmp-*")]
     assert not leftovers
+    # one evaluate job per variant kept each computed benchmark folder in the result cache
+    from sophia.evaluate import cache
+
+    entries = sorted((workdir / "results" / "cache" / "evaluate").iterdir())
+    assert len(entries) == 4 and all(cache.lookup(e.parent, e.name) for e in entries)
+    assert not list((workdir / "results" / "eval").rglob(cache.HIT))
 
 
 def test_mlflow_runs_nest_and_link(workflow_run: tuple[Path, Any]) -> None:
@@ -110,6 +116,7 @@ def test_mlflow_runs_nest_and_link(workflow_run: tuple[Path, Any]) -> None:
     # each job's Snakemake benchmark lands on the run of the output it made
     assert {"job.seconds", "job.max_rss_mb", "job.cpu_seconds"} <= set(base.data.metrics)
     assert runs["evaluate:gptq+alpaca:humaneval"].data.metrics["job.seconds"] > 0
+    assert runs["evaluate:gptq+alpaca:humaneval"].data.metrics["job.outputs"] == 2  # piqa shared the job
     artifacts = {a.path for a in client.list_artifacts(base.info.run_id)}
     assert {"README.md", "manifest.json", "base_model.json", "loss_curve.png"} <= artifacts
     evaluation = runs["evaluate:gptq+alpaca:humaneval"].data
@@ -150,18 +157,18 @@ def test_changed_data_setting_reruns_only_that_dataset(workflow_run: tuple[Path,
         # alpaca data feeds quantize (calibration), hence every step after it
         # gptq+alpaca's merge, export, app and GGUF files follow quantize
         phone = {"merge": 1, "export": 1, "mobile": 1, "gguf": 1}
-        assert planned_jobs(result) == {"data": 1, "quantize": 1, "finetune": 5, "evaluate": 2, "verifier": 1,
+        assert planned_jobs(result) == {"data": 1, "quantize": 1, "finetune": 5, "evaluate": 1, "verifier": 1,
                                         "report": 1, "all": 1, **phone}
         assert "dataset=alpaca" in result.stdout and "dataset=tiny" not in result.stdout
         cfg["base_model"]["scratch"]["training"]["steps"] = 7
         write_config(workdir, cfg)
         assert planned_jobs(snakemake(workdir, "-n")) == {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5,
-                                                          "evaluate": 4, "verifier": 2, "report": 1, "all": 1,
+                                                          "evaluate": 2, "verifier": 2, "report": 1, "all": 1,
                                                           **phone}
         cfg = micro_config()
         cfg["quantize"]["damp_percent"] = 0.1
         write_config(workdir, cfg)
-        assert planned_jobs(snakemake(workdir, "-n")) == {"quantize": 1, "finetune": 5, "evaluate": 2,
+        assert planned_jobs(snakemake(workdir, "-n")) == {"quantize": 1, "finetune": 5, "evaluate": 1,
                                                           "verifier": 1, "report": 1, "all": 1, **phone}
         # one phase's setting: the steps that use it and their descendants, nothing else
         cfg = micro_config()
@@ -171,13 +178,14 @@ def test_changed_data_setting_reruns_only_that_dataset(workflow_run: tuple[Path,
         assert planned_jobs(result) == {"finetune": 2, "all": 1}
         assert "chain=tiny_codegen/tiny_summary\n" in result.stdout
         assert "chain=tiny_codegen/tiny_summary/alpaca" in result.stdout
-        # one benchmark's setting: that benchmark for every model, then the report
+        # one benchmark's setting: every model's evaluate job (its other benchmarks come back from the
+        # stage's result cache: tests/test_eval_cache.py), then the report
         cfg = micro_config()
         cfg["evaluate"]["benchmarks"]["humaneval"]["limit"] = 1
         write_config(workdir, cfg)
         result = snakemake(workdir, "-n")
         assert planned_jobs(result) == {"evaluate": 2, "report": 1, "all": 1}
-        assert "benchmark=piqa" not in result.stdout
+        assert "model=base\n" in result.stdout and "model=gptq+alpaca\n" in result.stdout
     finally:
         write_config(workdir, micro_config())
 
