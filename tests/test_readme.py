@@ -89,6 +89,14 @@ def test_stage_alone_and_snakemake_lines(checkout: Path) -> None:
     assert alone.returncode == 0, alone.stderr[-2000:]
     assert (checkout / "my_alpaca" / "instruct" / "train.jsonl").is_file()
     shutil.rmtree(checkout / "my_alpaca")
+    evaluate = yaml.safe_load((checkout / "config.yaml").read_text())["evaluate"]
+    (checkout / "my_eval.yaml").write_text(yaml.safe_dump({"evaluate": evaluate}))
+    one = sh(checkout, ".venv/bin/python -m sophia.evaluate --spec my_eval.yaml --model-id base "
+                       "--model results/models/base --benchmark piqa --out my_eval")
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert json.loads((checkout / "my_eval" / "piqa" / "scores.json").read_text())["benchmark"] == "piqa"
+    assert [p.name for p in (checkout / "my_eval").iterdir()] == ["piqa"]
+    shutil.rmtree(checkout / "my_eval")
     nothing = sh(checkout, ".venv/bin/snakemake -n")
     assert nothing.returncode == 0 and "Nothing to be done" in nothing.stdout + nothing.stderr, nothing.stderr[-2000:]
     dag = sh(checkout, ".venv/bin/snakemake --dag | dot -Tpng > dag.png")
