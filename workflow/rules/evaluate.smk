@@ -7,6 +7,7 @@ import re
 
 from sophia.config import model_variants
 from sophia.evaluate.benchmarks import BENCHMARKS as SUITE
+from sophia.evaluate.cache import uses_verifier
 
 EVALUATE = config["evaluate"]
 MODELS = EVALUATE["models"] or model_variants(FINETUNE["curricula"], config["distill"])
@@ -41,10 +42,10 @@ def eval_spec():
 
 
 def eval_verifier(wildcards):
-    """Code benchmarks rerank with LEVER: they need the variant's verifier (rule verifier)."""
-    for b in CODE_BENCHMARKS:
-        if EVALUATE["rerank"]["enabled"] and EVALUATE["benchmarks"][b]["n_samples"] > 1:
-            return {"verifier": f"results/verifier/{wildcards.model}"}
+    """Code benchmarks rerank with LEVER: they need the variant's verifier (rule verifier). The same
+    condition puts the verifier's run into those benchmarks' cache keys."""
+    if any(uses_verifier(EVALUATE, b) for b in BENCHMARKS):
+        return {"verifier": f"results/verifier/{wildcards.model}"}
     return {}
 
 
