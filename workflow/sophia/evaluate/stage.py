@@ -103,8 +103,9 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
     root = Path(espec["dataset_root"]) if espec["dataset_root"] else None
     done = Evaluation()
     keys: dict[str, str | None] = {}
+    dev = lm.device()
     if cache_dir is not None:
-        identity = cache.job_identity({**inputs, "verifier": verifier}, root)
+        identity = cache.job_identity({**inputs, "verifier": verifier}, root, dev.type)
         for b in names:
             keys[b] = cache.key(espec, model_id, b, identity)
             entry = cache.lookup(cache_dir, keys[b]) if keys[b] else None
@@ -123,7 +124,6 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
     if not todo:
         return done
     box = make_sandbox(espec) if any(BENCHMARKS[b].code for b in todo) else None
-    dev = lm.device()
     model, tok = load_model(model_dir, adapter, dev)
     job = Loaded(model_id, model, tok, dev, inputs, box, verifier)
     failed: list[tuple[str, Exception]] = []
