@@ -84,3 +84,27 @@ def test_a_shared_module_change_reruns_the_stages_that_run_it(changed: str, entr
 def test_no_output_effect_modules_exist_and_say_why() -> None:
     for module, why in provenance.NO_OUTPUT_EFFECT.items():
         assert provenance.module_file(module) is not None and len(why) > 20
+
+
+def stage_packages() -> list[str]:
+    return sorted(p.parent.name for p in provenance.PACKAGE_DIR.glob("*/stage.py"))
+
+
+def test_no_stage_runs_another_stages_entry_module() -> None:
+    """Stages meet through files: sharing a library module is fine, but importing another stage's
+    `stage` module would put it in this stage's digest, so editing that stage reruns this one."""
+    for name in stage_packages():
+        closure = provenance.import_closure(f"sophia.{name}")
+        foreign = sorted(m for m in closure if m.endswith(".stage") and m != f"sophia.{name}.stage")
+        assert not foreign, f"sophia.{name} imports {foreign}"
+
+
+def test_an_evaluate_only_change_reruns_no_upstream_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "sophia"
+    shutil.copytree(provenance.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(provenance, "PACKAGE_DIR", copy)
+    upstream = ["sophia.base_model", "sophia.data", "sophia.quantize", "sophia.finetune", "sophia.distill"]
+    before = {entry: provenance.stage_digest(entry) for entry in upstream}
+    with open(copy / "evaluate" / "stage.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    assert {entry: provenance.stage_digest(entry) for entry in upstream} == before

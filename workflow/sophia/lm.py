@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from sophia.errors import ModelError
+
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -60,6 +62,23 @@ def load(path: str | Path, dev: torch.device | None = None, trainable: bool = Fa
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer
+
+
+def load_variant(model_dir: Path, adapter: Path | None, dev: torch.device) -> tuple[Any, Any]:
+    """A variant as evaluate serves it (and distill's teacher, the verifier's generator): base or
+    GPTQ weights, plus a curriculum's LoRA adapter."""
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir}: no config.json, not a model directory")
+    model, tok = load(model_dir, dev)
+    if adapter is not None:
+        from peft import PeftModel
+
+        if not (adapter / "adapter_config.json").is_file():
+            raise ModelError(f"{adapter}: no adapter_config.json, not a LoRA adapter directory")
+        model = PeftModel.from_pretrained(model, adapter).eval()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
 
 
 def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:

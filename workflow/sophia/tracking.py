@@ -263,6 +263,15 @@ def read_record(output: str | Path) -> dict[str, Any] | None:
     return None
 
 
+def identity(path: str | Path) -> str:
+    """What a model or adapter folder is: the run that made it, or failing that its files' hashes
+    (resume fingerprints of finetune and distill)."""
+    from sophia.provenance import file_manifest
+
+    record = read_record(path)
+    return record["run_id"] if record else digest(file_manifest(path))
+
+
 def lineage_tags(inputs: Mapping[str, str | Path]) -> dict[str, str]:
     """Tags naming the run that produced each input (`sophia.input.<role>` → run id)."""
     tags: dict[str, str] = {}

@@ -93,9 +93,9 @@ def local_dir(model: str | Path, revision: str = "main") -> Path:
 
 def load_teacher(model: str | Path, adapter: Path | None, dev: torch.device, revision: str = "main") -> tuple[Any, Any]:
     """The teacher as evaluate serves it (GPTQ through sophia.lm's CPU-safe path, LoRA on top), frozen."""
-    from sophia.evaluate.stage import load_model
+    from sophia.lm import load_variant
 
-    net, tok = load_model(local_dir(model, revision), adapter, dev)
+    net, tok = load_variant(local_dir(model, revision), adapter, dev)
     for p in net.parameters():
         p.requires_grad_(False)
     return net.eval(), tok

@@ -22,7 +22,6 @@ from sophia.distill import trainer as kd
 from sophia.errors import ConfigError
 from sophia.finetune import lora
 from sophia.finetune import trainer as ft
-from sophia.finetune.stage import _identity
 from sophia.plots import line_plot
 from sophia.provenance import digest
 
@@ -95,7 +94,7 @@ def run_stage(spec: dict[str, Any], teacher_src: str | Path, teacher_adapter: Pa
     for role, src in (("teacher", teacher_src), ("teacher_adapter", teacher_adapter), ("student", student_src)):
         if src is not None and Path(src).is_dir():
             inputs[role] = Path(src)
-    fingerprint = digest({"spec": spec, "control": control, "inputs": [_identity(p) for p in inputs.values()]})
+    fingerprint = digest({"spec": spec, "control": control, "inputs": [tracking.identity(p) for p in inputs.values()]})
     checkpoints = out / ".checkpoints"
     resume = ft.resume_state(checkpoints, fingerprint)
     me = variant(name, control)

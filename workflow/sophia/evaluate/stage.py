@@ -25,28 +25,13 @@ import torch
 from sophia import lm, tracking
 from sophia.atomic import atomic_dir
 from sophia.config import check_pass_at_k, validate_section
-from sophia.errors import ConfigError, EvalError, ModelError
+from sophia.errors import ConfigError, EvalError
 from sophia.evaluate import cache, context, harness, protocol, rerank, results, sandbox
 from sophia.evaluate.benchmarks import BENCHMARKS
 from sophia.evaluate.results import EXECUTIONS, SAMPLES, SCORES
+from sophia.lm import load_variant as load_model
 
 log = logging.getLogger(__name__)
-
-
-def load_model(model_dir: Path, adapter: Path | None, dev: torch.device) -> tuple[Any, Any]:
-    """The variant as it is served: base or GPTQ weights, plus the curriculum's LoRA adapter."""
-    if not (model_dir / "config.json").is_file():
-        raise ModelError(f"{model_dir}: no config.json, not a model directory")
-    model, tok = lm.load(model_dir, dev)
-    if adapter is not None:
-        from peft import PeftModel
-
-        if not (adapter / "adapter_config.json").is_file():
-            raise ModelError(f"{adapter}: no adapter_config.json, not a LoRA adapter directory")
-        model = PeftModel.from_pretrained(model, adapter).eval()
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return model, tok
 
 
 @dataclass

@@ -24,17 +24,11 @@ from sophia.config import validate_section
 from sophia.errors import ConfigError
 from sophia.finetune import curricula, lora, trainer
 from sophia.plots import line_plot
-from sophia.provenance import digest, file_manifest
+from sophia.provenance import digest
 
 log = logging.getLogger(__name__)
 SUMMARY = "finetune.json"
 ANSWERS = "reference_answers.json"
-
-
-def _identity(path: Path) -> str:
-    """What a model or adapter folder is: the run that made it, or failing that its files' hashes."""
-    record = tracking.read_record(path)
-    return record["run_id"] if record else digest(file_manifest(path))
 
 
 def run_stage(spec: dict[str, Any], model_dir: Path, data_dir: Path, prefix: Path | None, out: Path,
@@ -60,7 +54,7 @@ def run_stage(spec: dict[str, Any], model_dir: Path, data_dir: Path, prefix: Pat
     optimizer = lora.optimizer(training["optimizer"])
 
     # Same settings and same inputs → the same step: only then are old checkpoints resumed.
-    inputs_fp = [_identity(model_dir), _identity(data_dir)] + ([_identity(prefix)] if prefix is not None else [])
+    inputs_fp = [tracking.identity(p) for p in (model_dir, data_dir, prefix) if p is not None]
     fingerprint = digest({"spec": spec, "inputs": inputs_fp})
     checkpoints = out / ".checkpoints"
     resume = trainer.resume_state(checkpoints, fingerprint)

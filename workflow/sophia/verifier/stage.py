@@ -29,7 +29,6 @@ from sophia.errors import ConfigError
 from sophia.evaluate import code, execbatch, harness, rerank, sandbox
 from sophia.evaluate.benchmarks import BENCHMARKS
 from sophia.evaluate.execcache import Cache
-from sophia.evaluate.stage import load_model
 from sophia.verifier.model import Verifier
 
 log = logging.getLogger(__name__)
@@ -136,7 +135,7 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
     with tracking.stage_run("verifier", model_id, {"model": model_id, "verifier": vspec, "rerank": rspec},
                             inputs=inputs) as run, atomic_dir(out) as tmp:
         start = time.perf_counter()
-        model, tok = load_model(model_dir, adapter, dev)
+        model, tok = lm.load_variant(model_dir, adapter, dev)
         problems = train_candidates(harness.hf_lm(model, tok, espec["batch_size"]), espec, vspec)
         gold = box.run_many([code.program(p.doc, c) for p in problems for c in p.completions], sb["workers"])
         labels = iter(o.passed for o in gold)
