@@ -147,6 +147,9 @@ def test_kd_run_is_tracked(token_run: Path, micro_model: Path) -> None:
     for name in ("kd_loss", "ce_loss", "train_loss", "tokens_per_second"):
         assert client.get_metric_history(record["run_id"], name), name
     assert {"agreement_before.kl", "agreement_after.kl", "agreement_after.top1_agreement"} <= set(run.data.metrics)
+    # The student is a LoggedModel named after its variant: evaluations file under it (Models tab).
+    model = client.get_logged_model(record["models"]["distill+micro"])
+    assert model.name == "distill+micro" and model.source_run_id == record["run_id"]
 
 
 def test_sequence_kd_trains_on_the_teachers_decoded_answers(micro_model: Path, micro_data: list[Path],

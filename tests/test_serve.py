@@ -125,6 +125,24 @@ def test_chat_and_openai_answer_like_generate(ol: ollama.Client, oa: openai.Open
     assert text == want
 
 
+TOOL = {"type": "function", "function": {"name": "read_file", "description": "Read a file",
+                                         "parameters": {"type": "object", "properties": {"path": {"type": "string"}}}}}
+
+
+def test_offered_tools_are_answered_in_text_and_a_required_call_is_refused(ol: ollama.Client,
+                                                                          oa: openai.OpenAI) -> None:
+    """Continue's agent offers its tools on every chat request (seen with its CLI, cn 1.5.47): the
+    model has no tool-calling template, so it answers in text as under tool_choice 'auto'."""
+    msgs = [{"role": "user", "content": PROMPT}]
+    want = ol.chat(NAME, msgs, options=GREEDY).message.content
+    assert ol.chat(NAME, msgs, tools=[TOOL], options=GREEDY).message.content == want
+    n = GREEDY["num_predict"]
+    chat = oa.chat.completions.create(model=NAME, messages=msgs, max_tokens=n, temperature=0, tools=[TOOL])
+    assert chat.choices[0].message.content == want and not chat.choices[0].message.tool_calls
+    with pytest.raises(openai.BadRequestError, match="no tool-calling template"):
+        oa.chat.completions.create(model=NAME, messages=msgs, max_tokens=n, tools=[TOOL], tool_choice="required")
+
+
 def test_openai_stream_ends_with_done(server: dict[str, Any]) -> None:
     body = {"model": NAME, "prompt": "def f(", "max_tokens": 3, "stream": True}
     with httpx.stream("POST", server["url"] + "/v1/completions", json=body, timeout=60) as r:

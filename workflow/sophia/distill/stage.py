@@ -162,7 +162,11 @@ def run_stage(spec: dict[str, Any], teacher_src: str | Path, teacher_adapter: Pa
             run.write_record(tmp, "distill", me)
             log_summary(run, summary)
             (tmp / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-            tracking.log_output(run, tmp, out, ("README.md", SUMMARY, ANSWERS, "loss_curve.png", "adapter_config.json"))
+            # A LoggedModel named after the variant, so its evaluations file under it in the Models tab.
+            tracking.log_output(run, tmp, out, ("README.md", SUMMARY, ANSWERS, "loss_curve.png", "adapter_config.json"),
+                                models=(me,), model_type="lora" if d["lora"] else "full",
+                                model_params={"teacher": models.describe(d["teacher"]),
+                                              "student": models.describe(d["student"])})
     shutil.rmtree(checkpoints, ignore_errors=True)
     log.info("%s done in %.1f s: agreement %s -> %s", me, seconds, before, after)
     return summary

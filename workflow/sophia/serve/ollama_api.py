@@ -121,7 +121,8 @@ def add_routes(app: FastAPI, served: Served) -> None:
     async def chat(request: Request) -> Response:
         body = await body_of(request)
         served.resolve(body.get("model"))
-        _refuse(body, "format", "tools", "think", "logprobs")
+        _refuse(body, "format", "think", "logprobs")
+        rq.tools_offered(body)
         msgs = rq.messages(body.get("messages"))
         job = _job(served, body, engine.tokenize(render_messages(msgs)))
 

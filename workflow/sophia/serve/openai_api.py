@@ -33,7 +33,8 @@ def _check(body: dict[str, Any], allowed: set[str]) -> None:
         raise RequestError(f"unrecognized request argument(s): {', '.join(unknown)}")
     if body.get("n", 1) != 1 or body.get("best_of", 1) != 1:
         raise RequestError("'n' and 'best_of' must be 1: one model instance answers one completion at a time")
-    for key in ("echo", "logprobs", "top_logprobs", "logit_bias", "tools"):
+    rq.tools_offered(body)
+    for key in ("echo", "logprobs", "top_logprobs", "logit_bias"):
         if body.get(key):
             raise RequestError(f"'{key}' is not supported by sophia serve")
     fmt = body.get("response_format")

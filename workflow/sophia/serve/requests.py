@@ -4,11 +4,14 @@ RequestError (HTTP 400) that names the field."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from sophia.gguf.modelfile import DEFAULT_PARAMETERS, ROLES
 from sophia.serve.engine import RequestError, Sampling
+
+log = logging.getLogger(__name__)
 
 # Ollama's sampling options that llama.cpp's sampler takes as they are.
 OLLAMA_SAMPLING = {"temperature": float, "top_p": float, "top_k": int, "min_p": float, "seed": int,
@@ -102,3 +105,18 @@ def messages(value: Any, where: str = "messages") -> list[dict[str, str]]:
             raise RequestError(f"'{where}[{i}].images': this is a text-only model")
         out.append({"role": role, "content": content})
     return out
+
+
+def tools_offered(body: Mapping[str, Any]) -> None:
+    """Tool definitions are accepted and left unused: these models have no tool-calling template,
+    so they answer in text, which is what `tool_choice: auto` allows. Editors (Continue's agent)
+    offer tools on every chat request and fail outright on a 400. A request that *requires* a tool
+    call cannot be honoured and is refused."""
+    tools, choice = body.get("tools"), body.get("tool_choice")
+    if tools is not None and not isinstance(tools, list):
+        raise RequestError("'tools' must be a list of tool definitions")
+    if choice not in (None, "auto", "none"):
+        raise RequestError(f"'tool_choice': {json.dumps(choice)} needs a tool call, and this model has no "
+                           "tool-calling template; use 'auto' or 'none' (it answers in text)")
+    if tools:
+        log.info("%d tools offered; this model answers in text (no tool-calling template)", len(tools))
