@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, runs_of
-from sophia import job_benchmarks, tracking
+from sophia import job_benchmarks, provenance, tracking
 from sophia.config import validate_section
 from sophia.evaluate import cache, stage
 
@@ -89,7 +89,7 @@ def test_only_complete_intact_entries_are_used(tmp_path: Path, monkeypatch: pyte
     damaged("extra-file", lambda e: (e / "stray.txt").write_text("x"))
     damaged("no-record", lambda e: (e / tracking.RUN_RECORD).unlink())
     # a store interrupted half-way leaves no entry under the key, nor its scratch folder
-    original = cache.sha256_file
+    original = provenance.sha256_file  # what file_manifest hashes with
     calls = iter(range(100))
 
     def dies_on_second(path: Any) -> str:
@@ -97,7 +97,7 @@ def test_only_complete_intact_entries_are_used(tmp_path: Path, monkeypatch: pyte
             raise OSError("no space left on device")
         return original(path)
 
-    monkeypatch.setattr(cache, "sha256_file", dies_on_second)
+    monkeypatch.setattr(provenance, "sha256_file", dies_on_second)
     with pytest.raises(OSError, match="no space"):
         cache.store(store, "k3", finished_folder(tmp_path / "out3"))
     assert not (store / "k3").exists() and not list(store.glob(".k3*"))

@@ -44,7 +44,7 @@ from typing import Any
 from sophia.atomic import atomic_dir
 from sophia.evaluate.benchmarks import BENCHMARKS
 from sophia.evaluate.results import SCORES
-from sophia.provenance import sha256_file, stage_digest
+from sophia.provenance import file_manifest, sha256_file, stage_digest
 from sophia.tracking import CACHE_HIT, RUN_RECORD
 
 log = logging.getLogger(__name__)
@@ -129,10 +129,6 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _files(folder: Path) -> dict[str, Path]:
-    return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def lookup(cache_dir: Path, key: str) -> Path | None:
     """The entry for `key` if it is complete and intact; anything else is a miss (and says why)."""
     entry = Path(cache_dir) / key
@@ -145,15 +141,14 @@ def lookup(cache_dir: Path, key: str) -> Path | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("cache entry %s has no readable %s (%s): ignored, recomputing", entry, MANIFEST, exc)
         return None
-    found = _files(entry)
-    found.pop(MANIFEST)
+    found = file_manifest(entry)
+    found.pop(MANIFEST, None)
     if set(found) != set(expected) or RUN_RECORD not in found:
         log.warning("cache entry %s: files %s differ from its manifest %s: ignored, recomputing",
                     entry, sorted(found), sorted(expected))
         return None
-    for name, path in found.items():
-        want = expected[name]
-        if path.stat().st_size != want.get("bytes") or sha256_file(path) != want.get("sha256"):
+    for name, have in found.items():
+        if have != expected[name]:
             log.warning("cache entry %s: %s does not match its manifest: ignored, recomputing", entry, name)
             return None
     return entry
@@ -165,7 +160,7 @@ def store(cache_dir: Path, key: str, folder: Path) -> Path:
     with atomic_dir(entry) as tmp:
         shutil.copytree(folder, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
         (tmp / HIT).unlink(missing_ok=True)
-        files = {name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for name, p in _files(tmp).items()}
+        files = file_manifest(tmp)
         (tmp / MANIFEST).write_text(json.dumps({"key": key, "files": files}, indent=2) + "\n", encoding="utf-8")
     return entry
 
