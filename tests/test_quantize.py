@@ -47,6 +47,22 @@ def test_cpu_measurements_use_the_exact_kernel(quantized: tuple[Path, dict]) -> 
     assert type(dict(model.named_modules())["model.layers.0.self_attn.q_proj"]).__name__ == "TorchLinear"
 
 
+def test_cpu_inference_dequantizes_once_with_the_same_numbers(quantized: tuple[Path, dict]) -> None:
+    """Eval-mode forwards reuse the dequantized weights (a decode step is one forward per token);
+    the cached weights give the very logits that dequantizing afresh gives."""
+    model, _ = lm.load(quantized[0], torch.device("cpu"))
+    qlinears = [m for m in model.modules() if type(m).__name__ == "TorchLinear"]
+    calls = []
+    for m in qlinears:
+        m.dequantize_weight = lambda *a, _f=m.dequantize_weight, **k: calls.append(1) or _f(*a, **k)
+    ids = torch.arange(3, 19).reshape(2, 8)
+    with torch.no_grad():
+        fresh = model(input_ids=ids).logits
+        assert len(calls) == len(qlinears)
+        cached = model(input_ids=ids).logits
+    assert len(calls) == len(qlinears), "the second forward dequantized again"
+    assert torch.equal(fresh, cached)
+
 def test_measurements(quantized: tuple[Path, dict]) -> None:
     out, summary = quantized
     # Micro model: hidden 64, embeddings (400 x 64, twice) stay fp32 and are ~40 % of the weights,

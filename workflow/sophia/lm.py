@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,11 @@ def load(path: str | Path, dev: torch.device | None = None, trainable: bool = Fa
             import torch._dynamo
 
             torch._dynamo.config.disable = True
+            # Its dequantizer otherwise runs on every forward pass, which made a decoding step of the
+            # embedded model 3x slower than the float model's. The kernel's own cache keeps the
+            # dequantized weights (the same tensors, so the same numbers) while in eval mode; training
+            # mode still dequantizes per pass. Read when each layer is built, hence before loading.
+            os.environ["GPTQ_TORCH_CACHE_WEIGHTS"] = "1"
         elif trainable:
             # Fast CUDA kernels (Marlin, ExLlama) are inference-only; let gptqmodel pick one with a backward.
             kwargs["quantization_config"] = GPTQConfig(bits=qcfg["bits"], backend="auto_trainable")

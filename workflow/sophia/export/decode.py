@@ -22,35 +22,21 @@ def interpreter(path: str | Path, threads: int = 2) -> Any:
 
 
 class Graph:
-    """Call a .tflite by input/output names. onnx2tf keeps the ONNX names in the signature of its
-    float files, but its dynamic-range file has no signature: there, inputs keep their names and
-    outputs come as Identity, Identity_1, ... in the ONNX output order."""
+    """Call a .tflite through its `serving_default` signature, by the ONNX input and output names
+    (every file the export stage writes has one; sophia/export/convert.py)."""
 
     def __init__(self, path: str | Path, outputs: list[str], threads: int = 2) -> None:
         self.interp = interpreter(path, threads)
-        if self.interp.get_signature_list():
-            self.runner = self.interp.get_signature_runner()
-            self.inputs = dict(self.runner.get_input_details())
-            return
-        self.runner = None
-        self.inputs = {d["name"]: d for d in self.interp.get_input_details()}
-        ordered = sorted(self.interp.get_output_details(), key=lambda d: _identity_index(d["name"]))
-        if len(ordered) != len(outputs):
-            raise ValueError(f"{path}: {len(ordered)} outputs, expected {len(outputs)} ({', '.join(outputs)})")
-        self.outputs = dict(zip(outputs, ordered, strict=True))
+        if not self.interp.get_signature_list():
+            raise ValueError(f"{path}: no signature to call it by; export it again (snakemake --forcerun export)")
+        self.runner = self.interp.get_signature_runner()
+        self.inputs = dict(self.runner.get_input_details())
+        missing = set(outputs) - set(self.runner.get_output_details())
+        if missing:
+            raise ValueError(f"{path}: its signature lacks the outputs {', '.join(sorted(missing))}")
 
     def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
-        if self.runner is not None:
-            return self.runner(**feeds)
-        for name, value in feeds.items():
-            self.interp.set_tensor(self.inputs[name]["index"], value)
-        self.interp.invoke()
-        return {name: self.interp.get_tensor(d["index"]) for name, d in self.outputs.items()}
-
-
-def _identity_index(name: str) -> int:
-    tail = name.rsplit("_", 1)[-1] if "_" in name else "0"
-    return int(tail) if tail.isdigit() else 0
+        return self.runner(**feeds)
 
 
 class WindowModel:
