@@ -168,6 +168,29 @@ def test_corrupted_model_fails_the_parity_gates(exported: Path, tmp_path: Path) 
     assert failures and all(f.startswith("window_fp32.tflite") for f in failures), failures
 
 
+def test_unconvertible_graph_fails_naming_it(tmp_path: Path) -> None:
+    """onnx2tf's failure surfaces as one error naming the graph; its scratch folder goes with it."""
+    (tmp_path / "kv.onnx").write_bytes(b"not an ONNX protobuf")
+    script = ("import sys; from pathlib import Path; from sophia.export.convert import onnx2tf\n"
+              "onnx2tf(Path(sys.argv[1]) / 'kv.onnx', Path(sys.argv[1]), 'kv', ['fp32'], Path(sys.argv[1]) / 'log')\n")
+    proc = subprocess.run([str(EXPORT_PY), "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "RuntimeError: onnx2tf failed on kv.onnx" in proc.stderr, proc.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kv.onnx", "log"]
+
+
+def test_runner_refuses_a_file_without_signature(tmp_path: Path) -> None:
+    """The runner calls graphs by their signature's names; a file without one is named, not guessed at."""
+    script = ("import sys, tensorflow as tf\n"
+              "f = tf.function(lambda x: x + 1.0, input_signature=[tf.TensorSpec([1], tf.float32)])\n"
+              "open(sys.argv[1], 'wb').write(tf.lite.TFLiteConverter.from_concrete_functions("
+              "[f.get_concrete_function()]).convert())\n"
+              "from sophia.export.decode import Graph\n"
+              "Graph(sys.argv[1], ['logits'])\n")
+    path = tmp_path / "window_fp32.tflite"
+    proc = subprocess.run([str(EXPORT_PY), "-c", script, str(path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and f"{path}: no signature to call it by" in proc.stderr, proc.stderr[-2000:]
+
+
 def test_failed_gate_leaves_no_output(exported: Path, micro_merged: Path, tmp_path: Path, mlflow_store: str,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A gate no conversion meets: the stage fails naming the check and leaves no output. The
