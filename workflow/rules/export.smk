@@ -24,6 +24,7 @@ rule merge:
         "results/benchmarks/merged/{model}.tsv",
     wildcard_constraints:
         model=r"gptq(\+[A-Za-z0-9_.-]+)?",
+    priority: CRITICAL_PATH_PRIORITY
     threads: COMPUTE["threads"]
     resources:
         mem_mb=mem_mb("merge"),
@@ -52,6 +53,7 @@ rule export:
         "results/benchmarks/export/{model}.tsv",
     wildcard_constraints:
         model="|".join(re.escape(m) for m in EXPORT["models"]) or "^$",
+    priority: CRITICAL_PATH_PRIORITY
     threads: COMPUTE["threads"]
     resources:
         mem_mb=mem_mb("export"),

@@ -60,6 +60,7 @@ rule finetune:
         "results/benchmarks/adapters/{chain}.tsv",
     wildcard_constraints:
         chain="|".join(STEPS),
+    priority: CRITICAL_PATH_PRIORITY
     threads: COMPUTE["threads"]
     resources:
         mem_mb=mem_mb("finetune"),

@@ -17,6 +17,7 @@ rule quantize:
         "results/logs/quantize.log",
     benchmark:
         "results/benchmarks/models/gptq.tsv",
+    priority: CRITICAL_PATH_PRIORITY
     threads: COMPUTE["threads"]
     resources:
         mem_mb=mem_mb("quantize"),
