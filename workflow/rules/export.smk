@@ -53,7 +53,6 @@ rule export:
         "results/benchmarks/export/{model}.tsv",
     wildcard_constraints:
         model="|".join(re.escape(m) for m in EXPORT["models"]) or "^$",
-    priority: CRITICAL_PATH_PRIORITY
     threads: COMPUTE["threads"]
     resources:
         mem_mb=mem_mb("export"),
