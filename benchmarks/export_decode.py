@@ -1,5 +1,6 @@
-"""Benchmark: on-device decoding on this machine: the exported KV-cache graph vs the fixed window
-(LiteRT, through the `sophia run` runner in the export environment) vs PyTorch `generate` with its
+"""Benchmark: on-device decoding on this machine: the exported decode graph with the prompt through
+the prefill graph (litert_kv), with the prompt one decode step per token (litert_kv_steps), the fixed
+window (LiteRT, through the `sophia run` runner in the export environment) vs PyTorch `generate` with its
 own KV cache, for the same prompts and greedy length. Reports load time, time to first token and
 tokens/s (the paper's app figures); writes JSON and logs one MLflow run.
 
@@ -28,7 +29,8 @@ PROMPTS = ["Give me a program that checks if a number is prime.", "Write a funct
 
 def litert(bundle: Path, graph: str, request: str, new_tokens: int, threads: int) -> dict:
     sophia_cli = export_python(".venv-export/bin/python").parent / "sophia"
-    proc = subprocess.run([str(sophia_cli), "run", "--bundle", str(bundle), "--prompt", request, "--graph", graph,
+    how = ["--graph", "kv", "--no-prefill"] if graph == "kv-steps" else ["--graph", graph]
+    proc = subprocess.run([str(sophia_cli), "run", "--bundle", str(bundle), "--prompt", request, *how,
                            "--max-new-tokens", str(new_tokens), "--threads", str(threads), "--json"],
                           capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -66,9 +68,11 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     generation = json.loads((args.export / "bundle" / "generation.json").read_text())
-    rows = {"litert_kv": [], "litert_window": [], "pytorch": []}
+    rows = {"litert_kv": [], "litert_kv_steps": [], "litert_window": [], "pytorch": []}
     for request in PROMPTS:
         rows["litert_kv"].append(litert(args.export / "bundle", "kv", request, args.new_tokens, args.threads))
+        rows["litert_kv_steps"].append(litert(args.export / "bundle", "kv-steps", request, args.new_tokens,
+                                              args.threads))
         rows["litert_window"].append(litert(args.export / "bundle", "window", request, args.new_tokens,
                                             args.threads))
         rows["pytorch"].append(pytorch(args.model, request, args.new_tokens))

@@ -41,6 +41,34 @@ def test_kv_step_equals_the_full_forward() -> None:
     assert (window - full).abs().max() == 0
 
 
+@pytest.mark.parametrize("n_prefill", [1, 7, 8, 19, 30])
+def test_prefill_then_decode_equals_the_full_forward(n_prefill: int) -> None:
+    """The prefill graph takes the prompt 8 tokens per call (the last chunk padded, 19 = 8 + 8 + 3),
+    the decode graph carries on from its cache: the logits of every position are the full forward's,
+    partial rotary factor 0.4 (Phi-2's) included."""
+    model = micro_phi(partial_rotary_factor=0.4)
+    prefill, step = graphs.KVStep(model, 40, length=8).eval(), graphs.KVStep(model, 40).eval()
+    ids = torch.randint(0, 300, (30,), generator=torch.Generator().manual_seed(2)).tolist()
+    with torch.no_grad():
+        full = model(input_ids=torch.tensor([ids])).logits[0]
+    assert (graphs.prefilled(prefill, step, ids, n_prefill) - full).abs().max() < 1e-5
+
+
+def test_prefill_past_the_cache_end_writes_nothing() -> None:
+    """A last chunk's padding beyond the cache's positions is dropped, not wrapped or clamped in."""
+    model = micro_phi()
+    prefill = graphs.KVStep(model, 12, length=8).eval()
+    ids = torch.arange(1, 9, dtype=torch.int32)[None]
+    short = graphs.KVStep(model, 12, length=4).eval()  # the same 4 tokens that fit, without padding
+    with torch.no_grad():
+        _, k, v = prefill(ids, torch.tensor([0], dtype=torch.int32), prefill.empty_cache(), prefill.empty_cache())
+        _, k2, v2 = prefill(ids, torch.tensor([8], dtype=torch.int32), k, v)
+        _, k3, v3 = short(ids[:, :4], torch.tensor([8], dtype=torch.int32), k, v)
+    assert k2.shape == k.shape == prefill.empty_cache().shape
+    assert torch.equal(k2[..., :8, :], k[..., :8, :]) and torch.equal(v2[..., :8, :], v[..., :8, :])
+    assert (k2 - k3).abs().max() < 1e-6 and (v2 - v3).abs().max() < 1e-6
+
+
 def test_unsupported_family_and_sizes_fail_early(monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -92,7 +120,12 @@ def test_every_precision_and_graph_passes_its_gates(exported: Path) -> None:
     for key in ("window_fp32", "kv_fp32", "window_fp16", "kv_fp16"):
         assert p["tflite"][key]["greedy_equal"], key
     assert p["tflite"]["window_fp32"]["logits"]["max_abs"] < 1e-4
-    assert p["onnx"]["kv"]["max_abs"] < 1e-4
+    assert p["onnx"]["kv"]["max_abs"] < 1e-4 and p["onnx"]["window"]["max_abs"] < 1e-4
+    # the decode graph carrying on from the prefill graph's cache, in every precision
+    for q in ("fp32", "fp16", "int8"):
+        assert p["tflite"][f"kv_{q}"]["prefill_decode"]["argmax_agreement"] >= 0.9, q
+    assert p["tflite"]["kv_fp32"]["prefill_decode"]["max_abs"] < 1e-4
+    assert p["torch_prefill_decode_vs_full_max_abs"] < 1e-5 and p["torch_kv_vs_full_max_abs"] < 1e-5
     assert (exported / "onnx" / "window.onnx").is_file() and (exported / "onnx" / "kv.onnx").is_file()
     leftovers = [x.name for x in exported.iterdir() if x.name.startswith(("onnx2tf-", "saved_model"))]
     assert leftovers == []  # temporaries cleaned
@@ -113,12 +146,13 @@ def run_cli(bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=300)
 
 
-@pytest.mark.parametrize("graph", ["kv", "window"])
+@pytest.mark.parametrize("graph", ["kv", "kv-steps", "window"])
 def test_runner_greedy_output_equals_pytorch(exported: Path, micro_merged: Path, graph: str) -> None:
+    """kv: the prompt through the prefill graph in one call; kv-steps: one decode step per token."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    result = run_cli(exported / "bundle", "--prompt", PROMPTS[1], "--graph", graph, "--max-new-tokens", "8",
-                     "--no-stop", "--json")
+    how = ["--graph", "kv", "--no-prefill"] if graph == "kv-steps" else ["--graph", graph]
+    result = run_cli(exported / "bundle", "--prompt", PROMPTS[1], *how, "--max-new-tokens", "8", "--no-stop", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     got = json.loads(result.stdout.strip().splitlines()[-1])
     tok = AutoTokenizer.from_pretrained(micro_merged)
@@ -134,7 +168,9 @@ def test_runner_greedy_output_equals_pytorch(exported: Path, micro_merged: Path,
     want = seq[len(ids):]
     assert len(got["tokens"]) == 8 and got["tokens"] == want
     assert got["finish"] == "length"
-    assert got["load_s"] > 0 and got["first_token_s"] > 0 and got["tokens_per_s"] > 0 and got["graph"] == graph
+    assert got["load_s"] > 0 and got["first_token_s"] > 0 and got["tokens_per_s"] > 0
+    assert (got["graph"], got["prefill"]) == {"kv": ("kv", True), "kv-steps": ("kv", False),
+                                              "window": ("window", False)}[graph]
 
 
 def test_runner_refuses_a_corrupt_bundle(exported: Path, tmp_path: Path) -> None:
@@ -148,16 +184,21 @@ def test_runner_refuses_a_corrupt_bundle(exported: Path, tmp_path: Path) -> None
     assert f"error: {bundle / 'kv_fp32.tflite'}: corrupt (size or sha256 differs from manifest.json)" in result.stderr
 
 
-def test_corrupted_model_fails_the_parity_gates(exported: Path, tmp_path: Path) -> None:
-    """Damaged weights in a converted file (same size, so only the parity check can tell)."""
+def test_corrupted_model_fails_the_parity_gates(exported: Path, micro_merged: Path, tmp_path: Path) -> None:
+    """Damaged weights in a converted file (same size, so only the parity check can tell): the
+    damage goes where lm_head's float32 weights are stored, found by their bytes (a blind offset may
+    hit the flatbuffer's structure instead, and the interpreter crashes rather than measures)."""
+    from safetensors.torch import load_file
     from sophia.config import validate_section
 
     work = tmp_path / "work"
     shutil.copytree(exported, work, ignore=shutil.ignore_patterns("bundle"))
     path = work / "window_fp32.tflite"
     data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    data[middle: middle + 4096] = bytes([0x3F]) * 4096  # weights become ~0.75 everywhere in that span
+    head = load_file(micro_merged / "model.safetensors")["lm_head.weight"].float().numpy().tobytes()
+    at = data.find(head[:64])
+    assert at > 0 and data[at: at + len(head)] == head
+    data[at: at + 4096] = bytes([0x3F]) * 4096  # weights become ~0.75 everywhere in that span
     path.write_bytes(bytes(data))
     out = tmp_path / "parity.json"
     proc = subprocess.run([str(EXPORT_PY), "-m", "sophia.export.convert", "--work", str(work), "--check-only",
@@ -165,7 +206,12 @@ def test_corrupted_model_fails_the_parity_gates(exported: Path, tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr[-2000:]
     gates = validate_section({}, "export", "export")["parity"]["gates"]
     failures = stage.gate_failures(json.loads(out.read_text()), gates)
-    assert failures and all(f.startswith("window_fp32.tflite") for f in failures), failures
+    assert any(f.startswith("window_fp32.tflite") for f in failures), failures
+    # the damaged window graph is also kv_fp32's prefill: the decode graph alone still passes, the
+    # checks that go through the prefill (logits after it, greedy) fail with it
+    kv = [f for f in failures if f.startswith("kv_fp32.tflite")]
+    assert all("after prefill" in f or "greedy" in f for f in kv), failures
+    assert all(f.startswith(("window_fp32.tflite", "kv_fp32.tflite")) for f in failures), failures
 
 
 def test_unconvertible_graph_fails_naming_it(tmp_path: Path) -> None:

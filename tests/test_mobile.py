@@ -118,7 +118,7 @@ def test_browser_benchmark_runs_both_graphs_to_a_fixed_length(app: tuple[Path, P
     result = node("bench.mjs", "--app", str(app[0]), "--new-tokens", "4", "--repeats", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(report["graphs"]) == {"kv", "window"}
+    assert set(report["graphs"]) == {"kv", "kv-steps", "window"}
     for graph, s in report["graphs"].items():
         assert [r["graph"] for r in s["runs"]] == [graph] * 3
         # EOS and stop strings are off, so every answer runs to the cap (or the window's end)
@@ -129,4 +129,18 @@ def test_browser_benchmark_runs_both_graphs_to_a_fixed_length(app: tuple[Path, P
         # a run that hit the window's end before its first token is left out of the figures, not counted as 0
         assert (s["first_token_ms"] is None) == (not timed)
     # the micro model's KV cache holds every prompt; its fixed window may not
-    assert report["graphs"]["kv"]["timed_runs"] == 3
+    assert report["graphs"]["kv"]["timed_runs"] == report["graphs"]["kv-steps"]["timed_runs"] == 3
+
+
+def test_browser_benchmark_times_a_prompt_of_a_given_length(app: tuple[Path, Path]) -> None:
+    """The real-width figures: first token for a prompt of N tokens, then decode ms per token."""
+    result = node("bench.mjs", "--app", str(app[0]), "--new-tokens", "3", "--repeats", "1", "--prompt-tokens", "40",
+                  "--graphs", "kv,kv-steps")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for graph in ("kv", "kv-steps"):
+        (run,) = report["graphs"][graph]["runs"]
+        assert (run["graph"], run["prompt_tokens"], run["tokens"]) == (graph, 40, 3), run
+        assert run["decode_ms_per_token"] > 0 and report["graphs"][graph]["decode_ms_per_token"] > 0
+    bad = node("bench.mjs", "--app", str(app[0]), "--graphs", "kv,prefill")
+    assert bad.returncode != 0 and "--graphs: unknown prefill" in bad.stderr

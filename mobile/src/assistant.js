@@ -40,7 +40,9 @@ async function verifiedBytes(base, name, manifest) {
 const json = (bytes) => JSON.parse(new TextDecoder().decode(bytes));
 
 export class Assistant {
-  static async load(base = "./bundle/", { graph = "auto", wasm = "./wasm/" } = {}) {
+  // graph kv: the prompt through the prefill (window) graph, then one decode step per token
+  // (prefill false: one decode step per prompt token too); window: the window re-run per token.
+  static async load(base = "./bundle/", { graph = "auto", prefill = true, wasm = "./wasm/" } = {}) {
     const start = performance.now();
     const manifest = await (await fetchOk(base + "manifest.json")).json();
     const [settings, template, tokJson, tokConfig] = await Promise.all(
@@ -48,9 +50,14 @@ export class Assistant {
         async (name) => json(await verifiedBytes(base, name, manifest))));
     const chosen = graph === "auto" ? (settings.models.kv ? "kv" : "window") : graph;
     if (!settings.models[chosen]) throw new BundleError(`This bundle has no ${chosen} model.`);
-    const modelBytes = await verifiedBytes(base, settings.models[chosen], manifest);
+    const withPrefill = chosen === "kv" && prefill && settings.models.window;
+    const [modelBytes, windowBytes] = await Promise.all([
+      verifiedBytes(base, settings.models[chosen], manifest),
+      withPrefill ? verifiedBytes(base, settings.models.window, manifest) : null]);
     await loadRuntime(wasm);
-    const model = chosen === "kv" ? await KVModel.load(modelBytes) : await WindowModel.load(modelBytes);
+    const model = chosen === "kv"
+      ? await KVModel.load(modelBytes, windowBytes && await WindowModel.load(windowBytes))
+      : await WindowModel.load(modelBytes);
     const tokenizer = new Tokenizer(tokJson, tokConfig);
     return new Assistant({ manifest, settings, template: template.template, model, tokenizer,
       loadMs: performance.now() - start });
@@ -91,7 +98,7 @@ export class Assistant {
       },
     });
     const seconds = result.totalMs / 1000;
-    return { ...result, promptIds: ids, graph: this.model.kind,
+    return { ...result, promptIds: ids, graph: this.model.kind, prefill: Boolean(this.model.prefill),
       text: cutAtStop(this.decode(result.tokens), stops).trim(),
       tokensPerSecond: seconds > 0 ? result.tokens.length / seconds : 0 };
   }

@@ -57,11 +57,14 @@ async function main() {
   }
   state("loading");
   $("status").textContent = "Loading the model…";
-  // ?graph=window forces the fixed-window model (comparing graphs, or a KV graph a device mishandles)
-  const graph = new URLSearchParams(location.search).get("graph") ?? "auto";
+  // ?graph=window forces the fixed-window model (comparing graphs, or a KV graph a device mishandles);
+  // ?prefill=0 feeds the prompt to the KV graph one token per step (what prefill saves, measured)
+  const query = new URLSearchParams(location.search);
+  const graph = query.get("graph") ?? "auto";
+  const prefill = query.get("prefill") !== "0";
   let assistant;
   try {
-    assistant = await Assistant.load("./bundle/", { graph });
+    assistant = await Assistant.load("./bundle/", { graph, prefill });
   } catch (e) {
     $("status").textContent = e.message;
     $("status").setAttribute("role", "alert");
@@ -73,7 +76,7 @@ async function main() {
     encode: (text) => assistant.encode(text),
     generate: (request, opts) => assistant.generate(request, opts),
   });
-  $("status").textContent = `Ready: ${assistant.manifest.model}, ${assistant.model.kind} graph, ` +
+  $("status").textContent = `Ready: ${assistant.manifest.model}, ${assistant.model.kind} graph${assistant.model.prefill ? " + prefill" : ""}, ` +
     `loaded in ${(assistant.loadMs / 1000).toFixed(2)} s, offline-capable.`;
   $("run").disabled = false;
   $("run").addEventListener("click", () => run(assistant));

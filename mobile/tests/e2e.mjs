@@ -72,7 +72,7 @@ await check("generate mode: greedy token ids equal the Python reference (KV cach
   const r = await answerThroughUi(page, ref.generate.request, ref.generate.max_new_tokens);
   equal(r.promptIds, ref.generate.prompt_ids, "prompt ids");
   equal(r.tokens, ref.generate.tokens, "greedy ids");
-  if (r.graph !== "kv") throw new Error(`graph ${r.graph}`);
+  if (r.graph !== "kv" || !r.prefill) throw new Error(`graph ${r.graph}, prefill ${r.prefill}`);
   if (!/first token \d+ ms .* tok\/s/.test(r.stats)) throw new Error(`stats: ${r.stats}`);
   await page.screenshot({ path: join(artifacts, "mobile-390x844.png"), fullPage: true });
   return r.stats;
@@ -84,6 +84,16 @@ await check("summarise mode answers given code with the reference ids", async ()
   const r = await answerThroughUi(page, ref.summarise.request, ref.summarise.max_new_tokens);
   equal(r.tokens, ref.summarise.tokens, "greedy ids");
   return `${r.tokens.length} tokens, ${r.finish}`;
+});
+
+await check("the prompt fed one decode step per token (no prefill) gives the same ids", async () => {
+  const r = await page.evaluate(async (g) => {
+    const a = await window.sophia.Assistant.load("./bundle/", { graph: "kv", prefill: false });
+    const out = await a.generate(g.request, { maxNewTokens: g.max_new_tokens });
+    return { tokens: out.tokens, prefill: out.prefill };
+  }, ref.generate);
+  if (r.prefill) throw new Error("prefill: false still used the prefill graph");
+  equal(r.tokens, ref.generate.tokens, "greedy ids without prefill");
 });
 
 await check("the fixed-window graph gives the same ids", async () => {

@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 from sophia.cluster import hints as slurm_hints
 from sophia import config as sophia_config
-from sophia import job_benchmarks, tracking
+from sophia import job_benchmarks, resources, tracking
 from sophia.errors import ConfigError
 from sophia.provenance import stage_digest
 
@@ -67,42 +67,22 @@ COMPUTE = config["compute"]
 # ran back to back and merge started 202 s earlier. Not export: the rule also exports the base
 # model, which then jumped ahead of data and quantize (112 s).
 CRITICAL_PATH_PRIORITY = 10
-# stage: (memory MB: fixed + per GB of fp16 weights, runtime min: fixed + per GB)
-_SCALE = {
-    "base_model": ((4000, 3000), (60, 10)),
-    "quantize": ((8000, 6000), (60, 30)),
-    "finetune": ((8000, 6000), (120, 60)),
-    "evaluate": ((4000, 2000), (120, 40)),
-    "merge": ((8000, 8000), (30, 10)),
-    "export": ((8000, 12000), (120, 60)),
-}
-GPU_STAGES = ("base_model", "quantize", "finetune", "evaluate")
 
 
 def mem_mb(stage):
-    fixed, per_gb = _SCALE[stage][0]
-    return int(fixed + per_gb * COMPUTE["model_gb"])
+    return resources.mem_mb(stage, COMPUTE)
 
 
 def runtime(stage):
-    fixed, per_gb = _SCALE[stage][1]
-    return int(fixed + per_gb * COMPUTE["model_gb"])
-
-
-# One evaluate job runs all of a variant's benchmarks one after the other, loading the model once:
-# of each benchmark's budget (_SCALE["evaluate"], what a job per benchmark asked), this part is the
-# model load, paid once; the rest is paid per benchmark. One benchmark asks exactly that budget.
-_EVAL_LOAD = (20, 10)  # minutes: fixed + per GB of fp16 weights
+    return resources.runtime(stage, COMPUTE)
 
 
 def eval_runtime(n_benchmarks):
-    fixed, per_gb = _SCALE["evaluate"][1]
-    load = _EVAL_LOAD[0] + _EVAL_LOAD[1] * COMPUTE["model_gb"]
-    return int(load + n_benchmarks * (fixed + per_gb * COMPUTE["model_gb"] - load))
+    return resources.eval_runtime(n_benchmarks, COMPUTE)
 
 
 def gpus(stage):
-    return COMPUTE["gpus"] if stage in GPU_STAGES else 0
+    return resources.gpus(stage, COMPUTE)
 
 
 def gpu_model(stage):

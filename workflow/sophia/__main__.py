@@ -19,6 +19,8 @@ def main() -> None:
     what.add_argument("--file", type=Path, help="summarise mode: a file of code")
     run.add_argument("--graph", choices=["auto", "kv", "window"], default="auto",
                      help="KV-cache decode (default when the bundle has it) or the fixed window")
+    run.add_argument("--no-prefill", action="store_true",
+                     help="kv: feed the prompt one decode step per token instead of through the prefill graph")
     run.add_argument("--max-new-tokens", type=int)
     run.add_argument("--threads", type=int, default=2)
     run.add_argument("--no-stop", action="store_true",

@@ -46,13 +46,13 @@ def onnx2tf(onnx_path: Path, out: Path, graph: str, precisions: list[str], log: 
         data = onnx_path.with_suffix(".onnx.data")
         if data.exists():
             shutil.copy(data, scratch_dir / data.name)
+        keep = cache_inputs(onnx_path)  # the decode and the prefill graph's
         with open(log, "a", encoding="utf-8") as fh:
-            fh.write(f"onnx2tf.convert {src.name}: not_use_onnxsim, keep_shape_absolutely "
-                     f"{KV_INPUTS if graph == 'kv' else []}\n")
+            fh.write(f"onnx2tf.convert {src.name}: not_use_onnxsim, keep_shape_absolutely {keep}\n")
         try:
             model = o2t.convert(input_onnx_file_path=str(src), output_folder_path=str(scratch_dir / "tf"),
                                 not_use_onnxsim=True, non_verbose=True, disable_model_save=True,
-                                keep_shape_absolutely_input_names=KV_INPUTS if graph == "kv" else None)
+                                keep_shape_absolutely_input_names=keep or None)
         except Exception as e:  # onnx2tf raises bare Exceptions, or exits
             raise RuntimeError(f"onnx2tf failed on {graph}.onnx: {type(e).__name__}: {e}") from e
         except SystemExit as e:
@@ -85,6 +85,17 @@ def onnx2tf(onnx_path: Path, out: Path, graph: str, precisions: list[str], log: 
     return made
 
 
+def cache_inputs(onnx_path: Path) -> list[str]:
+    """The graph's KV-cache inputs: 5-D tensors that onnx2tf would otherwise transpose."""
+    import onnx
+
+    try:
+        names = {i.name for i in onnx.load(str(onnx_path), load_external_data=False).graph.input}
+    except Exception:  # not an ONNX protobuf: onnx2tf gets to say so, naming the graph
+        return []
+    return [n for n in KV_INPUTS if n in names]
+
+
 def compare(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
     diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
     return {"max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
@@ -97,7 +108,11 @@ def onnx_parity(work: Path, refs: dict[str, np.ndarray]) -> dict[str, Any]:
 
     out = {}
     win = ort.InferenceSession(str(work / "onnx" / "window.onnx"), providers=["CPUExecutionProvider"])
-    got = np.stack([win.run(["logits"], {"input_ids": x[None]})[0][0] for x in refs["window_inputs"]])
+    feeds: dict[str, np.ndarray] = {}
+    if "pos" in {i.name for i in win.get_inputs()}:  # the prefill graph: from position 0, empty cache
+        empty = np.zeros(tuple(refs["cache_shape"]), dtype=np.float32)
+        feeds = {"pos": np.zeros(1, np.int32), "k_cache": empty, "v_cache": empty}
+    got = np.stack([win.run(["logits"], {"input_ids": x[None], **feeds})[0][0] for x in refs["window_inputs"]])
     out["window"] = compare(got, refs["window_logits"])
     if (work / "onnx" / "kv.onnx").is_file():
         kv = ort.InferenceSession(str(work / "onnx" / "kv.onnx"), providers=["CPUExecutionProvider"])
@@ -113,15 +128,25 @@ def onnx_parity(work: Path, refs: dict[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
-def tflite_parity(path: Path, graph: str, refs: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, Any]:
+def tflite_parity(path: Path, graph: str, refs: dict[str, np.ndarray], meta: dict[str, Any],
+                  prefill: Path | None = None) -> dict[str, Any]:
+    """Logits against PyTorch's, and greedy tokens against PyTorch generate, decoded the way the
+    runner decodes: the decode graph (kv) takes the prompt through `prefill` (the same precision's
+    window graph) when it is given, and `prefill_decode` measures that hand-over of the cache."""
     start = time.perf_counter()
-    model = WindowModel(path) if graph == "window" else KVModel(path)
+    model = WindowModel(path) if graph == "window" else KVModel(path, prefill=WindowModel(prefill) if prefill else None)
     result: dict[str, Any] = {"load_s": time.perf_counter() - start, "bytes": path.stat().st_size}
-    if graph == "window":
+    if isinstance(model, WindowModel):
         got = np.stack([model.logits(x[None])[0] for x in refs["window_inputs"]])
         result["logits"] = compare(got, refs["window_logits"])
     else:
-        result["logits"] = compare(model.teacher_forced([int(t) for t in refs["kv_ids"]]), refs["kv_logits"])
+        ids = [int(t) for t in refs["kv_ids"]]
+        result["logits"] = compare(model.teacher_forced(ids), refs["kv_logits"])
+        if model.prefill is not None:
+            half = max(2, len(ids) // 2)
+            model.reset()
+            rows = [model.feed(ids[:half])] + [model.step(t) for t in ids[half:]]
+            result["prefill_decode"] = compare(np.stack(rows), refs["kv_logits"][half - 1:])
     matches = []
     for prompt, want in zip(meta["greedy_prompts"], meta["greedy_tokens"], strict=True):
         got_tokens = list(greedy(model, prompt, len(want)))
@@ -130,6 +155,12 @@ def tflite_parity(path: Path, graph: str, refs: dict[str, np.ndarray], meta: dic
     result["greedy"] = matches
     result["greedy_equal"] = all(m["equal"] for m in matches)
     return result
+
+
+def prefill_of(work: Path, graph: str, precision: str) -> Path | None:
+    """The window graph of the same precision, the decode graph's prefill, when it was made."""
+    path = work / f"window_{precision}.tflite"
+    return path if graph == "kv" and path.is_file() else None
 
 
 def main() -> None:
@@ -155,7 +186,8 @@ def main() -> None:
             made = onnx2tf(work / "onnx" / f"{graph}.onnx", work, graph, args.precisions, log)
             parity["convert_s"][graph] = time.perf_counter() - start
         for precision, path in made.items():
-            parity["tflite"][f"{graph}_{precision}"] = tflite_parity(path, graph, refs, meta)
+            parity["tflite"][f"{graph}_{precision}"] = tflite_parity(path, graph, refs, meta,
+                                                                     prefill_of(work, graph, precision))
             print(f"{graph} {precision}: {json.dumps(parity['tflite'][f'{graph}_{precision}']['logits'])}",
                   flush=True)
     (args.out or work / "parity.json").write_text(json.dumps(parity, indent=2) + "\n", encoding="utf-8")

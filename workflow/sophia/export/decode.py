@@ -40,18 +40,31 @@ class Graph:
 
 
 class WindowModel:
-    """Fixed window [1, T]: the prompt sits at the start, the rest is padding; causal attention
-    means the padding never changes the logits at the last real position."""
+    """The window graph [1, T]. Run alone, the prompt sits at the start and the rest is padding;
+    causal attention means the padding never changes the logits at the last real position. When it
+    also takes `pos` and a KV cache (export.kv_cache set), it is the prefill graph: `chunk` runs
+    tokens from any position into a cache that the decode graph (KVModel) carries on."""
 
     def __init__(self, path: str | Path, threads: int = 2) -> None:
+        self.path = Path(path)
         self.runner = Graph(path, ["logits"], threads)
-        (name, detail), = self.runner.inputs.items()
-        self.input_name = name
-        self.window = int(detail["shape"][1])
+        inputs = self.runner.inputs
+        if "input_ids" not in inputs:
+            raise ValueError(f"{path}: no input_ids input (has {', '.join(inputs)})")
+        self.window = int(inputs["input_ids"]["shape"][1])
+        self.cache_shape = tuple(int(x) for x in inputs["k_cache"]["shape"]) if "k_cache" in inputs else None
+
+    @property
+    def prefill(self) -> bool:
+        return self.cache_shape is not None
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
-        """[1, T] int32 → [1, T, V]."""
-        return self.runner(**{self.input_name: ids.astype(np.int32)})["logits"]
+        """[1, T] int32 → [1, T, V], from position 0 with an empty cache."""
+        feeds = {"input_ids": ids.astype(np.int32)}
+        if self.cache_shape is not None:
+            empty = np.zeros(self.cache_shape, dtype=np.float32)
+            feeds.update(pos=np.zeros(1, dtype=np.int32), k_cache=empty, v_cache=empty.copy())
+        return self.runner(**feeds)["logits"].reshape(1, self.window, -1)
 
     def next_logits(self, tokens: list[int]) -> np.ndarray:
         if len(tokens) > self.window:
@@ -60,15 +73,28 @@ class WindowModel:
         ids[0, : len(tokens)] = tokens
         return self.logits(ids)[0, len(tokens) - 1]
 
+    def chunk(self, tokens: list[int], pos: int, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Up to T tokens at positions pos.. (padded to T) → (logits of the last one, k, v)."""
+        ids = np.zeros((1, self.window), dtype=np.int32)
+        ids[0, : len(tokens)] = tokens
+        out = self.runner(input_ids=ids, pos=np.array([pos], dtype=np.int32), k_cache=k, v_cache=v)
+        logits = out["logits"].reshape(self.window, -1)[len(tokens) - 1]
+        return logits, out["k_cache_out"].reshape(k.shape), out["v_cache_out"].reshape(v.shape)
+
 
 class KVModel:
-    """One token per call against a static cache carried between calls."""
+    """The decode graph: one token per call against a static cache carried between calls. With a
+    prefill graph, `feed` sends runs of several tokens (the prompt) through it, T per call."""
 
-    def __init__(self, path: str | Path, threads: int = 2) -> None:
+    def __init__(self, path: str | Path, threads: int = 2, prefill: WindowModel | None = None) -> None:
         self.runner = Graph(path, ["logits", "k_cache_out", "v_cache_out"], threads)
         details = self.runner.inputs
         self.cache_shape = tuple(int(x) for x in details["k_cache"]["shape"])
         self.max_len = self.cache_shape[3]
+        if prefill is not None and prefill.cache_shape != self.cache_shape:
+            raise ValueError(f"{prefill.path}: its cache {prefill.cache_shape} is not the decode graph's "
+                             f"{self.cache_shape} ({path}); export both graphs together")
+        self.prefill = prefill if prefill is not None and prefill.prefill else None
         self.reset()
 
     def reset(self) -> None:
@@ -86,6 +112,23 @@ class KVModel:
         self.v = out["v_cache_out"].reshape(self.cache_shape)
         self.pos += 1
         return out["logits"].reshape(-1)
+
+    def feed(self, tokens: list[int]) -> np.ndarray:
+        """The logits after `tokens`, fed from the current position: runs of two or more tokens go
+        through the prefill graph when there is one, single tokens through the decode graph."""
+        if self.pos + len(tokens) > self.max_len:
+            raise ValueError(f"the KV cache holds {self.max_len} positions")
+        logits = np.zeros(0, dtype=np.float32)
+        at = 0
+        while at < len(tokens):
+            n = min(len(tokens) - at, self.prefill.window) if self.prefill is not None else 1
+            if n == 1:
+                logits = self.step(tokens[at])
+            else:
+                logits, self.k, self.v = self.prefill.chunk(tokens[at: at + n], self.pos, self.k, self.v)
+                self.pos += n
+            at += n
+        return logits
 
     def teacher_forced(self, ids: list[int]) -> np.ndarray:
         self.reset()
@@ -107,30 +150,31 @@ class Timing:
 def greedy(model: WindowModel | KVModel, prompt: list[int], max_new_tokens: int, stop_ids: set[int] = frozenset(),
            should_stop: Callable[[list[int]], bool] | None = None, timing: Timing | None = None) -> Iterator[int]:
     """Yield greedy tokens one by one (streaming); stop at a stop id, `should_stop`, the length cap
-    or the end of the window/cache."""
+    or the end of the window/cache. A KV model takes the prompt in one `feed` (its prefill graph
+    when it has one), then one token per step."""
     start = time.perf_counter()
     timing = timing if timing is not None else Timing()
     kv = isinstance(model, KVModel)
     if kv:
         model.reset()
-        for t in prompt[:-1]:
-            model.step(t)
     tokens = list(prompt)
+    pending = list(prompt)  # not yet in the cache (KV)
     new: list[int] = []
 
     def room() -> bool:
-        return model.pos < model.max_len if kv else len(tokens) <= model.window
+        return model.pos + len(pending) <= model.max_len if kv else len(tokens) <= model.window
 
     timing.finish = "length"
     while len(new) < max_new_tokens:
         if not room():
             timing.finish = "context"
             return
-        logits = model.step(tokens[-1]) if kv else model.next_logits(tokens)
+        logits = model.feed(pending) if kv else model.next_logits(tokens)
         token = int(np.argmax(logits))
         if not new:
             timing.first_token_s = time.perf_counter() - start
         tokens.append(token)
+        pending = [token]
         new.append(token)
         timing.new_tokens = len(new)
         timing.total_s = time.perf_counter() - start

@@ -1,14 +1,19 @@
-"""The two fixed-shape graphs the phone runs, as torch modules over a Hugging Face Phi model's own
+"""The fixed-shape graphs the phone runs, as torch modules over a Hugging Face Phi model's own
 submodules (same weights, same math):
 
-- `WindowLM`: token ids [1, T] → logits [1, T, V]; generation re-runs the whole window.
-- `KVStep`: one token, its position and a static key/value cache [L, 1, H, MAX, D] → logits and the
-  updated cache; generation costs one step per token.
+- `KVStep(length=T)`, the prefill graph (file `window_*.tflite`): T token ids from position `pos`
+  against a static key/value cache [L, 1, H, MAX, D] → logits [1, T, V] and the updated cache. The
+  prompt goes in with one call (or one per T tokens) instead of one call per token; with `pos` 0
+  and an empty cache it is also the fixed-window model (generation re-runs the whole window).
+- `KVStep(length=1)`, the decode graph (file `kv_*.tflite`): one token → logits and the cache.
+- `WindowLM`: token ids [1, T] → logits [1, T, V], no cache; the window graph when export.kv_cache
+  is 0.
 
-Why fixed shapes: onnx2tf fails on transformers' dynamic causal-mask machinery and GPU delegates
-dislike dynamic shapes. Why int32 inputs: LiteRT.js (the phone app's runtime) has no int64
-tensors, so the graphs cast to int64 inside. The cache is written with one-hot arithmetic rather
-than scatter ops, which convert to TFLite builtins cleanly.
+This is the prefill/decode pair of the LiteRT LLM exports. Why fixed shapes: onnx2tf fails on
+transformers' dynamic causal-mask machinery and GPU delegates dislike dynamic shapes. Why int32
+inputs: LiteRT.js (the phone app's runtime) has no int64 tensors, so the graphs cast to int64 inside.
+The cache is written with one-hot arithmetic rather than scatter ops, which convert to TFLite
+builtins cleanly.
 """
 
 from __future__ import annotations
@@ -44,9 +49,14 @@ class WindowLM(nn.Module):
 
 
 class KVStep(nn.Module):
-    """One decode step of a Phi model against a static cache of `max_len` positions."""
+    """`length` tokens of a Phi model at positions pos .. pos + length - 1 against a static cache of
+    `max_len` positions: the decode step (length 1) and the prefill (length T) are the same math.
 
-    def __init__(self, model: Any, max_len: int) -> None:
+    Positions past the cache (the padding of a last prefill chunk) write nothing and read the last
+    rotary row; their logits are never used. Padding inside the cache writes rows that the next real
+    token overwrites before any query can see them (a query at p sees slots <= p only)."""
+
+    def __init__(self, model: Any, max_len: int, length: int = 1) -> None:
         super().__init__()
         check_family(model)
         cfg = model.config
@@ -55,6 +65,7 @@ class KVStep(nn.Module):
         self.heads = cfg.num_attention_heads
         self.head_dim = cfg.hidden_size // self.heads
         self.max_len = max_len
+        self.length = length
         attn = model.model.layers[0].self_attn
         self.rot = attn.rotary_ndims
         self.scaling = attn.scaling
@@ -63,12 +74,18 @@ class KVStep(nn.Module):
         self.register_buffer("cos_table", cos[0].contiguous(), persistent=False)  # [MAX, rot]
         self.register_buffer("sin_table", sin[0].contiguous(), persistent=False)
         self.register_buffer("slots", torch.arange(max_len), persistent=False)
+        self.register_buffer("offsets", torch.arange(length), persistent=False)
 
     def cache_shape(self) -> tuple[int, ...]:
         return (self.layers, 1, self.heads, self.max_len, self.head_dim)
 
     def empty_cache(self) -> torch.Tensor:
         return torch.zeros(self.cache_shape())
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        # two distinct cache tensors: the exporters merge inputs that are the same object
+        return (torch.zeros(1, self.length, dtype=torch.int32), torch.zeros(1, dtype=torch.int32),
+                self.empty_cache(), self.empty_cache())
 
     @staticmethod
     def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -82,27 +99,28 @@ class KVStep(nn.Module):
     def forward(self, input_ids: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor,
                 v_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model.model
-        h_n, d = self.heads, self.head_dim
-        pos = pos.long()
-        x = m.embed_tokens(input_ids.long())  # [1, 1, C]
-        cos = self.cos_table[pos][None, None]  # [1, 1, 1, rot]
-        sin = self.sin_table[pos][None, None]
-        onehot = (self.slots[None, :] == pos[:, None]).to(x.dtype)  # [1, MAX]
-        keep = (1.0 - onehot)[None, None, :, :].transpose(2, 3)  # [1, 1, MAX, 1]
-        write = onehot.t()[None, None]  # [1, 1, MAX, 1]
-        mask = torch.where(self.slots[None, :] <= pos[:, None], torch.zeros((), dtype=x.dtype),
-                           torch.full((), NEG, dtype=x.dtype))[None, None]  # [1, 1, 1, MAX]
+        h_n, d, t_n = self.heads, self.head_dim, self.length
+        positions = pos.long() + self.offsets  # [T]
+        x = m.embed_tokens(input_ids.long())  # [1, T, C]
+        rows = torch.clamp(positions, max=self.max_len - 1)
+        cos = self.cos_table[rows][None, None]  # [1, 1, T, rot]
+        sin = self.sin_table[rows][None, None]
+        onehot = (positions[:, None] == self.slots[None, :]).to(x.dtype)  # [T, MAX]
+        keep = (1.0 - onehot.sum(0))[None, None, :, None]  # [1, 1, MAX, 1]
+        write = onehot.t()[None, None]  # [1, 1, MAX, T]
+        mask = torch.where(self.slots[None, :] <= positions[:, None], torch.zeros((), dtype=x.dtype),
+                           torch.full((), NEG, dtype=x.dtype))[None, None]  # [1, 1, T, MAX]
         keys, values = [], []
         for i, layer in enumerate(m.layers):
             a = layer.self_attn
             h = layer.input_layernorm(x)
-            q = self._rope(a.q_proj(h).view(1, 1, h_n, d).transpose(1, 2), cos, sin)
-            k = self._rope(a.k_proj(h).view(1, 1, h_n, d).transpose(1, 2), cos, sin)
-            v = a.v_proj(h).view(1, 1, h_n, d).transpose(1, 2)
+            q = self._rope(a.q_proj(h).view(1, t_n, h_n, d).transpose(1, 2), cos, sin)  # [1, H, T, D]
+            k = self._rope(a.k_proj(h).view(1, t_n, h_n, d).transpose(1, 2), cos, sin)
+            v = a.v_proj(h).view(1, t_n, h_n, d).transpose(1, 2)
             kc = k_cache[i] * keep + torch.matmul(write, k)  # [1, H, MAX, D]
             vc = v_cache[i] * keep + torch.matmul(write, v)
             w = torch.softmax(torch.matmul(q, kc.transpose(2, 3)) * self.scaling + mask, dim=-1)
-            o = torch.matmul(w, vc).transpose(1, 2).reshape(1, 1, h_n * d)
+            o = torch.matmul(w, vc).transpose(1, 2).reshape(1, t_n, h_n * d)
             x = a.dense(o) + layer.mlp(h) + x  # Phi: attention and MLP in parallel on one norm
             keys.append(kc)
             values.append(vc)
@@ -117,6 +135,25 @@ def teacher_forced(step: KVStep, ids: list[int]) -> torch.Tensor:
     rows = []
     for p, t in enumerate(ids):
         logits, k, v = step(torch.tensor([[t]], dtype=torch.int32), torch.tensor([p], dtype=torch.int32), k, v)
+        rows.append(logits[0, 0])
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def prefilled(prefill: KVStep, step: KVStep, ids: list[int], n_prefill: int) -> torch.Tensor:
+    """Logits [len(ids), V] the way the runner and the app produce them: the first `n_prefill` ids
+    through the prefill graph (one call per `prefill.length` tokens, the last chunk padded), the
+    rest one at a time through the decode graph."""
+    k, v = prefill.empty_cache(), prefill.empty_cache()
+    rows = []
+    for at in range(0, n_prefill, prefill.length):
+        chunk = ids[at: min(at + prefill.length, n_prefill)]
+        padded = torch.zeros(1, prefill.length, dtype=torch.int32)
+        padded[0, : len(chunk)] = torch.tensor(chunk, dtype=torch.int32)
+        logits, k, v = prefill(padded, torch.tensor([at], dtype=torch.int32), k, v)
+        rows.extend(logits[0, : len(chunk)])
+    for p in range(n_prefill, len(ids)):
+        logits, k, v = step(torch.tensor([[ids[p]]], dtype=torch.int32), torch.tensor([p], dtype=torch.int32), k, v)
         rows.append(logits[0, 0])
     return torch.stack(rows)
 

@@ -1,8 +1,8 @@
 """The direct PyTorch → TFLite route (export.backend: litert_torch), for models whose float32
 weights exceed the 2 GB TensorFlow SavedModel limit of the onnx2tf route (Phi-2). Runs in its own
 environment (`.venv-litert/bin/python -m sophia.export.litert`, envs/litert.txt): litert-torch
-traces the same graph modules (`graphs.WindowLM`, `graphs.KVStep`) and writes the .tflite files
-directly; int8 is ai-edge-quantizer's dynamic-range recipe on the fp32 file. The parity
+traces the same graph modules (`graphs.KVStep` as prefill and decode, or `graphs.WindowLM` without a
+KV cache) and writes the .tflite files directly; int8 is ai-edge-quantizer's dynamic-range recipe on the fp32 file. The parity
 measurements are the onnx2tf route's own (`convert.tflite_parity`), written to the same
 parity.json, so the export stage applies the same gates.
 """
@@ -19,9 +19,11 @@ import numpy as np
 import torch
 
 from sophia.export import graphs
-from sophia.export.convert import tflite_parity
+from sophia.export.convert import prefill_of, tflite_parity
 
 PRECISIONS = ("fp32", "int8")  # the quantizer offers no fp16 weight recipe
+KV_INPUTS = ("input_ids", "pos", "k_cache", "v_cache")
+KV_OUTPUTS = ("logits", "k_cache_out", "v_cache_out")
 
 
 class _Named(torch.nn.Module):
@@ -66,15 +68,14 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="eager").eval()
     refs = dict(np.load(work / "references.npz"))
     meta = json.loads((work / "references.json").read_text(encoding="utf-8"))
-    todo: dict[str, tuple[torch.nn.Module, dict[str, torch.Tensor], tuple[str, ...]]] = {
-        "window": (graphs.WindowLM(model), {"input_ids": torch.zeros(1, args.window, dtype=torch.int32)},
-                   ("logits",)),
-    }
-    if args.kv_cache:
-        step = graphs.KVStep(model, args.kv_cache).eval()
-        inputs = {"input_ids": torch.zeros(1, 1, dtype=torch.int32), "pos": torch.zeros(1, dtype=torch.int32),
-                  "k_cache": step.empty_cache(), "v_cache": step.empty_cache()}
-        todo["kv"] = (step, inputs, ("logits", "k_cache_out", "v_cache_out"))
+    todo: dict[str, tuple[torch.nn.Module, dict[str, torch.Tensor], tuple[str, ...]]] = {}
+    if args.kv_cache:  # the window graph is the prefill (sophia.export.graphs), then the decode step
+        for graph, length in (("window", args.window), ("kv", 1)):
+            step = graphs.KVStep(model, args.kv_cache, length=length).eval()
+            todo[graph] = (step, dict(zip(KV_INPUTS, step.example_inputs(), strict=True)), KV_OUTPUTS)
+    else:
+        todo["window"] = (graphs.WindowLM(model), {"input_ids": torch.zeros(1, args.window, dtype=torch.int32)},
+                          ("logits",))
     parity: dict[str, Any] = {"onnx": {}, "tflite": {}, "convert_s": {}, "backend": "litert_torch"}
     for graph, (module, inputs, outputs) in todo.items():
         start = time.perf_counter()
@@ -89,7 +90,8 @@ def main() -> None:
             made.pop("fp32")
         parity["convert_s"][graph] = time.perf_counter() - start
         for precision, path in made.items():
-            parity["tflite"][f"{graph}_{precision}"] = tflite_parity(path, graph, refs, meta)
+            parity["tflite"][f"{graph}_{precision}"] = tflite_parity(path, graph, refs, meta,
+                                                                     prefill_of(work, graph, precision))
             print(f"{graph} {precision}: {json.dumps(parity['tflite'][f'{graph}_{precision}']['logits'])}",
                   flush=True)
     (work / "parity.json").write_text(json.dumps(parity, indent=2) + "\n", encoding="utf-8")

@@ -41,7 +41,11 @@ def verify(bundle: Path) -> dict[str, Any]:
 
 
 class Assistant:
-    def __init__(self, bundle: Path, graph: str = "auto", threads: int = 2) -> None:
+    """`graph` kv: the prompt through the window graph in one call when it is a prefill graph
+    (`prefill=False`: one decode step per prompt token instead), then one decode step per token;
+    window: the fixed window re-run for every token."""
+
+    def __init__(self, bundle: Path, graph: str = "auto", threads: int = 2, prefill: bool = True) -> None:
         from tokenizers import Tokenizer
 
         start = time.perf_counter()
@@ -54,7 +58,13 @@ class Assistant:
             raise ModelError(f"{bundle}: no {graph} graph in this bundle (has: {', '.join(models)})")
         self.graph = graph
         path = bundle / models[graph]
-        self.model: KVModel | WindowModel = KVModel(path, threads) if graph == "kv" else WindowModel(path, threads)
+        self.model: KVModel | WindowModel
+        if graph == "kv":
+            window = WindowModel(bundle / models["window"], threads) if prefill and "window" in models else None
+            self.model = KVModel(path, threads, prefill=window)
+        else:
+            self.model = WindowModel(path, threads)
+        self.prefill = isinstance(self.model, KVModel) and self.model.prefill is not None
         self.tokenizer = Tokenizer.from_file(str(bundle / "tokenizer.json"))
         self.load_s = time.perf_counter() - start
 
@@ -84,7 +94,8 @@ class Assistant:
             shown = text
         finish = timing.finish
         return {"prompt_tokens": len(ids), "tokens": tokens, "text": _cut(self.tokenizer.decode(tokens), stops).strip(),
-                "finish": finish, "graph": self.graph, "load_s": self.load_s, "first_token_s": timing.first_token_s,
+                "finish": finish, "graph": self.graph, "prefill": self.prefill,
+                "load_s": self.load_s, "first_token_s": timing.first_token_s,
                 "total_s": timing.total_s, "new_tokens": timing.new_tokens, "tokens_per_s": timing.tokens_per_s}
 
 
@@ -94,12 +105,13 @@ def _cut(text: str, stops: list[str]) -> str:
 
 
 def run(args: Any) -> None:
-    assistant = Assistant(Path(args.bundle), args.graph, args.threads)
+    assistant = Assistant(Path(args.bundle), args.graph, args.threads, prefill=not args.no_prefill)
     stream = None if args.json else (lambda piece: print(piece, end="", flush=True))
     result = assistant.generate(args.prompt, args.max_new_tokens, stream, stop=not args.no_stop)
     if args.json:
         print(json.dumps(result))
         return
     print(file=sys.stderr)
-    print(f"[{result['graph']}] load {result['load_s']:.2f} s, first token {result['first_token_s'] * 1000:.1f} ms, "
+    graph = result["graph"] + (" + prefill" if result["prefill"] else "")
+    print(f"[{graph}] load {result['load_s']:.2f} s, first token {result['first_token_s'] * 1000:.1f} ms, "
           f"{result['new_tokens']} tokens at {result['tokens_per_s']:.1f} tok/s ({result['finish']})", file=sys.stderr)

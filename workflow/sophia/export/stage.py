@@ -103,20 +103,28 @@ def references(model: Any, tok: Any, espec: dict[str, Any], prompts: list[str]) 
     return refs, {"greedy_prompts": greedy_prompts, "greedy_tokens": greedy_tokens, "seed": par["seed"]}
 
 
+def window_graph(model: Any, espec: dict[str, Any]) -> torch.nn.Module:
+    """With a KV cache the window graph is the prefill (it also fills the cache); without, logits only."""
+    if espec["kv_cache"]:
+        return graphs.KVStep(model, espec["kv_cache"], length=espec["window"]).eval()
+    return graphs.WindowLM(model).eval()
+
+
 def export_graphs(model: Any, espec: dict[str, Any], onnx_dir: Path) -> dict[str, Any]:
     onnx_dir.mkdir(parents=True)
     info: dict[str, Any] = {}
     start = time.perf_counter()
-    graphs.export_onnx(graphs.WindowLM(model).eval(), (torch.zeros(1, espec["window"], dtype=torch.int32),),
-                       (["input_ids"], ["logits"]), onnx_dir / "window.onnx", espec["opset"])
+    window = window_graph(model, espec)
+    if espec["kv_cache"]:
+        graphs.export_onnx(window, window.example_inputs(), KV_NAMES, onnx_dir / "window.onnx", espec["opset"])
+    else:
+        graphs.export_onnx(window, (torch.zeros(1, espec["window"], dtype=torch.int32),),
+                           (["input_ids"], ["logits"]), onnx_dir / "window.onnx", espec["opset"])
     info["window_export_s"] = time.perf_counter() - start
     if espec["kv_cache"]:
         step = graphs.KVStep(model, espec["kv_cache"]).eval()
         start = time.perf_counter()
-        # two distinct cache tensors: the exporter merges inputs that are the same object
-        args = (torch.zeros(1, 1, dtype=torch.int32), torch.zeros(1, dtype=torch.int32), step.empty_cache(),
-                step.empty_cache())
-        graphs.export_onnx(step, args, KV_NAMES, onnx_dir / "kv.onnx", espec["opset"])
+        graphs.export_onnx(step, step.example_inputs(), KV_NAMES, onnx_dir / "kv.onnx", espec["opset"])
         info["kv_export_s"] = time.perf_counter() - start
     return info
 
@@ -132,12 +140,16 @@ def gate_failures(parity: dict[str, Any], gates: dict[str, Any]) -> list[str]:
         precision = key.rsplit("_", 1)[1]
         g = gates[precision]
         where = f"export.parity.gates.{precision}"
-        if g["max_abs"] is not None and r["logits"]["max_abs"] > g["max_abs"]:
-            failures.append(f"{key}.tflite: max |logit diff| {r['logits']['max_abs']:.3g} > "
-                            f"{where}.max_abs={g['max_abs']}")
-        if r["logits"]["argmax_agreement"] < g["argmax_agreement"]:
-            failures.append(f"{key}.tflite: argmax agreement {r['logits']['argmax_agreement']:.3f} < "
-                            f"{where}.argmax_agreement={g['argmax_agreement']}")
+        # logits: the graph alone; prefill_decode: the decode graph continuing a prefilled cache
+        for check, what in (("logits", ""), ("prefill_decode", " after prefill")):
+            if check not in r:
+                continue
+            if g["max_abs"] is not None and r[check]["max_abs"] > g["max_abs"]:
+                failures.append(f"{key}.tflite: max |logit diff|{what} {r[check]['max_abs']:.3g} > "
+                                f"{where}.max_abs={g['max_abs']}")
+            if r[check]["argmax_agreement"] < g["argmax_agreement"]:
+                failures.append(f"{key}.tflite: argmax agreement{what} {r[check]['argmax_agreement']:.3f} < "
+                                f"{where}.argmax_agreement={g['argmax_agreement']}")
         if g["greedy_equal"] and not r["greedy_equal"]:
             bad = [(i, m["first_difference"]) for i, m in enumerate(r["greedy"]) if not m["equal"]]
             failures.append(f"{key}.tflite: greedy tokens differ from PyTorch generate "
@@ -206,13 +218,15 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, out: Path) -
         model, tok = load_float(model_dir)
         check_convertible(model, espec)
         check_export_precisions(espec)
-        kv_torch = None
-        if espec["kv_cache"]:
+        kv_torch = prefill_torch = None
+        if espec["kv_cache"]:  # our graph modules against the HF forward, before any conversion
             ids = list(range(1, min(16, espec["kv_cache"]) + 1))
             step = graphs.KVStep(model, espec["kv_cache"]).eval()
             with torch.no_grad():
                 full = model(input_ids=torch.tensor([ids])).logits[0]
             kv_torch = float((graphs.teacher_forced(step, ids) - full).abs().max())
+            prefill = window_graph(model, espec)
+            prefill_torch = float((graphs.prefilled(prefill, step, ids, len(ids) // 2) - full).abs().max())
         refs, meta = references(model, tok, espec, spec["reference_prompts"])
         np.savez(tmp / "references.npz", **refs)
         (tmp / "references.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
@@ -223,7 +237,8 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, out: Path) -
             shutil.move(tmp / "tokenizer" / name, tmp / name)
         shutil.rmtree(tmp / "tokenizer")
         parity = convert(espec, tmp, model_dir)
-        parity.update({"backend": espec["backend"], "torch_kv_vs_full_max_abs": kv_torch, **info})
+        parity.update({"backend": espec["backend"], "torch_kv_vs_full_max_abs": kv_torch,
+                       "torch_prefill_decode_vs_full_max_abs": prefill_torch, **info})
         failures = gate_failures(parity, espec["parity"]["gates"])
         parity["gates"] = espec["parity"]["gates"]
         parity["failures"] = failures
@@ -255,6 +270,9 @@ def parity_metrics(parity: dict[str, Any]) -> dict[str, float]:
     for key, r in parity["tflite"].items():
         m[f"{key}.max_abs"] = r["logits"]["max_abs"]
         m[f"{key}.argmax_agreement"] = r["logits"]["argmax_agreement"]
+        if "prefill_decode" in r:
+            m[f"{key}.prefill_decode.max_abs"] = r["prefill_decode"]["max_abs"]
+            m[f"{key}.prefill_decode.argmax_agreement"] = r["prefill_decode"]["argmax_agreement"]
         m[f"{key}.greedy_equal"] = float(r["greedy_equal"])
         m[f"{key}.bytes"] = r["bytes"]
         m[f"{key}.load_s"] = r["load_s"]
