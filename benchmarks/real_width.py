@@ -187,13 +187,14 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=int, nargs=2, default=[4, 3], help="the two depths (the first: the config's)")
-    p.add_argument("--workdir", type=Path, default=ROOT / "results-phi2-shape")
+    p.add_argument("--workdir", type=Path, default=Path("results-phi2-shape"))
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--report-only", action="store_true", help="measure finished runs, run nothing")
     p.add_argument("--prompt-tokens", type=int, default=100)
     p.add_argument("--new-tokens", type=int, default=16)
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "real_width.json")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/real_width.json"))
     args, extra = p.parse_known_args()
+    args.workdir = args.workdir.resolve()  # Snakemake runs each depth in its own directory
     if args.layers[0] == args.layers[1]:
         p.error("--layers: two different depths are needed for a per-layer share")
     runs: dict[int, dict[str, Any]] = {}

@@ -38,11 +38,14 @@ try {
       await ready(page, 120000).catch((e) => { throw new Error(`${graph}: ${e.message}`); });
       loads.push(await page.evaluate(() => window.sophia.assistant.loadMs));
       const requests = promptTokens ? [await page.evaluate((n) => {
-        // the first request's words repeated until the templated prompt has exactly n tokens
+        // words repeated until the templated prompt has n tokens, then characters dropped from the end
+        // until it has no more than n (a word may add several tokens; runs report the count they had)
         const a = window.sophia.assistant;
         const words = "Give me a program that checks if a number is prime and explain each step".split(" ");
+        const count = (r) => a.encode(a.prompt(r)).length;
         let request = "";
-        for (let i = 0; a.encode(a.prompt(request)).length < n; i++) request += `${i ? " " : ""}${words[i % words.length]}`;
+        for (let i = 0; count(request) < n; i++) request += `${i ? " " : ""}${words[i % words.length]}`;
+        while (count(request) > n) request = request.slice(0, -1);
         return request;
       }, promptTokens)] : PROMPTS;
       for (const request of requests) {

@@ -54,6 +54,24 @@ def test_prefill_then_decode_equals_the_full_forward(n_prefill: int) -> None:
     assert (graphs.prefilled(prefill, step, ids, n_prefill) - full).abs().max() < 1e-5
 
 
+def test_folded_layer_norms_compute_the_same_function() -> None:
+    """litert_torch's two-signature file: the norms' scale and shift moved into the linears that
+    read them (non-trivial ones: a fresh LayerNorm is the identity affine map)."""
+    model = micro_phi(partial_rotary_factor=0.4)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for norm in [*(layer.input_layernorm for layer in model.model.layers), model.model.final_layernorm]:
+            norm.weight.copy_(1 + 0.5 * torch.randn(norm.weight.shape, generator=g))
+            norm.bias.copy_(0.5 * torch.randn(norm.bias.shape, generator=g))
+        ids = torch.randint(0, 300, (1, 20), generator=g)
+        want = model(input_ids=ids).logits
+        folded = graphs.fold_layer_norms(model)
+        got = folded(input_ids=ids).logits
+    assert not folded.model.final_layernorm.elementwise_affine
+    assert all(not layer.input_layernorm.elementwise_affine for layer in folded.model.layers)
+    assert (got - want).abs().max() < 1e-4 and (got - want).abs().max() / want.abs().max() < 1e-5
+
+
 def test_prefill_past_the_cache_end_writes_nothing() -> None:
     """A last chunk's padding beyond the cache's positions is dropped, not wrapped or clamped in."""
     model = micro_phi()
@@ -252,6 +270,8 @@ def test_failed_gate_leaves_no_output(exported: Path, micro_merged: Path, tmp_pa
 
 def test_litert_torch_route_passes_the_same_gates(micro_model: Path, tmp_path: Path, mlflow_store: str) -> None:
     """The direct PyTorch -> TFLite route (for models past onnx2tf's 2 GB limit), same parity harness."""
+    from transformers import AutoModelForCausalLM
+
     spec = json.loads(json.dumps(EXPORT_SPEC))
     spec["export"].update({"backend": "litert_torch", "precisions": ["fp32", "int8"], "bundle_precision": "fp32"})
     out = tmp_path / "base"
@@ -259,10 +279,20 @@ def test_litert_torch_route_passes_the_same_gates(micro_model: Path, tmp_path: P
     assert parity["failures"] == [] and parity["backend"] == "litert_torch"
     assert set(parity["tflite"]) == {"window_fp32", "window_int8", "kv_fp32", "kv_int8"}
     assert parity["tflite"]["kv_fp32"]["greedy_equal"] and parity["tflite"]["window_fp32"]["logits"]["max_abs"] < 1e-4
+    assert parity["tflite"]["kv_fp32"]["prefill_decode"]["max_abs"] < 1e-4
     assert not (out / "onnx").exists()
+    # one file per precision: prefill and decode are two signatures over one copy of the weights
+    # (two single-graph files of the same model would each be about as large as this one)
+    assert sorted(p.name for p in out.glob("*.tflite")) == ["model_fp32.tflite", "model_int8.tflite"]
+    weights = sum(p.numel() * 4 for p in AutoModelForCausalLM.from_pretrained(micro_model).parameters())
+    assert (out / "model_fp32.tflite").stat().st_size < 1.25 * weights
+    generation = json.loads((out / "bundle" / "generation.json").read_text())
+    assert generation["models"] == {"window": "model_fp32.tflite", "kv": "model_fp32.tflite"}
+    assert generation["signatures"] == {"window": "prefill", "kv": "decode"}
     result = run_cli(out / "bundle", "--prompt", PROMPTS[1], "--max-new-tokens", "4", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1])["graph"] == "kv"
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (got["graph"], got["prefill"]) == ("kv", True)
 
 
 def test_litert_torch_has_no_fp16() -> None:

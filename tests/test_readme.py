@@ -115,6 +115,12 @@ def test_study_lines_plan_as_dry_runs(checkout: Path) -> None:
         result = sh(checkout, line + " -n", **env)
         assert result.returncode == 0, f"{line}:\n{result.stderr[-2000:]}"
         assert "evaluate" in result.stdout + result.stderr, line
+    rehearsal = sh(checkout, ".venv/bin/python benchmarks/real_width.py -n")  # both depths planned, nothing run
+    assert rehearsal.returncode == 0, rehearsal.stderr[-2000:]
+    for depth in ("4L", "3L"):
+        plan = (checkout / "results-phi2-shape" / depth / "snakemake.log").read_text()
+        assert "export" in plan and "gguf" in plan and "This was a dry-run" in plan, plan[-2000:]
+    shutil.rmtree(checkout / "results-phi2-shape")
 
 
 def test_stage_times_benchmark(checkout: Path) -> None:

@@ -29,6 +29,7 @@ RANK = 64
 @pytest.fixture(scope="module")
 def wide(micro_model: Path, micro_data: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """base (random init, the micro tokenizer) → GPTQ → LoRA step → merged → export, once."""
+    from sophia.config import validate_section
     from sophia.export import merge
     from sophia.export import stage as export_stage
     from sophia.finetune import stage as finetune_stage
@@ -50,8 +51,10 @@ def wide(micro_model: Path, micro_data: list[Path], tmp_path_factory: pytest.Tem
     ft = copy.deepcopy(MICRO_FINETUNE)
     step = {"chain": "alpaca", "phase": {**ft["phases"]["alpaca"], "max_length": 48},
             "lora": {"r": RANK, "alpha": 16, "dropout": 0.05, "target_modules": []},
-            "training": {**ft["training"], "batch_size": 20, "eval_steps": 1, "save_steps": 1},
+            # no warmup: a one-step run's only step would have a learning rate of 0
+            "training": {**ft["training"], "batch_size": 20, "eval_steps": 1, "save_steps": 1, "warmup_ratio": 0.0},
             "reference_prompts": ["Reverse a string."], "generation": {"max_new_tokens": 2, "batch_size": 8}}
+    espec_default = validate_section({}, "export", "export")  # the tolerances the workflow uses
     espec = copy.deepcopy(EXPORT_SPEC)
     espec["export"].update({"backend": "litert_torch", "precisions": ["fp32"], "window": 16, "kv_cache": 32,
                             "parity": {"inputs": 1, "teacher_forced_steps": 12, "greedy_prompts": 1,
@@ -61,7 +64,8 @@ def wide(micro_model: Path, micro_data: list[Path], tmp_path_factory: pytest.Tem
                                   "generation": {"max_new_tokens": 2, "batch_size": 8}},
                                  paths["base"], list(data.values()), paths["gptq"])
         finetune_stage.run_stage(step, paths["gptq"], data["alpaca"], None, paths["adapter"])
-        merge.run_stage("gptq+alpaca", paths["gptq"], paths["adapter"], 1e-3, paths["merged"])
+        merge.run_stage("gptq+alpaca", paths["gptq"], paths["adapter"], espec_default["parity"]["merge_max_abs"],
+                        paths["merged"])
         export_stage.run_stage(espec, "gptq+alpaca", paths["merged"], paths["export"])
     return paths
 
@@ -100,7 +104,8 @@ def test_one_lora_step_adapts_every_projection_at_width(wide: dict[str, Path]) -
 def test_merged_model_is_float_at_real_width(wide: dict[str, Path]) -> None:
     cfg = json.loads((wide["merged"] / "config.json").read_text())
     assert "quantization_config" not in cfg
-    assert (cfg["hidden_size"], cfg["intermediate_size"], cfg["partial_rotary_factor"]) == (2560, 10240, 0.4)
+    assert (cfg["hidden_size"], cfg["intermediate_size"]) == (2560, 10240)
+    assert cfg["rope_parameters"]["partial_rotary_factor"] == 0.4
     t = tensors(wide["merged"])
     assert tuple(t["model.layers.0.mlp.fc2.weight"].shape) == (2560, 10240)
     assert t["model.layers.0.mlp.fc2.weight"].dtype == torch.float32
@@ -117,7 +122,8 @@ def test_prefill_and_decode_export_passes_the_parity_gates(wide: dict[str, Path]
     assert kv["prefill_decode"]["argmax_agreement"] == 1.0 and kv["greedy_equal"]
     assert kv["greedy"][0]["tokens"] and len(kv["greedy"][0]["tokens"]) == 4
     generation = json.loads((wide["export"] / "bundle" / "generation.json").read_text())
-    assert generation["models"] == {"window": "window_fp32.tflite", "kv": "kv_fp32.tflite"}
+    assert generation["models"] == {"window": "model_fp32.tflite", "kv": "model_fp32.tflite"}
+    assert generation["signatures"] == {"window": "prefill", "kv": "decode"}
 
 
 # --- benchmarks/real_width.py: the rehearsal's arithmetic (its runs are opt-in) --------------------

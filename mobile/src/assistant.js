@@ -1,5 +1,5 @@
 // Loading a bundle written by the workflow's export stage, and answering with it.
-import { loadLiteRt } from "@litertjs/core";
+import { loadAndCompile, loadLiteRt } from "@litertjs/core";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { cutAtStop, greedy } from "./decode.js";
 import { KVModel, WindowModel } from "./model.js";
@@ -50,14 +50,23 @@ export class Assistant {
         async (name) => json(await verifiedBytes(base, name, manifest))));
     const chosen = graph === "auto" ? (settings.models.kv ? "kv" : "window") : graph;
     if (!settings.models[chosen]) throw new BundleError(`This bundle has no ${chosen} model.`);
-    const withPrefill = chosen === "kv" && prefill && settings.models.window;
-    const [modelBytes, windowBytes] = await Promise.all([
-      verifiedBytes(base, settings.models[chosen], manifest),
-      withPrefill ? verifiedBytes(base, settings.models.window, manifest) : null]);
+    const withPrefill = Boolean(chosen === "kv" && prefill && settings.models.window);
+    // each file once: both graphs may be one file's two signatures
+    const names = [...new Set([settings.models[chosen], ...(withPrefill ? [settings.models.window] : [])])];
+    const bytes = await Promise.all(names.map((name) => verifiedBytes(base, name, manifest)));
     await loadRuntime(wasm);
+    const compiled = {};
+    for (const [i, name] of names.entries()) compiled[name] = await loadAndCompile(bytes[i], { accelerator: "wasm" });
+    const runner = (g) => {
+      const file = compiled[settings.models[g]];
+      const signature = settings.signatures?.[g];
+      if (!signature) return file;
+      if (!file.signatures[signature]) throw new BundleError(`${settings.models[g]} has no ${signature} signature.`);
+      return file.signatures[signature];
+    };
     const model = chosen === "kv"
-      ? await KVModel.load(modelBytes, windowBytes && await WindowModel.load(windowBytes))
-      : await WindowModel.load(modelBytes);
+      ? new KVModel(runner("kv"), withPrefill ? new WindowModel(runner("window")) : null)
+      : new WindowModel(runner("window"));
     const tokenizer = new Tokenizer(tokJson, tokConfig);
     return new Assistant({ manifest, settings, template: template.template, model, tokenizer,
       loadMs: performance.now() - start });

@@ -1,5 +1,7 @@
-// The exported graphs behind the `model` interface of decode.js, on LiteRT.js (WASM, CPU).
-import { loadAndCompile, Tensor } from "@litertjs/core";
+// The exported graphs behind the `model` interface of decode.js, on LiteRT.js (WASM, CPU). Each
+// takes a runner: a compiled model, or one signature of it (litert_torch's file holds the prefill
+// and decode graphs as two signatures over one copy of the weights).
+import { Tensor } from "@litertjs/core";
 
 async function outputsOf(model, feeds) {
   const out = await model.run(feeds);
@@ -16,10 +18,6 @@ async function outputsOf(model, feeds) {
 // matters. With `pos` and KV-cache inputs (export.kv_cache set) it is also the prefill graph:
 // `chunk` runs up to T tokens from any position into the cache the decode graph carries on.
 export class WindowModel {
-  static async load(bytes) {
-    const m = await loadAndCompile(bytes, { accelerator: "wasm" });
-    return new WindowModel(m);
-  }
   constructor(compiled) {
     this.compiled = compiled;
     const inputs = compiled.getInputDetails();
@@ -54,10 +52,6 @@ export class WindowModel {
 // The decode graph: one token per run against a static cache that the page carries between runs.
 // With a prefill graph, runs of two or more tokens (the prompt) go through it, T per call.
 export class KVModel {
-  static async load(bytes, prefill = null) {
-    const m = await loadAndCompile(bytes, { accelerator: "wasm" });
-    return new KVModel(m, prefill);
-  }
   constructor(compiled, prefill = null) {
     this.compiled = compiled;
     const k = compiled.getInputDetails().find((d) => d.name === "k_cache");

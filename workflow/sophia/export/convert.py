@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from sophia.export.decode import KVModel, WindowModel, greedy
+from sophia.export import decode
+from sophia.export.decode import WindowModel, greedy
 
 PRECISIONS = ("fp32", "fp16", "int8")  # int8: dynamic-range quantized weights
 KV_INPUTS = ["k_cache", "v_cache"]  # 5-D tensors onnx2tf must keep as they are
@@ -128,14 +129,14 @@ def onnx_parity(work: Path, refs: dict[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
-def tflite_parity(path: Path, graph: str, refs: dict[str, np.ndarray], meta: dict[str, Any],
-                  prefill: Path | None = None) -> dict[str, Any]:
+def tflite_parity(files: dict[str, Path], graph: str, refs: dict[str, np.ndarray], meta: dict[str, Any],
+                  signatures: dict[str, str] | None = None) -> dict[str, Any]:
     """Logits against PyTorch's, and greedy tokens against PyTorch generate, decoded the way the
-    runner decodes: the decode graph (kv) takes the prompt through `prefill` (the same precision's
-    window graph) when it is given, and `prefill_decode` measures that hand-over of the cache."""
+    runner decodes (`decode.load`): the decode graph (kv) takes the prompt through the same
+    precision's window graph when `files` has it, and `prefill_decode` measures that hand-over."""
     start = time.perf_counter()
-    model = WindowModel(path) if graph == "window" else KVModel(path, prefill=WindowModel(prefill) if prefill else None)
-    result: dict[str, Any] = {"load_s": time.perf_counter() - start, "bytes": path.stat().st_size}
+    model = decode.load(files, graph, signatures=signatures)
+    result: dict[str, Any] = {"load_s": time.perf_counter() - start, "bytes": files[graph].stat().st_size}
     if isinstance(model, WindowModel):
         got = np.stack([model.logits(x[None])[0] for x in refs["window_inputs"]])
         result["logits"] = compare(got, refs["window_logits"])
@@ -157,10 +158,14 @@ def tflite_parity(path: Path, graph: str, refs: dict[str, np.ndarray], meta: dic
     return result
 
 
-def prefill_of(work: Path, graph: str, precision: str) -> Path | None:
-    """The window graph of the same precision, the decode graph's prefill, when it was made."""
-    path = work / f"window_{precision}.tflite"
-    return path if graph == "kv" and path.is_file() else None
+def graph_files(work: Path, graph: str, precision: str) -> dict[str, Path]:
+    """The files a graph of one precision is decoded with: itself, and for kv the window graph
+    (its prefill) when it was made."""
+    files = {graph: work / f"{graph}_{precision}.tflite"}
+    window = work / f"window_{precision}.tflite"
+    if graph == "kv" and window.is_file():
+        files["window"] = window
+    return files
 
 
 def main() -> None:
@@ -185,9 +190,9 @@ def main() -> None:
             start = time.perf_counter()
             made = onnx2tf(work / "onnx" / f"{graph}.onnx", work, graph, args.precisions, log)
             parity["convert_s"][graph] = time.perf_counter() - start
-        for precision, path in made.items():
-            parity["tflite"][f"{graph}_{precision}"] = tflite_parity(path, graph, refs, meta,
-                                                                     prefill_of(work, graph, precision))
+        for precision in made:
+            parity["tflite"][f"{graph}_{precision}"] = tflite_parity(graph_files(work, graph, precision), graph,
+                                                                     refs, meta)
             print(f"{graph} {precision}: {json.dumps(parity['tflite'][f'{graph}_{precision}']['logits'])}",
                   flush=True)
     (args.out or work / "parity.json").write_text(json.dumps(parity, indent=2) + "\n", encoding="utf-8")

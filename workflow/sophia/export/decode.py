@@ -22,14 +22,21 @@ def interpreter(path: str | Path, threads: int = 2) -> Any:
 
 
 class Graph:
-    """Call a .tflite through its `serving_default` signature, by the ONNX input and output names
-    (every file the export stage writes has one; sophia/export/convert.py)."""
+    """Call a .tflite through a signature, by the graph's input and output names. onnx2tf's files
+    have one (`serving_default`); litert_torch's one file holds two, `prefill` and `decode`, over one
+    copy of the weights, and `interp` lets both graphs share the file's interpreter."""
 
-    def __init__(self, path: str | Path, outputs: list[str], threads: int = 2) -> None:
-        self.interp = interpreter(path, threads)
-        if not self.interp.get_signature_list():
+    def __init__(self, path: str | Path, outputs: list[str], threads: int = 2, signature: str | None = None,
+                 interp: Any = None) -> None:
+        self.interp = interp if interp is not None else interpreter(path, threads)
+        signatures = self.interp.get_signature_list()
+        if not signatures:
             raise ValueError(f"{path}: no signature to call it by; export it again (snakemake --forcerun export)")
-        self.runner = self.interp.get_signature_runner()
+        if signature is None and len(signatures) > 1:
+            raise ValueError(f"{path}: several signatures ({', '.join(signatures)}); name the one to call")
+        if signature is not None and signature not in signatures:
+            raise ValueError(f"{path}: no signature '{signature}' (has: {', '.join(signatures)})")
+        self.runner = self.interp.get_signature_runner(signature)
         self.inputs = dict(self.runner.get_input_details())
         missing = set(outputs) - set(self.runner.get_output_details())
         if missing:
@@ -45,9 +52,9 @@ class WindowModel:
     also takes `pos` and a KV cache (export.kv_cache set), it is the prefill graph: `chunk` runs
     tokens from any position into a cache that the decode graph (KVModel) carries on."""
 
-    def __init__(self, path: str | Path, threads: int = 2) -> None:
+    def __init__(self, path: str | Path, threads: int = 2, signature: str | None = None, interp: Any = None) -> None:
         self.path = Path(path)
-        self.runner = Graph(path, ["logits"], threads)
+        self.runner = Graph(path, ["logits"], threads, signature, interp)
         inputs = self.runner.inputs
         if "input_ids" not in inputs:
             raise ValueError(f"{path}: no input_ids input (has {', '.join(inputs)})")
@@ -86,8 +93,9 @@ class KVModel:
     """The decode graph: one token per call against a static cache carried between calls. With a
     prefill graph, `feed` sends runs of several tokens (the prompt) through it, T per call."""
 
-    def __init__(self, path: str | Path, threads: int = 2, prefill: WindowModel | None = None) -> None:
-        self.runner = Graph(path, ["logits", "k_cache_out", "v_cache_out"], threads)
+    def __init__(self, path: str | Path, threads: int = 2, prefill: WindowModel | None = None,
+                 signature: str | None = None, interp: Any = None) -> None:
+        self.runner = Graph(path, ["logits", "k_cache_out", "v_cache_out"], threads, signature, interp)
         details = self.runner.inputs
         self.cache_shape = tuple(int(x) for x in details["k_cache"]["shape"])
         self.max_len = self.cache_shape[3]
@@ -133,6 +141,32 @@ class KVModel:
     def teacher_forced(self, ids: list[int]) -> np.ndarray:
         self.reset()
         return np.stack([self.step(t) for t in ids])
+
+
+# litert_torch writes both graphs into one file, as signatures with the LiteRT LLM exports' names
+SIGNATURES = {"window": "prefill", "kv": "decode"}
+
+
+def load(files: dict[str, Path], graph: str, threads: int = 2, signatures: dict[str, str] | None = None,
+         prefill: bool = True) -> WindowModel | KVModel:
+    """The `graph` (window or kv) of a set of exported files ({graph: path}; two graphs may be one
+    file's two signatures, opened once). kv takes the window graph as its prefill when that is one
+    and `prefill` is true."""
+    signatures = signatures or {}
+    opened: dict[Path, Any] = {}
+
+    def interp(path: Path) -> Any:
+        if path not in opened:
+            opened[path] = interpreter(path, threads)
+        return opened[path]
+
+    def window() -> WindowModel:
+        return WindowModel(files["window"], threads, signatures.get("window"), interp(files["window"]))
+
+    if graph == "window":
+        return window()
+    companion = window() if prefill and "window" in files else None
+    return KVModel(files["kv"], threads, companion, signatures.get("kv"), interp(files["kv"]))
 
 
 @dataclass

@@ -129,6 +129,37 @@ class KVStep(nn.Module):
 
 
 @torch.no_grad()
+def fold_layer_norms(model: Any) -> Any:
+    """Move each LayerNorm's scale and shift into the linear layers that read it, in place: Phi's
+    input norm feeds q, k, v and fc1, the final norm lm_head; W(g * x + b) + c = (W diag g) x + (W b + c).
+    The norms keep no affine part, so the model computes the same function (up to float rounding).
+
+    Why: TFLite's converter folds the norm's scale into the following fully-connected weights on its
+    own, in the decode signature but not in the prefill one, so a two-signature file kept a second
+    copy of q, k, v, fc1 and lm_head (1.6x the weights). Folded beforehand, both signatures read
+    the same tensors and the file holds them once."""
+    check_family(model)
+
+    def fold(norm: nn.LayerNorm, linears: list[nn.Linear]) -> nn.LayerNorm:
+        g, b = norm.weight.detach().clone(), norm.bias.detach().clone()
+        for lin in linears:
+            w = lin.weight.detach().clone()
+            lin.weight.copy_(w * g[None, :])
+            shift = w @ b
+            if lin.bias is None:
+                lin.bias = nn.Parameter(shift)
+            else:
+                lin.bias.add_(shift)
+        return nn.LayerNorm(norm.normalized_shape, eps=norm.eps, elementwise_affine=False)
+
+    for layer in model.model.layers:
+        a = layer.self_attn
+        layer.input_layernorm = fold(layer.input_layernorm, [a.q_proj, a.k_proj, a.v_proj, layer.mlp.fc1])
+    model.model.final_layernorm = fold(model.model.final_layernorm, [model.lm_head])
+    return model
+
+
+@torch.no_grad()
 def teacher_forced(step: KVStep, ids: list[int]) -> torch.Tensor:
     """Logits [len(ids), V] from feeding `ids` one at a time through the cache."""
     k, v = step.empty_cache(), step.empty_cache()

@@ -1,8 +1,10 @@
 """The direct PyTorch → TFLite route (export.backend: litert_torch), for models whose float32
 weights exceed the 2 GB TensorFlow SavedModel limit of the onnx2tf route (Phi-2). Runs in its own
 environment (`.venv-litert/bin/python -m sophia.export.litert`, envs/litert.txt): litert-torch
-traces the same graph modules (`graphs.KVStep` as prefill and decode, or `graphs.WindowLM` without a
-KV cache) and writes the .tflite files directly; int8 is ai-edge-quantizer's dynamic-range recipe on the fp32 file. The parity
+traces the same graph modules and writes `model_{fp32,int8}.tflite`: one file per precision with
+two signatures over one copy of the weights, `prefill` (`graphs.KVStep` of `window` tokens) and
+`decode` (one token), as the LiteRT LLM exports do; without a KV cache, `window_*.tflite` of
+`graphs.WindowLM`. int8 is ai-edge-quantizer's dynamic-range recipe on the fp32 file. The parity
 measurements are the onnx2tf route's own (`convert.tflite_parity`), written to the same
 parity.json, so the export stage applies the same gates.
 """
@@ -18,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sophia.export import graphs
-from sophia.export.convert import prefill_of, tflite_parity
+from sophia.export import decode, graphs
+from sophia.export.convert import tflite_parity
 
 PRECISIONS = ("fp32", "int8")  # the quantizer offers no fp16 weight recipe
 KV_INPUTS = ("input_ids", "pos", "k_cache", "v_cache")
@@ -39,11 +41,17 @@ class _Named(torch.nn.Module):
         return dict(zip(self.outputs, out, strict=True))
 
 
-def convert_graph(module: torch.nn.Module, inputs: dict[str, torch.Tensor], outputs: tuple[str, ...],
-                  path: Path) -> None:
+def convert_graphs(modules: dict[str, tuple[torch.nn.Module, dict[str, torch.Tensor], tuple[str, ...]]],
+                   path: Path) -> None:
+    """{signature: (module, inputs, output names)} → one .tflite; modules over the same parameters
+    share their weights in the file."""
     import litert_torch
 
-    litert_torch.convert(_Named(module, outputs).eval(), sample_kwargs=inputs).export(str(path))
+    converter = None
+    for signature, (module, inputs, outputs) in modules.items():
+        named = _Named(module, outputs).eval()
+        converter = (converter or litert_torch).signature(signature, named, sample_kwargs=inputs)
+    converter.convert().export(str(path))
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
@@ -68,30 +76,36 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="eager").eval()
     refs = dict(np.load(work / "references.npz"))
     meta = json.loads((work / "references.json").read_text(encoding="utf-8"))
-    todo: dict[str, tuple[torch.nn.Module, dict[str, torch.Tensor], tuple[str, ...]]] = {}
-    if args.kv_cache:  # the window graph is the prefill (sophia.export.graphs), then the decode step
+    parity: dict[str, Any] = {"onnx": {}, "tflite": {}, "convert_s": {}, "backend": "litert_torch"}
+    if args.kv_cache:
+        # one file, two signatures over one copy of the weights: the prefill (window) and decode (kv)
+        # graphs. Two files would hold the weights twice, and an app would load them twice (the int8
+        # pair of a 4-layer Phi-2-width model did not fit the browser's WebAssembly memory).
+        name, signatures = "model", decode.SIGNATURES
+        graphs.fold_layer_norms(model)  # or the converter copies q, k, v, fc1 and lm_head (see there)
+        modules = {}
         for graph, length in (("window", args.window), ("kv", 1)):
             step = graphs.KVStep(model, args.kv_cache, length=length).eval()
-            todo[graph] = (step, dict(zip(KV_INPUTS, step.example_inputs(), strict=True)), KV_OUTPUTS)
+            modules[signatures[graph]] = (step, dict(zip(KV_INPUTS, step.example_inputs(), strict=True)), KV_OUTPUTS)
     else:
-        todo["window"] = (graphs.WindowLM(model), {"input_ids": torch.zeros(1, args.window, dtype=torch.int32)},
-                          ("logits",))
-    parity: dict[str, Any] = {"onnx": {}, "tflite": {}, "convert_s": {}, "backend": "litert_torch"}
-    for graph, (module, inputs, outputs) in todo.items():
-        start = time.perf_counter()
-        fp32 = work / f"{graph}_fp32.tflite"
-        convert_graph(module, inputs, outputs, fp32)
-        made = {"fp32": fp32}
-        if "int8" in args.precisions:
-            made["int8"] = work / f"{graph}_int8.tflite"
-            quantize_int8(fp32, made["int8"])
-        if "fp32" not in args.precisions:
-            fp32.unlink()
-            made.pop("fp32")
-        parity["convert_s"][graph] = time.perf_counter() - start
-        for precision, path in made.items():
-            parity["tflite"][f"{graph}_{precision}"] = tflite_parity(path, graph, refs, meta,
-                                                                     prefill_of(work, graph, precision))
+        name, signatures = "window", {}
+        modules = {"window": (graphs.WindowLM(model), {"input_ids": torch.zeros(1, args.window, dtype=torch.int32)},
+                              ("logits",))}
+    start = time.perf_counter()
+    fp32 = work / f"{name}_fp32.tflite"
+    convert_graphs(modules, fp32)
+    made = {"fp32": fp32}
+    if "int8" in args.precisions:
+        made["int8"] = work / f"{name}_int8.tflite"
+        quantize_int8(fp32, made["int8"])
+    if "fp32" not in args.precisions:
+        fp32.unlink()
+        made.pop("fp32")
+    parity["convert_s"][name] = time.perf_counter() - start
+    for precision, path in made.items():
+        files = {graph: path for graph in (("window", "kv") if args.kv_cache else ("window",))}
+        for graph in files:
+            parity["tflite"][f"{graph}_{precision}"] = tflite_parity(files, graph, refs, meta, signatures)
             print(f"{graph} {precision}: {json.dumps(parity['tflite'][f'{graph}_{precision}']['logits'])}",
                   flush=True)
     (work / "parity.json").write_text(json.dumps(parity, indent=2) + "\n", encoding="utf-8")

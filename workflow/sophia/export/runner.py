@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sophia.errors import ModelError
-from sophia.export.decode import KVModel, Timing, WindowModel, greedy
+from sophia.export.decode import KVModel, Timing, greedy, load
 
 
 def verify(bundle: Path) -> dict[str, Any]:
@@ -57,13 +57,8 @@ class Assistant:
         if graph not in models:
             raise ModelError(f"{bundle}: no {graph} graph in this bundle (has: {', '.join(models)})")
         self.graph = graph
-        path = bundle / models[graph]
-        self.model: KVModel | WindowModel
-        if graph == "kv":
-            window = WindowModel(bundle / models["window"], threads) if prefill and "window" in models else None
-            self.model = KVModel(path, threads, prefill=window)
-        else:
-            self.model = WindowModel(path, threads)
+        self.model = load({g: bundle / name for g, name in models.items()}, graph, threads,
+                          self.settings.get("signatures"), prefill)
         self.prefill = isinstance(self.model, KVModel) and self.model.prefill is not None
         self.tokenizer = Tokenizer.from_file(str(bundle / "tokenizer.json"))
         self.load_s = time.perf_counter() - start

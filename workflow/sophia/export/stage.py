@@ -32,7 +32,7 @@ from sophia import prompt, tracking, tracking_models
 from sophia.atomic import atomic_dir
 from sophia.config import check_export_precisions, validate_section
 from sophia.errors import ConfigError, ModelError, ParityError
-from sophia.export import graphs
+from sophia.export import decode, graphs
 from sophia.generate import STOP_STRINGS
 from sophia.provenance import git_commit, sha256_file
 
@@ -192,13 +192,17 @@ def write_bundle(out: Path, model_id: str, espec: dict[str, Any], tok: Any) -> d
     bundle.mkdir()
     precision = espec["bundle_precision"]
     models = {g: f"{g}_{precision}.tflite" for g in ("window", "kv") if (out / f"{g}_{precision}.tflite").is_file()}
-    for name in models.values():
+    signatures: dict[str, str] = {}
+    if (out / f"model_{precision}.tflite").is_file():  # litert_torch: both graphs, one file's signatures
+        models = {g: f"model_{precision}.tflite" for g in decode.SIGNATURES}
+        signatures = dict(decode.SIGNATURES)
+    for name in set(models.values()):
         shutil.copy(out / name, bundle / name)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(out / name, bundle / name)
     generation = {"max_new_tokens": espec["generation"]["max_new_tokens"], "stop_strings": list(STOP_STRINGS),
                   "eos_token_id": tok.eos_token_id, "window": espec["window"], "kv_cache": espec["kv_cache"],
-                  "precision": precision, "models": models, "greedy": True}
+                  "precision": precision, "models": models, "signatures": signatures, "greedy": True}
     template = {"template": prompt.TEMPLATE, "answer_prefix": prompt.ANSWER_PREFIX,
                 "modes": {"generate": "a request in plain words", "summarise": "a piece of code"}}
     (bundle / "generation.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
