@@ -100,6 +100,23 @@ def measure(wd: Path) -> dict[str, dict[str, float]]:
     return stages
 
 
+def own_measurements(results: Path) -> dict[str, float]:
+    """What the stages record themselves, the parts a job's wall time hides: GPTQ alone, a
+    fine-tuning optimizer step, the TFLite conversion, the app's int8 file."""
+    out: dict[str, float] = {}
+    quantize = json.loads((results / "models" / "gptq" / "quantize.json").read_text(encoding="utf-8"))
+    out["gptq_s"] = quantize["quantize_seconds"]
+    steps = [json.loads(f.read_text(encoding="utf-8")) for f in sorted((results / "adapters").rglob("finetune.json"))]
+    out["finetune_s_per_step"] = sum(s["seconds"] for s in steps) / sum(s["global_steps"] for s in steps)
+    out["finetune_tokens_per_s"] = sum(s["train_tokens"] for s in steps) / sum(s["seconds"] for s in steps)
+    for parity in (results / "export").glob("*/parity.json"):
+        out["export_convert_s"] = sum(json.loads(parity.read_text(encoding="utf-8"))["convert_s"].values())
+    bundle = results / "mobile" / "bundle" / "manifest.json"
+    if bundle.is_file():
+        out["app_bundle_mb"] = json.loads(bundle.read_text(encoding="utf-8"))["total_bytes"] / 1e6
+    return out
+
+
 def browser(wd: Path, prompt_tokens: int, new_tokens: int) -> dict[str, Any]:
     """The app's int8 bundle in headless Chromium (mobile/bench.mjs): load, first token for a
     `prompt_tokens` prompt through prefill, decode ms per token."""
@@ -146,7 +163,11 @@ def table(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
                 row["paper_runtime_min"] = minutes
                 row["time_fits"] = row["seconds"]["phi2"] <= minutes * 60
         rows[stage] = row
-    out: dict[str, Any] = {"depths": [la, lb], "stages": rows}
+    out: dict[str, Any] = {"depths": [la, lb], "stages": rows, "own": {}}
+    for key in ra.get("own", {}):
+        if key in rb.get("own", {}):
+            per_layer, full = extrapolate((la, ra["own"][key]), (lb, rb["own"][key]))
+            out["own"][key] = {str(la): ra["own"][key], str(lb): rb["own"][key], "per_layer": per_layer, "phi2": full}
     if "error" not in ra.get("browser", {"error": 1}) and "error" not in rb.get("browser", {"error": 1}):
         out["browser"] = {}
         for key in ("load_s", "first_token_ms", "decode_ms_per_token"):
@@ -172,6 +193,9 @@ def markdown(result: dict[str, Any]) -> str:
                 request = f"{row['paper_runtime_min']} min ({'fits' if row['time_fits'] else 'TOO LOW'})"
             lines.append(f"| {stage} | {unit} | {v[str(la)]:.1f} | {v[str(lb)]:.1f} | {v['per_layer']:.1f} "
                          f"| {v['phi2']:.0f} | {request} |")
+    for key, v in result.get("own", {}).items():
+        lines.append(f"| (stage's own) | {key} | {v[str(la)]:.1f} | {v[str(lb)]:.1f} | {v['per_layer']:.1f} "
+                     f"| {v['phi2']:.0f} | |")
     if "browser" in result:
         b = result["browser"]
         for key, unit in (("load_s", "load s"), ("first_token_ms", "first token ms (100-token prompt)"),
@@ -207,7 +231,7 @@ def main() -> None:
             continue
         if not (wd / "results" / "benchmarks").is_dir():
             raise SystemExit(f"{wd}: no finished run to measure (run without --report-only)")
-        runs[layers] = {"wall_s": wall, "stages": measure(wd),
+        runs[layers] = {"wall_s": wall, "stages": measure(wd), "own": own_measurements(wd / "results"),
                         "browser": browser(wd, args.prompt_tokens, args.new_tokens)}
         print(f"[{layers} layers] measured: {json.dumps(runs[layers]['browser'])}", flush=True)
     if dry:

@@ -57,7 +57,7 @@ try {
             const out = await a.generate(request, { maxNewTokens: n });
             const decodeMs = out.tokens.length > 1 ? (out.totalMs - out.firstTokenMs) / (out.tokens.length - 1) : null;
             return { graph: out.prefill ? "kv" : out.graph === "kv" ? "kv-steps" : out.graph,
-              prompt_tokens: out.promptIds.length, tokens: out.tokens.length, first_token_ms: out.firstTokenMs,
+              prompt_tokens: out.promptIds.length, tokens: out.tokens.length, ids: out.tokens, first_token_ms: out.firstTokenMs,
               decode_ms_per_token: decodeMs, tokens_per_s: out.tokensPerSecond, finish: out.finish };
           } finally {
             Object.assign(a.settings, settings);

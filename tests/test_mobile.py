@@ -144,3 +144,35 @@ def test_browser_benchmark_times_a_prompt_of_a_given_length(app: tuple[Path, Pat
         assert run["decode_ms_per_token"] > 0 and report["graphs"][graph]["decode_ms_per_token"] > 0
     bad = node("bench.mjs", "--app", str(app[0]), "--graphs", "kv,prefill")
     assert bad.returncode != 0 and "--graphs: unknown prefill" in bad.stderr
+
+
+def test_two_signature_bundle_in_the_browser(micro_merged: Path, tmp_path: Path, mlflow_store: str) -> None:
+    """litert_torch's bundle (one file, prefill and decode signatures, what the real-width model
+    ships): the app opens the file once, runs both signatures, and its greedy ids equal the Python
+    runner's, with the prompt through prefill and one step per token alike."""
+    import copy
+
+    from conftest import EXPORT_SPEC
+    from sophia.export import stage
+
+    spec = copy.deepcopy(EXPORT_SPEC)
+    spec["export"].update({"backend": "litert_torch", "precisions": ["fp32"], "bundle_precision": "fp32"})
+    stage.run_stage(spec, "gptq+alpaca", micro_merged, tmp_path / "export")
+    bundle = tmp_path / "export" / "bundle"
+    assert json.loads((bundle / "generation.json").read_text())["signatures"] == {"window": "prefill", "kv": "decode"}
+    built = node("build.mjs", "--bundle", str(bundle), "--out", str(tmp_path / "app"))
+    assert built.returncode == 0, built.stderr
+    result = node("bench.mjs", "--app", str(tmp_path / "app"), "--new-tokens", "4", "--repeats", "1",
+                  "--graphs", "kv,kv-steps")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    first = "Give me a program that checks if a number is prime."  # bench.mjs's first prompt
+    proc = subprocess.run([str(SOPHIA_EXPORT), "run", "--bundle", str(bundle), "--prompt", first, "--no-stop",
+                           "--max-new-tokens", "4", "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    want = json.loads(proc.stdout.strip().splitlines()[-1])["tokens"]
+    assert len(want) == 4
+    for graph in ("kv", "kv-steps"):
+        run = report["graphs"][graph]["runs"][0]
+        assert run["graph"] == graph and run["ids"] == want, (graph, run, want)
+
