@@ -155,9 +155,9 @@ def test_parameter_count_is_transformers_own() -> None:
 
 def test_table_extrapolates_per_layer_and_flags_requests_too_low() -> None:
     """Two depths give the per-layer share; 32 layers are predicted on that line and compared with
-    what configs/paper.yaml's compute asks for (export: 8000 + 12000 x 5.6 = 75200 MB, 456 min)."""
+    what configs/paper.yaml's compute asks for (export: 8000 + 16000 x 5.6 = 97600 MB, 456 min)."""
     rw = real_width()
-    stage = {"jobs": 1, "output_mb": 10.0}
+    stage = {"jobs": 1, "output_mb": 10.0, "cpu_seconds": 1.0}
     runs = {4: {"stages": {"export": {**stage, "seconds": 400.0, "max_rss_mb": 9000.0},
                            "quantize": {**stage, "seconds": 300.0, "max_rss_mb": 6000.0}},
                 "browser": {"load_s": 5.0, "first_token_ms": 900.0, "decode_ms_per_token": 120.0}},
@@ -167,11 +167,13 @@ def test_table_extrapolates_per_layer_and_flags_requests_too_low() -> None:
     t = rw.table(runs)
     export = t["stages"]["export"]
     assert export["max_rss_mb"]["per_layer"] == 2000.0 and export["max_rss_mb"]["phi2"] == 9000.0 + 28 * 2000.0
-    assert export["paper_mem_mb"] == 75200 and export["mem_fits"]  # 65000 <= 75200
+    assert export["paper_mem_mb"] == 97600 and export["mem_fits"]  # 65000 <= 97600
     assert export["paper_runtime_min"] == 456 and export["time_fits"]
     assert "paper_runtime_min" not in t["stages"]["quantize"]  # a GPU stage: CPU time says nothing
     assert t["browser"]["decode_ms_per_token"]["phi2"] == 120.0 + 28 * 20.0
     assert abs(t["browser"]["phi2_tokens_per_s"] - 1000 / 680.0) < 1e-12
-    runs[4]["stages"]["export"]["max_rss_mb"] = 12000.0  # 3000 MB per layer: 96000 MB > 75200
+    runs[4]["stages"]["export"]["max_rss_mb"] = 13000.0  # 4000 MB per layer: 125000 MB > 97600
     assert not rw.table(runs)["stages"]["export"]["mem_fits"]
     assert "TOO LOW" in rw.markdown(rw.table(runs))
+    runs[4]["stages"]["quantize"]["seconds"] = 200.0  # faster with more layers: noise, not extrapolated
+    assert "| quantize | wall s | 200.0 | 250.0 | -50.0 | noise |" in rw.markdown(rw.table(runs))

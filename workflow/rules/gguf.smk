@@ -25,8 +25,8 @@ rule gguf:
     threads: COMPUTE["threads"]
     # like export: the float model and one GGUF file in memory at a time
     resources:
-        mem_mb=mem_mb("export"),
-        runtime=runtime("export"),
+        mem_mb=mem_mb("gguf"),
+        runtime=runtime("gguf"),
     shell:
         PYTHON + " -m sophia.gguf --spec {params.spec:q} --model-id {wildcards.model:q} --model {input.model}"
         " --data {input.data} --threads {threads} --out {output} > {log} 2>&1"
