@@ -123,9 +123,9 @@ def own_measurements(results: Path) -> dict[str, float]:
 
 def browser(wd: Path, prompt_tokens: int, new_tokens: int) -> dict[str, Any]:
     """The app's int8 bundle in headless Chromium (mobile/bench.mjs): load, first token for a
-    `prompt_tokens` prompt through prefill, decode ms per token."""
+    `prompt_tokens` prompt through prefill, decode ms per token; medians of 3 first starts."""
     proc = subprocess.run(["node", "bench.mjs", "--app", str(wd / "results" / "mobile"), "--graphs", "kv",
-                           "--repeats", "1", "--prompt-tokens", str(prompt_tokens), "--new-tokens", str(new_tokens)],
+                           "--repeats", "3", "--prompt-tokens", str(prompt_tokens), "--new-tokens", str(new_tokens)],
                           cwd=ROOT / "mobile", capture_output=True, text=True)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip()[-2000:]}
