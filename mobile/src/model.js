@@ -16,7 +16,7 @@ async function outputsOf(model, feeds) {
 
 // The window graph [1, T]. Alone: prompt at the start, zero padding after; causal, so padding never
 // matters. With `pos` and KV-cache inputs (export.kv_cache set) it is also the prefill graph:
-// `chunk` runs up to T tokens from any position into the cache the decode graph carries on.
+// `run` takes up to T tokens from any position into the cache the decode graph carries on.
 export class WindowModel {
   constructor(compiled) {
     this.compiled = compiled;

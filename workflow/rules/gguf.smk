@@ -23,7 +23,7 @@ rule gguf:
     wildcard_constraints:
         model="|".join(re.escape(m) for m in GGUF["models"]) or "^$",
     threads: COMPUTE["threads"]
-    # like export: the float model and one GGUF file in memory at a time
+    # the float model and one GGUF file in memory at a time: ~10 GB for Phi-2 (sophia/resources.py)
     resources:
         mem_mb=mem_mb("gguf"),
         runtime=runtime("gguf"),
