@@ -165,12 +165,21 @@ MICRO_DAG = pytest.StashKey[bool]()
 MICRO_DAG_TIMEOUT_S = 2400
 
 
+SLURM_E2E = pytest.StashKey[bool]()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests that read the micro DAG's outputs run last: the DAG builds in the background while the
-    others run (micro_dag_started), so its ~10 minutes overlap theirs instead of adding to them."""
-    needs = [i for i in items if "micro_run" in getattr(i, "fixturenames", ())]
-    items[:] = [i for i in items if "micro_run" not in getattr(i, "fixturenames", ())] + needs
-    config.stash[MICRO_DAG] = bool(needs)
+    """Tests that wait for a background run go last: the SLURM run (slurm_run_started) and the micro
+    DAG (micro_dag_started) start at the session's first test, so their minutes overlap the other
+    tests instead of adding to them. The cluster's tests come before the micro DAG's (the SLURM run
+    is the shorter), the tests that read its run first: no other submission then shares the cluster."""
+    def rank(item: pytest.Item) -> int:
+        names = getattr(item, "fixturenames", ())
+        return 3 if "micro_run" in names else 1 if "slurm_run" in names else 2 if "slurm_cluster" in names else 0
+
+    items.sort(key=rank)  # stable: file order within each group
+    config.stash[MICRO_DAG] = any(rank(i) == 3 for i in items)
+    config.stash[SLURM_E2E] = any(rank(i) == 1 for i in items)
 
 
 @dataclass
@@ -213,6 +222,29 @@ def micro_dag_started(request: pytest.FixtureRequest,
         if dag.proc.poll() is None:  # nobody waited for it (the tests that need it were deselected or failed)
             dag.proc.terminate()
             dag.proc.wait()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def slurm_run_started(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Starts tests/test_slurm.py's workflow on the SLURM cluster at the session's first test when a
+    collected test reads it (slurm_e2e.BackgroundSlurmRun). Where the cluster cannot start (not root,
+    not installed, a failed start) this yields None and the SLURM tests themselves skip or fail
+    with the reason: an autouse fixture that skipped would skip every test."""
+    if not request.config.stash.get(SLURM_E2E, False):
+        yield None
+        return
+    from slurm_e2e import BackgroundSlurmRun
+
+    try:
+        started = BackgroundSlurmRun(request.getfixturevalue("slurm_cluster"), request.getfixturevalue("mlflow_server"),
+                                     tmp_path_factory.mktemp("slurm_wf"))
+    except (Exception, pytest.skip.Exception, pytest.fail.Exception):
+        yield None
+        return
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 @pytest.fixture(scope="session")

@@ -207,3 +207,22 @@ def test_window_without_answers_is_refused(micro_gptq: Path, micro_data: list[Pa
     with pytest.raises(ConfigError, match=r"finetune.phases.tiny_summary.max_length: 32 tokens leave no answer"):
         run_stage(spec, micro_gptq, data_dir(micro_data, "tiny"), None, tmp_path / "s")
     assert not (tmp_path / "s" / "finetune.json").exists()
+
+
+def test_gradient_checkpointing_costs_compute_not_results(micro_gptq: Path, micro_data: list[Path],
+                                                          mlflow_store: str, tmp_path: Path) -> None:
+    """`training.gradient_checkpointing` reaches TRL (whose default is on), and turning it off, as the
+    embedded default does, trains the very same adapter."""
+    from safetensors.torch import load_file
+    from sophia.finetune import trainer
+
+    data = data_dir(micro_data, "alpaca")
+    adapters = {}
+    for on in (True, False):
+        spec = step_spec("alpaca", gradient_checkpointing=on)
+        run_stage(spec, micro_gptq, data, None, tmp_path / str(on))
+        summary = json.loads((tmp_path / str(on) / "finetune.json").read_text())
+        assert trainer.sft_config(summary["spec"], tmp_path / "c", has_eval=True).gradient_checkpointing is on
+        adapters[on] = load_file(tmp_path / str(on) / "adapter_model.safetensors")
+    for k, v in adapters[True].items():
+        assert torch.allclose(v, adapters[False][k], atol=1e-6), k

@@ -13,128 +13,35 @@ import os
 import re
 import shutil
 import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, SlurmCluster, micro_config, stub_sbatch, submit_to_stub
+from conftest import SlurmCluster, stub_sbatch, submit_to_stub
+from slurm_e2e import (
+    EXPERIMENT,
+    BackgroundSlurmRun,
+    SlurmRun,
+    job_env,
+    requested,
+    sacct,
+    slurm_config,
+    slurm_time,
+    snakemake_cmd,
+)
 from sophia import cluster, tracking
 
 pytestmark = pytest.mark.e2e
 
-EXPERIMENT = "slurm-e2e"
 HEAVY = ("base_model", "data", "quantize", "finetune", "evaluate")  # each must be a SLURM job
-RUN_TIMEOUT_S = 1500
-
-
-def slurm_config(experiment: str = EXPERIMENT, **compute: Any) -> dict[str, Any]:
-    """micro_config() with one job per stage: base model, one dataset, GPTQ, one curriculum step,
-    one evaluation, the report; no export or app."""
-    cfg = micro_config()
-    del cfg["datasets"]["tiny"]
-    ft = cfg["finetune"]
-    # enough steps, each checkpointed, that the job can be cancelled after a checkpoint and before its end
-    ft["phases"] = {"alpaca": {**ft["phases"]["alpaca"], "epochs": 3}}
-    ft["training"]["save_steps"] = 1
-    ft["curricula"] = {"alpaca": ["alpaca"]}
-    cfg["evaluate"]["models"] = ["gptq+alpaca"]
-    cfg["evaluate"]["benchmarks"] = {"piqa": {"limit": 2}}
-    cfg["export"]["models"] = []
-    cfg["mobile"]["model"] = None
-    cfg["mlflow"] = {"experiment": experiment}
-    if compute:
-        cfg["compute"] = compute
-    return cfg
-
-
-def snakemake_cmd(workdir: Path, *args: str, timeout: int = RUN_TIMEOUT_S) -> list[str]:
-    # timeout -k: if status polling ever hangs, Snakemake ignores TERM while it waits for its jobs
-    return ["timeout", "-k", "20", str(timeout), sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
-            "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
-            "--profile", str(ROOT / "profiles" / "slurm"), "--slurm-keep-successful-logs", *args]
-
-
-def job_env(cluster_: SlurmCluster, mlflow_uri: str) -> dict[str, str]:
-    env = {**os.environ, **cluster_.env, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": mlflow_uri}
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    for var in ("MLFLOW_EXPERIMENT_NAME", tracking.ENV_PARENT, tracking.ENV_ARTIFACTS):
-        env.pop(var, None)
-    return env
-
-
-def sacct(env: dict[str, str], *args: str) -> list[dict[str, str]]:
-    fields = ["JobID", "Comment", "Partition", "ReqMem", "Timelimit", "State", "ExitCode"]
-    out = subprocess.run(["sacct", "-X", "--parsable2", "--noheader", "--starttime", "now-1days",
-                          f"--format={','.join(fields)}", *args], env=env, capture_output=True, text=True,
-                         check=True, timeout=60).stdout
-    return [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines()]
-
-
-def requested(log: str) -> dict[str, dict[str, str]]:
-    """Each rule's resources as Snakemake printed them when it submitted the job."""
-    out = {}
-    for m in re.finditer(r"^(?:local)?rule (\w+):\n(?:\s+.*\n)*?\s+resources: (.*)$", log, re.M):
-        out[m[1]] = dict(kv.split("=", 1) for kv in m[2].split(", "))
-    return out
-
-
-def slurm_time(minutes: str) -> str:
-    return f"{int(minutes) // 60:02d}:{int(minutes) % 60:02d}:00"
-
-
-@dataclass
-class SlurmRun:
-    workdir: Path
-    env: dict[str, str]
-    result: subprocess.CompletedProcess[str]
-    jobs: list[dict[str, str]]  # sacct, one line per job of this invocation
-    cancelled: str  # the finetune job id the test cancelled
-    seconds: float
-
-
-def cancel_finetune_after_checkpoint(proc: subprocess.Popen[str], workdir: Path, env: dict[str, str]) -> str:
-    """Wait until the finetune job has saved a complete checkpoint, then scancel it, as a cluster
-    would preempt or kill it. Returns the cancelled job's id."""
-    checkpoints = workdir / "results" / "adapters" / "alpaca" / ".checkpoints"
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while not any((c / "trainer_state.json").is_file() for c in checkpoints.glob("checkpoint-*")):
-        assert proc.poll() is None, "the workflow ended before finetune saved a checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    queue = subprocess.run(["squeue", "-h", "-o", "%i|%k"], env=env, capture_output=True, text=True, check=True)
-    ids = [line.split("|")[0] for line in queue.stdout.splitlines() if line.endswith("|rule_finetune_wildcards_alpaca")]
-    assert len(ids) == 1, queue.stdout
-    subprocess.run(["scancel", ids[0]], env=env, check=True)
-    assert not (workdir / "results" / "adapters" / "alpaca" / "finetune.json").exists(), "finished before the cancel"
-    return ids[0]
 
 
 @pytest.fixture(scope="module")
-def slurm_run(slurm_cluster: SlurmCluster, mlflow_server: str,
+def slurm_run(slurm_run_started: BackgroundSlurmRun | None, slurm_cluster: SlurmCluster, mlflow_server: str,
               tmp_path_factory: pytest.TempPathFactory) -> SlurmRun:
-    workdir = tmp_path_factory.mktemp("slurm_wf")
-    (workdir / "config.yaml").write_text(yaml.safe_dump(slurm_config()))
-    env = job_env(slurm_cluster, mlflow_server)
-    start = time.monotonic()
-    with subprocess.Popen(snakemake_cmd(workdir), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as proc:
-        try:
-            cancelled = cancel_finetune_after_checkpoint(proc, workdir, env)
-        finally:
-            log, _ = proc.communicate()
-    seconds = time.monotonic() - start
-    result = subprocess.CompletedProcess(proc.args, proc.returncode, log, "")
-    (workdir / "snakemake.out").write_text(log)
-    run_id = cluster.RUN_ID.search(log)
-    assert run_id, log[-3000:]
-    jobs = sacct(env, "--name", run_id[1])
-    print(f"\nSLURM cluster start {slurm_cluster.start_seconds:.1f} s, workflow {seconds:.0f} s; sacct:\n"
-          + "\n".join("|".join(j.values()) for j in jobs))
-    return SlurmRun(workdir, env, result, jobs, cancelled, seconds)
+    """The run conftest started at the session's first test, or (when it could not) one started now."""
+    started = slurm_run_started or BackgroundSlurmRun(slurm_cluster, mlflow_server, tmp_path_factory.mktemp("slurm_wf"))
+    return started.wait()
 
 
 def test_every_heavy_stage_ran_as_a_slurm_job_with_its_resources(slurm_run: SlurmRun) -> None:

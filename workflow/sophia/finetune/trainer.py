@@ -74,6 +74,7 @@ def sft_config(spec: dict[str, Any], checkpoints: Path, has_eval: bool, config_c
         weight_decay=t["weight_decay"],
         max_grad_norm=t["max_grad_norm"],
         optim=lora.optimizer(t["optimizer"]),
+        gradient_checkpointing=t["gradient_checkpointing"],
         packing=t["packing"],
         packing_strategy="bfd",
         completion_only_loss=True,  # loss on the answer tokens only
