@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import config_error, runs_of
-from sophia.evaluate import codet, execbatch, lever, sandbox, testgen
+from sophia.evaluate import codet, execbatch, lever, rerank, sandbox, testgen
 from sophia.evaluate.execcache import Cache
 from sophia.evaluate.scoring import pass_at_k
 
@@ -138,6 +138,40 @@ def test_extract_asserts_keeps_compiling_asserts_of_the_entry_point() -> None:
         "assert add(4, 4) == 8"]
     assert testgen.extract_asserts("", "add") == []
     assert testgen.unique(["a", "b", "a"]) == ["a", "b"]
+
+
+class _CharTokenizer:
+    """One token per character: enough for teacher-forced likelihoods, no tokenizer files needed."""
+    pad_token_id = 0
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": [1 + ord(c) % 90 for c in text]}
+
+
+def test_shared_context_likelihoods_equal_full_forwards() -> None:
+    """Candidates of one problem reuse its context's key/value cache: the same mean log-probs as
+    running every (context, completion) in full, for fewer tokens; a pair too long for the window
+    is cut from the left as before."""
+    import torch
+    from transformers import PhiConfig, PhiForCausalLM
+
+    torch.manual_seed(0)
+    model = PhiForCausalLM(PhiConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=4, max_position_embeddings=64,
+                                     initializer_range=0.3)).eval()  # attention far from uniform
+    tokens = []
+    model.model.embed_tokens.register_forward_hook(lambda m, args, out: tokens.append(args[0].numel()))
+    ctx = "def add(a, b):\n    "
+    pairs = ([(ctx, c) for c in ["return a + b", "", "r", "return a - b\n", "pass", "return b + a  # same"]]
+             + [("x = ", "1"), ("y" * 60, "long enough to be cut from the left")])
+    got = rerank.mean_logprobs(model, _CharTokenizer(), pairs, batch_size=4)
+    shared = sum(tokens)
+    tokens.clear()
+    want = rerank._full_logprobs(model, _CharTokenizer(), pairs, batch_size=4)
+    assert [n for _, n in got] == [n for _, n in want] == [12, 0, 1, 13, 4, 20, 1, 35]
+    assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in want], abs=1e-5)
+    assert got[1][0] == rerank.MIN_LOGPROB
+    assert shared < sum(tokens) / 2
 
 
 @pytest.fixture(scope="module")

@@ -106,7 +106,72 @@ def generate_tests(model: Any, tok: Any, problems: Sequence[Problem], rspec: dic
 
 @torch.no_grad()
 def mean_logprobs(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int) -> list[tuple[float, int]]:
-    """(mean log-prob per token, tokens) of each completion given its context, teacher-forced."""
+    """(mean log-prob per token, tokens) of each completion given its context, teacher-forced.
+
+    A problem's n candidates share its context, usually a few-shot prompt many times longer than a
+    completion: the context runs once and its key/value cache serves every candidate (the same
+    numbers up to float rounding; `_full_logprobs` is the reference). Where context and completion
+    do not fit the window together, the context is cut from the left per candidate, as before."""
+    out: list[tuple[float, int]] = []
+    i = 0
+    while i < len(pairs):
+        j = i
+        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+            j += 1
+        out += _shared_context_logprobs(model, tok, pairs[i][0], [c for _, c in pairs[i:j]], batch_size)
+        i = j
+    return out
+
+
+def _tokens(tok: Any, text: str) -> list[int]:
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def _mean(values: Sequence[float]) -> tuple[float, int]:
+    mean = sum(values) / len(values) if values else MIN_LOGPROB
+    return max(MIN_LOGPROB, mean), len(values)
+
+
+def _shared_context_logprobs(model: Any, tok: Any, ctx: str, completions: Sequence[str],
+                             batch_size: int) -> list[tuple[float, int]]:
+    import copy
+
+    limit = _max_length(model)
+    c_ids = _tokens(tok, ctx)
+    comps = [_tokens(tok, c)[: limit - 1] for c in completions]
+    if not c_ids or len(c_ids) + max(len(a) for a in comps) > limit:
+        return _full_logprobs(model, tok, [(ctx, c) for c in completions], batch_size)
+    dev = next(model.parameters()).device
+    prefix = model(input_ids=torch.tensor([c_ids], device=dev), use_cache=True)
+    first = torch.log_softmax(prefix.logits[0, -1].float(), -1).cpu()  # predicts each completion's first token
+    out: list[tuple[float, int]] = []
+    for b in range(0, len(comps), batch_size):
+        chunk = comps[b: b + batch_size]
+        width = max(len(a) for a in chunk)
+        if width <= 1:  # nothing past the first token to run
+            out += [_mean([float(first[a[0]])] if a else []) for a in chunk]
+            continue
+        ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), len(c_ids) + width), dtype=torch.long)
+        mask[:, : len(c_ids)] = 1
+        for k, a in enumerate(chunk):
+            ids[k, : len(a)] = torch.tensor(a)
+            mask[k, len(c_ids): len(c_ids) + len(a)] = 1
+        cache = copy.deepcopy(prefix.past_key_values)
+        cache.batch_repeat_interleave(len(chunk))
+        positions = torch.arange(len(c_ids), len(c_ids) + width, device=dev).expand(len(chunk), -1)
+        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), past_key_values=cache,
+                       position_ids=positions, use_cache=True).logits
+        logp = torch.log_softmax(logits.float(), -1).cpu()
+        for k, a in enumerate(chunk):
+            out.append(_mean([float(first[a[0]])] + [float(logp[k, t - 1, a[t]]) for t in range(1, len(a))]
+                             if a else []))
+    return out
+
+
+@torch.no_grad()
+def _full_logprobs(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int) -> list[tuple[float, int]]:
+    """mean_logprobs with every context run in full, left-cut to the window with its completion."""
     dev = next(model.parameters()).device
     limit = _max_length(model)
     out: list[tuple[float, int]] = []
@@ -114,8 +179,8 @@ def mean_logprobs(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_
         chunk = pairs[b: b + batch_size]
         seqs, starts = [], []
         for ctx, comp in chunk:
-            c_ids = tok(ctx, add_special_tokens=False)["input_ids"]
-            a_ids = tok(comp, add_special_tokens=False)["input_ids"][: limit - 1]
+            c_ids = _tokens(tok, ctx)
+            a_ids = _tokens(tok, comp)[: limit - 1]
             full = (c_ids + a_ids)[-limit:]
             seqs.append(full)
             starts.append(len(full) - len(a_ids))
@@ -127,10 +192,7 @@ def mean_logprobs(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_
             mask[i, : len(s)] = 1
         logp = torch.log_softmax(model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float(), -1).cpu()
         for i, (s, start) in enumerate(zip(seqs, starts, strict=True)):
-            positions = range(max(start, 1), len(s))
-            values = [float(logp[i, t - 1, s[t]]) for t in positions]
-            mean = sum(values) / len(values) if values else MIN_LOGPROB
-            out.append((max(MIN_LOGPROB, mean), len(values)))
+            out.append(_mean([float(logp[i, t - 1, s[t]]) for t in range(max(start, 1), len(s))]))
     return out
 
 
