@@ -85,6 +85,7 @@ def test_bad_scratch_spec(mutate, expected: str, mlflow_store: str, tmp_path: Pa
     with pytest.raises(ConfigError, match=expected):
         run_stage(spec, tmp_path / "m")
     assert not (tmp_path / "m").exists()
+    assert runs_of(mlflow_store) == []  # refused before any work: no corpus read, no run started
 
 
 def test_local_path_source(micro_model: Path, mlflow_store: str, tmp_path: Path) -> None:

@@ -167,7 +167,7 @@ def test_shared_context_likelihoods_equal_full_forwards() -> None:
     got = rerank.mean_logprobs(model, _CharTokenizer(), pairs, batch_size=4)
     shared = sum(tokens)
     tokens.clear()
-    want = rerank._full_logprobs(model, _CharTokenizer(), pairs, batch_size=4)
+    want = rerank.full_logprobs(model, _CharTokenizer(), pairs, batch_size=4)
     assert [n for _, n in got] == [n for _, n in want] == [12, 0, 1, 13, 4, 20, 1, 35]
     assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in want], abs=1e-5)
     assert got[1][0] == rerank.MIN_LOGPROB

@@ -74,6 +74,21 @@ def _exactly_one(section: Mapping[str, Any], keys: tuple[str, ...], where: str) 
 
 def check_base_model(spec: Mapping[str, Any], where: str = "base_model") -> None:
     _exactly_one(spec, ("hub", "path", "scratch"), where)
+    if spec.get("scratch"):
+        check_scratch(spec["scratch"], f"{where}.scratch")
+
+
+def check_scratch(spec: Mapping[str, Any], where: str) -> None:
+    """What the schema cannot say about a scratch model: checked before the DAG runs and again by
+    the stage, before any corpus is read or run started."""
+    arch = spec["architecture"]
+    if arch["hidden_size"] % arch["num_attention_heads"]:
+        raise ConfigError(f"{where}.architecture: hidden_size {arch['hidden_size']} is not divisible "
+                          f"by num_attention_heads {arch['num_attention_heads']}")
+    seq_len = spec["training"]["seq_len"]
+    if seq_len > arch["max_position_embeddings"]:
+        raise ConfigError(f"{where}.training.seq_len: {seq_len} exceeds architecture.max_position_embeddings "
+                          f"{arch['max_position_embeddings']}")
 
 
 def check_dataset(name: str, spec: Mapping[str, Any], where: str | None = None) -> None:

@@ -35,12 +35,7 @@ def variant_of(spec: dict[str, Any]) -> str:
 def _build_scratch(spec: dict[str, Any], out: Path, run: tracking.Run) -> dict[str, Any]:
     s = spec["scratch"]
     torch.set_num_threads(s["threads"])
-    arch = s["architecture"]
-    if arch["hidden_size"] % arch["num_attention_heads"]:
-        raise ConfigError(
-            f"base_model.scratch.architecture: hidden_size {arch['hidden_size']} is not divisible "
-            f"by num_attention_heads {arch['num_attention_heads']}"
-        )
+    arch = s["architecture"]  # checked with the rest of the spec (sophia.config.check_scratch)
     data = corpus.load_corpus(s["corpus"]["max_files"], s["corpus"]["eval_files"], s["seed"])
     log.info("corpus: %d train / %d eval files, digest %s", len(data.train), len(data.eval), data.digest)
     tok = tokenizer.train_tokenizer(data.train, s["tokenizer"]["vocab_size"], arch["max_position_embeddings"])

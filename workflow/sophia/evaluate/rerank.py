@@ -8,6 +8,7 @@ features it is given at evaluation time.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -110,7 +111,7 @@ def mean_logprobs(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_
 
     A problem's n candidates share its context, usually a few-shot prompt many times longer than a
     completion: the context runs once and its key/value cache serves every candidate (the same
-    numbers up to float rounding; `_full_logprobs` is the reference). Where context and completion
+    numbers up to float rounding; `full_logprobs` is the reference). Where context and completion
     do not fit the window together, the context is cut from the left per candidate, as before."""
     out: list[tuple[float, int]] = []
     i = 0
@@ -134,13 +135,11 @@ def _mean(values: Sequence[float]) -> tuple[float, int]:
 
 def _shared_context_logprobs(model: Any, tok: Any, ctx: str, completions: Sequence[str],
                              batch_size: int) -> list[tuple[float, int]]:
-    import copy
-
     limit = _max_length(model)
     c_ids = _tokens(tok, ctx)
     comps = [_tokens(tok, c)[: limit - 1] for c in completions]
     if not c_ids or len(c_ids) + max(len(a) for a in comps) > limit:
-        return _full_logprobs(model, tok, [(ctx, c) for c in completions], batch_size)
+        return full_logprobs(model, tok, [(ctx, c) for c in completions], batch_size)
     dev = next(model.parameters()).device
     prefix = model(input_ids=torch.tensor([c_ids], device=dev), use_cache=True)
     first = torch.log_softmax(prefix.logits[0, -1].float(), -1).cpu()  # predicts each completion's first token
@@ -170,7 +169,7 @@ def _shared_context_logprobs(model: Any, tok: Any, ctx: str, completions: Sequen
 
 
 @torch.no_grad()
-def _full_logprobs(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int) -> list[tuple[float, int]]:
+def full_logprobs(model: Any, tok: Any, pairs: Sequence[tuple[str, str]], batch_size: int) -> list[tuple[float, int]]:
     """mean_logprobs with every context run in full, left-cut to the window with its completion."""
     dev = next(model.parameters()).device
     limit = _max_length(model)
