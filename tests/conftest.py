@@ -163,88 +163,118 @@ def write_config(workdir: Path, cfg: dict[str, Any]) -> None:
 
 MICRO_DAG = pytest.StashKey[bool]()
 MICRO_DAG_TIMEOUT_S = 2400
-
-
-SLURM_E2E = pytest.StashKey[bool]()
+# What a test reads of the micro DAG: the fixtures that wait for one output each, and those that wait for the
+# whole run (every stage, its MLflow store, Snakemake's own records).
+MICRO_OUTPUTS = ("micro_model", "micro_data", "micro_gptq", "micro_merged", "micro_export", "micro_gguf")
+MICRO_WHOLE = ("micro_run", "micro_workflow")
+SLURM_FIXTURES = ("slurm_run", "slurm_cluster", "mlflow_server")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests that wait for a background run go last: the SLURM run (slurm_run_started) and the micro
-    DAG (micro_dag_started) start at the session's first test, so their minutes overlap the other
-    tests instead of adding to them. The cluster's tests come before the micro DAG's (the SLURM run
-    is the shorter), the tests that read its run first: no other submission then shares the cluster."""
+    """Order for two workers (`make test`: pytest-xdist, one file per worker at a time, in this order).
+    The SLURM tests go first: their run is mostly the executor plugin's status polling, so one worker
+    waits for it while the other runs the ordinary tests. The micro DAG starts at the session's first
+    test; tests that read one of its outputs wait only for that output (MicroDag.output), so they come
+    next, and the tests that read the whole run come last."""
     def rank(item: pytest.Item) -> int:
         names = getattr(item, "fixturenames", ())
-        return 3 if "micro_run" in names else 1 if "slurm_run" in names else 2 if "slurm_cluster" in names else 0
+        if any(n in names for n in SLURM_FIXTURES):
+            return -1
+        return 2 if any(n in names for n in MICRO_WHOLE) else 1 if any(n in names for n in MICRO_OUTPUTS) else 0
 
     items.sort(key=rank)  # stable: file order within each group
-    config.stash[MICRO_DAG] = any(rank(i) == 3 for i in items)
-    config.stash[SLURM_E2E] = any(rank(i) == 1 for i in items)
+    config.stash[MICRO_DAG] = any(rank(i) > 0 for i in items)
+
+
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every worker of the session sees: under pytest-xdist each worker's basetemp is a
+    subfolder of the controller's."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @dataclass
 class MicroDag:
-    workdir: Path
-    proc: subprocess.Popen[bytes]
-    started: float
+    """The micro DAG, run once per session by whichever worker asked first; the others attach to it
+    through its folder: state.json (pid, start), snakemake.{out,err}, and rc once it has ended."""
 
-    def wait(self) -> subprocess.CompletedProcess[str]:
+    root: Path
+
+    @property
+    def workdir(self) -> Path:
+        return self.root / "wf"
+
+    def _rc(self) -> int | None:
+        rc = self.root / "rc"
+        return int(rc.read_text()) if rc.is_file() else None
+
+    def _until(self, ready: Any) -> int | None:
+        import signal
         import time
 
-        try:
-            self.proc.wait(timeout=max(1.0, MICRO_DAG_TIMEOUT_S - (time.monotonic() - self.started)))
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        out, err = ((self.workdir.parent / f"snakemake.{x}").read_text() for x in ("out", "err"))
-        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
+        started = json.loads((self.root / "state.json").read_text())
+        while not ready() and self._rc() is None:
+            if time.time() - started["time"] > MICRO_DAG_TIMEOUT_S:
+                os.killpg(started["pid"], signal.SIGKILL)
+                pytest.fail(f"the micro workflow ran past {MICRO_DAG_TIMEOUT_S} s:\n{self._log()}")
+            time.sleep(0.5)
+        return self._rc()
+
+    def _log(self) -> str:
+        return (self.root / "snakemake.err").read_text()[-4000:]
+
+    def wait(self) -> subprocess.CompletedProcess[str]:
+        rc = self._until(lambda: False)
+        out, err = ((self.root / f"snakemake.{x}").read_text() for x in ("out", "err"))
+        return subprocess.CompletedProcess(["snakemake"], rc if rc is not None else -1, out, err)
+
+    def output(self, rel: str) -> Path:
+        """results/<rel> once its job has ended: Snakemake writes the job's `benchmark:` file after it."""
+        done = self.workdir / "results" / "benchmarks" / f"{rel}.tsv"
+        self._until(done.is_file)
+        if not done.is_file():
+            pytest.fail(f"the micro workflow ended (exit {self._rc()}) without results/{rel}:\n{self._log()}")
+        return self.workdir / "results" / rel
 
 
 @pytest.fixture(scope="session", autouse=True)
-def micro_dag_started(request: pytest.FixtureRequest,
-                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[MicroDag | None]:
-    """Starts the micro DAG at the session's first test when any collected test needs it."""
+def micro_dag_started(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> MicroDag | None:
+    """Starts the micro DAG at the session's first test when any collected test reads it; every
+    other worker attaches to the same run. pytest_sessionfinish stops it if nobody waited for it."""
     import time
 
+    from filelock import FileLock
+
     if not request.config.stash.get(MICRO_DAG, False):
-        yield None
-        return
-    workdir = tmp_path_factory.mktemp("micro") / "wf"
-    workdir.mkdir()
-    write_config(workdir, micro_config())
-    # Stages of a few seconds: sample system metrics every second so each run has a history.
-    cmd, env = snakemake_command(workdir, env={"SOPHIA_SYSTEM_METRICS_INTERVAL": "1"})
-    with open(workdir.parent / "snakemake.out", "wb") as out, open(workdir.parent / "snakemake.err", "wb") as err:
-        dag = MicroDag(workdir, subprocess.Popen(cmd, env=env, stdout=out, stderr=err), time.monotonic())
-    try:
-        yield dag
-    finally:
-        if dag.proc.poll() is None:  # nobody waited for it (the tests that need it were deselected or failed)
-            dag.proc.terminate()
-            dag.proc.wait()
+        return None
+    dag = MicroDag(shared_tmp(tmp_path_factory) / "micro")
+    with FileLock(str(dag.root) + ".lock"):
+        if (dag.root / "state.json").is_file():
+            return dag
+        dag.workdir.mkdir(parents=True)
+        write_config(dag.workdir, micro_config())
+        # Stages of a few seconds: sample system metrics every second so each run has a history.
+        cmd, env = snakemake_command(dag.workdir, env={"SOPHIA_SYSTEM_METRICS_INTERVAL": "1"})
+        # The exit status goes to a file, for the workers that did not start it.
+        script = '"$@" >"$0/snakemake.out" 2>"$0/snakemake.err"; echo $? >"$0/rc.tmp"; mv "$0/rc.tmp" "$0/rc"'
+        proc = subprocess.Popen(["bash", "-c", script, str(dag.root), *cmd], env=env, start_new_session=True)
+        (dag.root / "state.json").write_text(json.dumps({"pid": proc.pid, "time": time.time()}))
+    return dag
 
 
-@pytest.fixture(scope="session", autouse=True)
-def slurm_run_started(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Starts tests/test_slurm.py's workflow on the SLURM cluster at the session's first test when a
-    collected test reads it (slurm_e2e.BackgroundSlurmRun). Where the cluster cannot start (not root,
-    not installed, a failed start) this yields None and the SLURM tests themselves skip or fail
-    with the reason: an autouse fixture that skipped would skip every test."""
-    if not request.config.stash.get(SLURM_E2E, False):
-        yield None
-        return
-    from slurm_e2e import BackgroundSlurmRun
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller (or a run without workers) stops a micro DAG that is still running: its tests
+    were deselected or failed first. Workers leave it: another may still be reading it."""
+    import signal
 
-    try:
-        started = BackgroundSlurmRun(request.getfixturevalue("slurm_cluster"), request.getfixturevalue("mlflow_server"),
-                                     tmp_path_factory.mktemp("slurm_wf"))
-    except (Exception, pytest.skip.Exception, pytest.fail.Exception):
-        yield None
+    if hasattr(session.config, "workerinput") or not hasattr(session.config, "_tmp_path_factory"):
         return
-    try:
-        yield started
-    finally:
-        started.stop()
+    state = session.config._tmp_path_factory.getbasetemp() / "micro" / "state.json"
+    if state.is_file() and not (state.parent / "rc").is_file():
+        try:
+            os.killpg(json.loads(state.read_text())["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture(scope="session")
@@ -259,21 +289,27 @@ def micro_run(micro_dag_started: MicroDag | None) -> MicroRun:
 
 
 @pytest.fixture(scope="session")
-def micro_model(micro_run: MicroRun) -> Path:
+def micro_dag(micro_dag_started: MicroDag | None) -> MicroDag:
+    assert micro_dag_started is not None, "pytest_collection_modifyitems starts the micro DAG for its tests"
+    return micro_dag_started
+
+
+@pytest.fixture(scope="session")
+def micro_model(micro_dag: MicroDag) -> Path:
     """The micro scratch model (stage base_model)."""
-    return micro_run.results / "models" / "base"
+    return micro_dag.output("models/base")
 
 
 @pytest.fixture(scope="session")
-def micro_data(micro_run: MicroRun) -> list[Path]:
+def micro_data(micro_dag: MicroDag) -> list[Path]:
     """The data stage's outputs: [alpaca, tiny]."""
-    return [micro_run.results / "data" / name for name in micro_config()["datasets"]]
+    return [micro_dag.output(f"data/{name}") for name in micro_config()["datasets"]]
 
 
 @pytest.fixture(scope="session")
-def micro_gptq(micro_run: MicroRun) -> Path:
+def micro_gptq(micro_dag: MicroDag) -> Path:
     """The quantize stage's output."""
-    return micro_run.results / "models" / "gptq"
+    return micro_dag.output("models/gptq")
 
 
 EXPORT_PY = ROOT / ".venv-export" / "bin" / "python"
@@ -288,17 +324,17 @@ EXPORTED = "gptq+alpaca"  # the micro config's export.models
 
 
 @pytest.fixture(scope="session")
-def micro_merged(micro_run: MicroRun) -> Path:
+def micro_merged(micro_dag: MicroDag) -> Path:
     """The float model the export stage converted: GPTQ dequantized, the alpaca adapter merged."""
-    return micro_run.results / "merged" / EXPORTED
+    return micro_dag.output(f"merged/{EXPORTED}")
 
 
 @pytest.fixture(scope="session")
-def micro_export(micro_run: MicroRun) -> Path:
+def micro_export(micro_dag: MicroDag) -> Path:
     """The export stage's output for the merged micro model (both graphs, every precision)."""
     if not EXPORT_PY.is_file():
         pytest.fail(f"{EXPORT_PY} missing: `make setup` builds the export environment")
-    return micro_run.results / "export" / EXPORTED
+    return micro_dag.output(f"export/{EXPORTED}")
 
 
 def kill_after_checkpoint(cmd: list[str], out: Path, step: int = 3, timeout: float = 300) -> None:

@@ -1,7 +1,6 @@
-"""The SLURM end-to-end run of tests/test_slurm.py, started in the background at the session's first
-test (tests/conftest.py: slurm_run_started): most of its minutes are the executor plugin's status
-polling, which then overlaps the other tests instead of adding to them. The helpers are shared with
-test_slurm.py, which checks the run."""
+"""The SLURM end-to-end run of tests/test_slurm.py and the helpers its tests share. The run goes
+through the real executor plugin; most of its minutes are the plugin's status polling, so
+`make test` gives it a worker of its own (conftest: pytest_collection_modifyitems)."""
 
 from __future__ import annotations
 
@@ -147,14 +146,3 @@ class BackgroundSlurmRun:
         print(f"\nSLURM cluster start {self.cluster.start_seconds:.1f} s, workflow {seconds:.0f} s; sacct:\n"
               + "\n".join("|".join(j.values()) for j in jobs))
         return SlurmRun(self.workdir, self.env, result, jobs, self.cancelled[0], seconds)
-
-    def stop(self) -> None:
-        """Nobody waited (its tests were deselected or failed first): end the workflow and its jobs."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.thread.join(timeout=5)

@@ -37,11 +37,10 @@ HEAVY = ("base_model", "data", "quantize", "finetune", "evaluate")  # each must 
 
 
 @pytest.fixture(scope="module")
-def slurm_run(slurm_run_started: BackgroundSlurmRun | None, slurm_cluster: SlurmCluster, mlflow_server: str,
-              tmp_path_factory: pytest.TempPathFactory) -> SlurmRun:
-    """The run conftest started at the session's first test, or (when it could not) one started now."""
-    started = slurm_run_started or BackgroundSlurmRun(slurm_cluster, mlflow_server, tmp_path_factory.mktemp("slurm_wf"))
-    return started.wait()
+def slurm_run(slurm_cluster: SlurmCluster, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> SlurmRun:
+    """The run most tests here read. This file's tests come first (conftest): while one worker waits
+    for the run, mostly the plugin's status polling, the other runs the rest of the suite."""
+    return BackgroundSlurmRun(slurm_cluster, mlflow_server, tmp_path_factory.mktemp("slurm_wf")).wait()
 
 
 def test_every_heavy_stage_ran_as_a_slurm_job_with_its_resources(slurm_run: SlurmRun) -> None:
