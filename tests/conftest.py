@@ -109,9 +109,23 @@ def micro_config() -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite store with its tables made and nothing in them. Making the tables (Alembic's
+    migrations) takes seconds; copying the file gives each test the same fresh store in milliseconds."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    root = tmp_path_factory.mktemp("mlflow_empty")
+    SqlAlchemyStore(f"sqlite:///{root / 'mlflow.db'}", str(root / "mlartifacts")).engine.dispose()
+    return root / "mlflow.db"
+
+
 @pytest.fixture
-def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_mlflow_db: Path) -> str:
     """Point every tracking call of the test at a fresh SQLite store."""
+    import shutil
+
+    shutil.copyfile(empty_mlflow_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv(tracking.ENV_ARTIFACTS, str(tmp_path / "mlartifacts"))
@@ -425,6 +439,11 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             subprocess.run(["timeout", "-k", "10", "120", SLURM_SCRIPT, "stop"], env=env, capture_output=True)
 
 
+# MLflow's server starts a job runner (GenAI scorers, prompt optimisation; Sophia uses none): eight more
+# processes that import mlflow, about 20 s of CPU per server. The Makefile turns it off for `make mlflow-ui`.
+NO_MLFLOW_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An `mlflow server` on loopback (SQLite backend, its own artifact store), as a cluster's jobs
@@ -445,7 +464,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+         "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, **NO_MLFLOW_JOBS})
     try:
         deadline = time.monotonic() + 300
         while True:

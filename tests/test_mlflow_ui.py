@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, VENV_BIN
+from conftest import NO_MLFLOW_JOBS, ROOT, VENV_BIN
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = ROOT / "test-artifacts"
@@ -121,7 +121,7 @@ def _free_port() -> int:
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SOPHIA_"))}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p).resolve() != VENV_BIN.resolve())
-    return env
+    return {**env, **NO_MLFLOW_JOBS}  # as `make mlflow-ui` runs it
 
 
 @pytest.fixture(scope="module")
