@@ -104,6 +104,8 @@ def micro_config() -> dict[str, Any]:
             "parity": {"inputs": 2, "teacher_forced_steps": 16, "greedy_prompts": 2, "greedy_tokens": 8},
         },
         "mobile": {"model": "gptq+alpaca"},
+        # one thread per job: two jobs side by side, as in the embedded default (config.yaml)
+        "compute": {"threads": 1},
         "reference_prompts": ["Give me a program that checks if a number is prime.", "Reverse a string."],
         "generation": {"max_new_tokens": 8},
     }
@@ -179,25 +181,38 @@ MICRO_DAG = pytest.StashKey[bool]()
 MICRO_DAG_TIMEOUT_S = 2400
 # What a test reads of the micro DAG: the fixtures that wait for one output each, and those that wait for the
 # whole run (every stage, its MLflow store, Snakemake's own records).
-MICRO_OUTPUTS = ("micro_model", "micro_data", "micro_gptq", "micro_merged", "micro_export", "micro_gguf")
+# What a test reads of the micro DAG, by when it is ready: the fixtures that wait for one output each
+# (the base model and data a minute in; GPTQ; the merged and exported model near the end), and those
+# that wait for the whole run (every stage, its MLflow store, Snakemake's own records).
+MICRO_EARLY = ("micro_model", "micro_data", "micro_gguf")
+MICRO_LATE = ("micro_gptq", "micro_merged", "micro_export")
 MICRO_WHOLE = ("micro_run", "micro_workflow")
 SLURM_FIXTURES = ("slurm_run", "slurm_cluster", "mlflow_server")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Order for two workers (`make test`: pytest-xdist, one file per worker at a time, in this order).
-    The SLURM tests go first: their run is mostly the executor plugin's status polling, so one worker
-    waits for it while the other runs the ordinary tests. The micro DAG starts at the session's first
-    test; tests that read one of its outputs wait only for that output (MicroDag.output), so they come
-    next, and the tests that read the whole run come last."""
+    """Order for two workers (`make test`: pytest-xdist hands out one file at a time, in this order).
+    The SLURM file goes first: its run is mostly the executor plugin's status polling, so one worker
+    waits for it while the other runs the rest. The micro DAG starts at the session's first test, and
+    a test that reads one of its outputs waits only for that output (MicroDag.output). So a file
+    goes by the latest output it reads: the files on the earliest outputs come next (the real-width
+    fixture's minutes then overlap the DAG), then the files that read none, then those on GPTQ and
+    the exported model, then those on the whole run. Within a file, the same order."""
     def rank(item: pytest.Item) -> int:
-        names = getattr(item, "fixturenames", ())
-        if any(n in names for n in SLURM_FIXTURES):
-            return -1
-        return 2 if any(n in names for n in MICRO_WHOLE) else 1 if any(n in names for n in MICRO_OUTPUTS) else 0
+        names = set(getattr(item, "fixturenames", ()))
+        for order, group in enumerate((SLURM_FIXTURES, MICRO_WHOLE, MICRO_LATE, MICRO_EARLY)):
+            if names & set(group):
+                return (-1, 4, 2, 0)[order]
+        return 1
 
-    items.sort(key=rank)  # stable: file order within each group
-    config.stash[MICRO_DAG] = any(rank(i) > 0 for i in items)
+    files: dict[Path, list[int]] = {}
+    for item in items:
+        files.setdefault(item.path, []).append(rank(item))
+    # a file's latest need: its micro outputs, or 1 when it reads none of them
+    key = {path: -1 if -1 in ranks else max((r for r in ranks if r != 1), default=1) for path, ranks in files.items()}
+    first = {path: i for i, path in enumerate(files)}
+    items.sort(key=lambda i: (key[i.path], first[i.path], rank(i)))
+    config.stash[MICRO_DAG] = any(r in (0, 2, 4) for ranks in files.values() for r in ranks)
 
 
 def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
