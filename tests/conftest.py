@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from micro_dag import MicroDag, order_for_workers, shared_tmp
 from sophia import tracking
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,132 +179,31 @@ def write_config(workdir: Path, cfg: dict[str, Any]) -> None:
 
 
 MICRO_DAG = pytest.StashKey[bool]()
-MICRO_DAG_TIMEOUT_S = 2400
-# What a test reads of the micro DAG: the fixtures that wait for one output each, and those that wait for the
-# whole run (every stage, its MLflow store, Snakemake's own records).
-# What a test reads of the micro DAG, by when it is ready: the fixtures that wait for one output each
-# (the base model and data a minute in; GPTQ; the merged and exported model near the end), and those
-# that wait for the whole run (every stage, its MLflow store, Snakemake's own records).
-MICRO_EARLY = ("micro_model", "micro_data", "micro_gguf")
-MICRO_LATE = ("micro_gptq", "micro_merged", "micro_export")
-MICRO_WHOLE = ("micro_run", "micro_workflow")
-SLURM_FIXTURES = ("slurm_run", "slurm_cluster", "mlflow_server")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Order for two workers (`make test`: pytest-xdist hands out one file at a time, in this order).
-    The SLURM file goes first: its run is mostly the executor plugin's status polling, so one worker
-    waits for it while the other runs the rest. The micro DAG starts at the session's first test, and
-    a test that reads one of its outputs waits only for that output (MicroDag.output). So a file
-    goes by the latest output it reads: the files on the earliest outputs come next (the real-width
-    fixture's minutes then overlap the DAG), then the files that read none, then those on GPTQ and
-    the exported model, then those on the whole run. Within a file, the same order."""
-    def rank(item: pytest.Item) -> int:
-        names = set(getattr(item, "fixturenames", ()))
-        for order, group in enumerate((SLURM_FIXTURES, MICRO_WHOLE, MICRO_LATE, MICRO_EARLY)):
-            if names & set(group):
-                return (-1, 4, 2, 0)[order]
-        return 1
-
-    files: dict[Path, list[int]] = {}
-    for item in items:
-        files.setdefault(item.path, []).append(rank(item))
-    # a file's latest need: its micro outputs, or 1 when it reads none of them
-    key = {path: -1 if -1 in ranks else max((r for r in ranks if r != 1), default=1) for path, ranks in files.items()}
-    first = {path: i for i, path in enumerate(files)}
-    items.sort(key=lambda i: (key[i.path], first[i.path], rank(i)))
-    config.stash[MICRO_DAG] = any(r in (0, 2, 4) for ranks in files.values() for r in ranks)
-
-
-def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder every worker of the session sees: under pytest-xdist each worker's basetemp is a
-    subfolder of the controller's."""
-    base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-
-
-@dataclass
-class MicroDag:
-    """The micro DAG, run once per session by whichever worker asked first; the others attach to it
-    through its folder: state.json (pid, start), snakemake.{out,err}, and rc once it has ended."""
-
-    root: Path
-
-    @property
-    def workdir(self) -> Path:
-        return self.root / "wf"
-
-    def _rc(self) -> int | None:
-        rc = self.root / "rc"
-        return int(rc.read_text()) if rc.is_file() else None
-
-    def _until(self, ready: Any) -> int | None:
-        import signal
-        import time
-
-        started = json.loads((self.root / "state.json").read_text())
-        while not ready() and self._rc() is None:
-            if time.time() - started["time"] > MICRO_DAG_TIMEOUT_S:
-                os.killpg(started["pid"], signal.SIGKILL)
-                pytest.fail(f"the micro workflow ran past {MICRO_DAG_TIMEOUT_S} s:\n{self._log()}")
-            time.sleep(0.5)
-        return self._rc()
-
-    def _log(self) -> str:
-        return (self.root / "snakemake.err").read_text()[-4000:]
-
-    def wait(self) -> subprocess.CompletedProcess[str]:
-        rc = self._until(lambda: False)
-        out, err = ((self.root / f"snakemake.{x}").read_text() for x in ("out", "err"))
-        return subprocess.CompletedProcess(["snakemake"], rc if rc is not None else -1, out, err)
-
-    def output(self, rel: str) -> Path:
-        """results/<rel> once its job has ended: Snakemake writes the job's `benchmark:` file after it."""
-        done = self.workdir / "results" / "benchmarks" / f"{rel}.tsv"
-        self._until(done.is_file)
-        if not done.is_file():
-            pytest.fail(f"the micro workflow ended (exit {self._rc()}) without results/{rel}:\n{self._log()}")
-        return self.workdir / "results" / rel
+    """micro_dag.order_for_workers: for two workers, SLURM first, then by the micro output a file reads."""
+    config.stash[MICRO_DAG] = order_for_workers(items)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def micro_dag_started(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> MicroDag | None:
     """Starts the micro DAG at the session's first test when any collected test reads it; every
-    other worker attaches to the same run. pytest_sessionfinish stops it if nobody waited for it."""
-    import time
-
-    from filelock import FileLock
-
+    other worker attaches to the same run. pytest_sessionfinish stops it if it is still running."""
     if not request.config.stash.get(MICRO_DAG, False):
         return None
-    dag = MicroDag(shared_tmp(tmp_path_factory) / "micro")
-    with FileLock(str(dag.root) + ".lock"):
-        if (dag.root / "state.json").is_file():
-            return dag
-        dag.workdir.mkdir(parents=True)
-        write_config(dag.workdir, micro_config())
-        # Stages of a few seconds: sample system metrics every second so each run has a history.
-        cmd, env = snakemake_command(dag.workdir, env={"SOPHIA_SYSTEM_METRICS_INTERVAL": "1"})
-        # The exit status goes to a file, for the workers that did not start it.
-        script = '"$@" >"$0/snakemake.out" 2>"$0/snakemake.err"; echo $? >"$0/rc.tmp"; mv "$0/rc.tmp" "$0/rc"'
-        proc = subprocess.Popen(["bash", "-c", script, str(dag.root), *cmd], env=env, start_new_session=True)
-        (dag.root / "state.json").write_text(json.dumps({"pid": proc.pid, "time": time.time()}))
-    return dag
+    root = shared_tmp(tmp_path_factory) / "micro"
+    # Stages of a few seconds: sample system metrics every second so each run has a history.
+    cmd, env = snakemake_command(root / "wf", env={"SOPHIA_SYSTEM_METRICS_INTERVAL": "1"})
+    return MicroDag.start_once(root, lambda wf: write_config(wf, micro_config()), cmd, env)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """The controller (or a run without workers) stops a micro DAG that is still running: its tests
     were deselected or failed first. Workers leave it: another may still be reading it."""
-    import signal
-
     if hasattr(session.config, "workerinput") or not hasattr(session.config, "_tmp_path_factory"):
         return
-    state = session.config._tmp_path_factory.getbasetemp() / "micro" / "state.json"
-    if state.is_file() and not (state.parent / "rc").is_file():
-        try:
-            os.killpg(json.loads(state.read_text())["pid"], signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    MicroDag(session.config._tmp_path_factory.getbasetemp() / "micro").stop_if_running()
 
 
 @pytest.fixture(scope="session")
