@@ -78,8 +78,8 @@ run: setup
 	@if [ -d results/mobile ]; then echo; echo "The offline phone app is in results/mobile/. Serve it with:"; \
 	  echo "  make serve-app   (http://127.0.0.1:8321/; a phone needs HTTPS: copy results/mobile/ to any static host)"; fi
 
-# Two workers (CORES), one test file each at a time (module fixtures build once), in conftest's
-# order (SLURM first: its worker mostly waits on the scheduler); the 25 slowest tests in every log.
+# Two workers (CORES), one test file each at a time (module fixtures build once), in the order of
+# tests/micro_dag.py (SLURM first: its worker mostly waits on the scheduler); the 25 slowest tests in every log.
 test: setup lint
 	$(PY) -m pytest -n $(CORES) --dist loadfile --no-loadscope-reorder --durations=25
 

@@ -1,6 +1,6 @@
 """The SLURM end-to-end run of tests/test_slurm.py and the helpers its tests share. The run goes
 through the real executor plugin; most of its minutes are the plugin's status polling, so
-`make test` gives it a worker of its own (conftest: pytest_collection_modifyitems)."""
+`make test` gives it a worker of its own (tests/micro_dag.py: order_for_workers)."""
 
 from __future__ import annotations
 

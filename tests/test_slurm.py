@@ -38,8 +38,8 @@ HEAVY = ("base_model", "data", "quantize", "finetune", "evaluate")  # each must 
 
 @pytest.fixture(scope="module")
 def slurm_run(slurm_cluster: SlurmCluster, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> SlurmRun:
-    """The run most tests here read. This file's tests come first (conftest): while one worker waits
-    for the run, mostly the plugin's status polling, the other runs the rest of the suite."""
+    """The run most tests here read. This file goes first (micro_dag.order_for_workers): while one
+    worker waits for the run, mostly the plugin's status polling, the other runs the rest."""
     return BackgroundSlurmRun(slurm_cluster, mlflow_server, tmp_path_factory.mktemp("slurm_wf")).wait()
 
 
