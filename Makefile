@@ -44,9 +44,12 @@ $(NODE_STAMP): mobile/package.json mobile/package-lock.json
 	cd mobile && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-$(STAMP): envs/main.txt envs/constraints.txt pyproject.toml
+# envs/cuda.txt (bitsandbytes) only where a GPU is: CPU jobs would import it for nothing.
+$(STAMP): envs/main.txt envs/cuda.txt envs/constraints.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r envs/main.txt -c envs/constraints.txt
+	if nvidia-smi -L >/dev/null 2>&1; then \
+	  $(PY) -m pip install --quiet --disable-pip-version-check -r envs/cuda.txt -c envs/constraints.txt; fi
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
@@ -99,7 +102,9 @@ mlflow-ui: setup
 # Refresh the lock after changing envs/main.txt (run on the reference machine, then commit).
 lock: setup
 	head -n 3 envs/constraints.txt > envs/constraints.txt.new
-	$(PY) -m pip freeze --exclude-editable | grep -v '^sophia' | sed 's/^torch==\(.*\)+cpu/torch==\1/' >> envs/constraints.txt.new
+	# envs/cuda.txt's pins stay in the lock on a machine without a GPU (where they are not installed)
+	{ $(PY) -m pip freeze --exclude-editable | grep -v '^sophia' | sed 's/^torch==\(.*\)+cpu/torch==\1/'; \
+	  grep -E '^[A-Za-z]' envs/cuda.txt; } | sort -s -f -u -t= -k1,1 >> envs/constraints.txt.new
 	mv envs/constraints.txt.new envs/constraints.txt
 
 clean:

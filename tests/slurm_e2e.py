@@ -43,8 +43,10 @@ def slurm_config(experiment: str = EXPERIMENT, **compute: Any) -> dict[str, Any]
 
 
 def snakemake_cmd(workdir: Path, *args: str, timeout: int = RUN_TIMEOUT_S) -> list[str]:
+    """Snakemake through the SLURM profile, its status checks every 2 s (tests/snakemake_quick_status.py)."""
     # timeout -k: if status polling ever hangs, Snakemake ignores TERM while it waits for its jobs
-    return ["timeout", "-k", "20", str(timeout), sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"),
+    quick = Path(__file__).parent / "snakemake_quick_status.py"
+    return ["timeout", "-k", "20", str(timeout), sys.executable, str(quick), "-s", str(ROOT / "Snakefile"),
             "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
             "--profile", str(ROOT / "profiles" / "slurm"), "--slurm-keep-successful-logs", *args]
 

@@ -49,10 +49,34 @@ def test_family_targets_and_optimizer() -> None:
     assert lora.target_modules("gpt_neox", ["query_key_value"]) == ["query_key_value"]
     with pytest.raises(ConfigError, match="no default for model family 'gpt_neox'"):
         lora.target_modules("gpt_neox", [])
-    if not torch.cuda.is_available():
-        assert lora.optimizer("auto") == "adamw_torch"
-        with pytest.raises(ConfigError, match="paged_adamw_8bit needs CUDA"):
-            lora.optimizer("paged_adamw_8bit")
+
+
+@pytest.mark.parametrize("bnb", [True, False])
+def test_optimizer_choice(monkeypatch: pytest.MonkeyPatch, bnb: bool) -> None:
+    """auto: paged 8-bit AdamW on CUDA where bitsandbytes is installed; 8-bit without CUDA or without
+    bitsandbytes is a config error that says what to do."""
+    real_find_spec = lora.importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any) -> object:
+        if name == "bitsandbytes":
+            return object() if bnb else None
+        return real_find_spec(name, *args)
+
+    monkeypatch.setattr(lora.importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert lora.optimizer("auto") == "adamw_torch"
+    assert lora.optimizer("adamw_torch") == "adamw_torch"
+    with pytest.raises(ConfigError, match="paged_adamw_8bit needs CUDA"):
+        lora.optimizer("paged_adamw_8bit")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    if bnb:
+        assert lora.optimizer("auto") == "paged_adamw_8bit"
+        assert lora.optimizer("adamw_8bit") == "adamw_8bit"
+    else:
+        with pytest.raises(ConfigError, match=r"auto chooses paged_adamw_8bit .* needs bitsandbytes.*envs/cuda.txt"):
+            lora.optimizer("auto")
+        with pytest.raises(ConfigError, match="optimizer: adamw_8bit needs bitsandbytes"):
+            lora.optimizer("adamw_8bit")
 
 
 @pytest.mark.parametrize(
