@@ -195,6 +195,24 @@ def test_unknown_bbh_subtask_and_missing_local_copy_are_named(micro_lm: Any, tmp
         harness.evaluate(micro_lm, BENCHMARKS["piqa"], {"limit": 1}, tmp_path, 0, False)
 
 
+def test_torch_environment_report_is_made_once_per_process(micro_lm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lm-eval puts torch's environment report (a `pip list` subprocess) into every result: a job's
+    benchmarks share one report."""
+    import torch.utils.collect_env as collect_env
+
+    calls: list[int] = []
+
+    def report() -> str:
+        calls.append(1)
+        return "environment report"
+
+    monkeypatch.setattr(collect_env, "get_pretty_env_info", report)
+    for name in ("piqa", "winogrande"):
+        res = harness.evaluate(micro_lm, BENCHMARKS[name], {"limit": 1}, FIXTURE_ROOT, 0, False)
+        assert res["pretty_env_info"] == "environment report"
+    assert len(calls) == 1
+
+
 # --- the stage ------------------------------------------------------------------------------------
 
 def eval_spec(**benchmarks: Any) -> dict[str, Any]:

@@ -37,7 +37,6 @@ SPLIT = "train"  # LEVER's verifier never sees the split that is evaluated
 
 def train_candidates(lm_obj: Any, espec: dict[str, Any], vspec: dict[str, Any]) -> list[rerank.Problem]:
     """The model's sampled MBPP programs on the train split (prompt and few-shot as lm-eval's task)."""
-    import lm_eval
     from lm_eval.tasks import TaskManager
 
     bench = BENCHMARKS["mbpp"]
@@ -51,7 +50,7 @@ def train_candidates(lm_obj: Any, espec: dict[str, Any], vspec: dict[str, Any]) 
     task = code.task_config(bench, "sampled", vspec["n_samples"], sampling, dataset)
     tm = TaskManager(include_defaults=False, include_path=[str(harness.tasks_root() / bench.task_dir)])
     seed = vspec["seed"]
-    res = lm_eval.simple_evaluate(model=lm_obj, tasks=[task], task_manager=tm, limit=vspec["limit"],
+    res = harness.simple_evaluate(model=lm_obj, tasks=[task], task_manager=tm, limit=vspec["limit"],
                                   log_samples=True, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
                                   fewshot_random_seed=seed, confirm_run_unsafe_code=True, bootstrap_iters=0)
     return rerank.sampled_problems(res["samples"])
