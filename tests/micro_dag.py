@@ -28,12 +28,12 @@ SLURM = ("slurm_run", "slurm_cluster", "mlflow_server")
 def order_for_workers(items: list[pytest.Item]) -> bool:
     """Sort the session's tests for two workers (`make test`: pytest-xdist hands out one file at a
     time, in this order); return whether any test reads the micro DAG. The SLURM file goes first: its
-    run is mostly the executor plugin's status polling, so one worker waits for it while the other
-    runs the rest. The micro DAG starts at the session's first test, and a test that reads one of its
-    outputs waits only for that output (MicroDag.output). So a file goes by the latest output it
-    reads: the files on the earliest outputs come next (the real-width fixture's minutes then
-    overlap the DAG), then the files that read none, then those on GPTQ and the exported model, then
-    those on the whole run. Within a file, the same order."""
+    worker mostly waits for the cluster's jobs (run by slurmd) while the other runs the rest. The
+    micro DAG starts at the session's first test, and a test that reads one of its outputs waits
+    only for that output (MicroDag.output). So a file goes by the latest output it reads: the files
+    on the earliest outputs come next (the real-width fixture's minutes then overlap the DAG), then
+    the files that read none, then those on GPTQ and the exported model, then those on the whole
+    run. Within a file, the same order."""
     def rank(item: pytest.Item) -> int:
         names = set(getattr(item, "fixturenames", ()))
         for i, group in enumerate((SLURM, WHOLE, LATE, EARLY)):

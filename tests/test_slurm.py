@@ -3,8 +3,9 @@
 SLURM 22.05 cluster (scripts/slurm-cluster.sh), with an `mlflow server` as the shared store.
 
 One workflow invocation carries most tests: it is the expensive part (each job costs the plugin's
-status polling on top of its work), and the finetune job is cancelled mid-way in it, so retry and
-resume are proven on the run whose outputs and MLflow runs are checked."""
+status polling on top of its work, every 2 s here: tests/snakemake_quick_status.py), and the
+finetune job is cancelled mid-way in it, so retry and resume are proven on the run whose outputs
+and MLflow runs are checked."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ HEAVY = ("base_model", "data", "quantize", "finetune", "evaluate")  # each must 
 @pytest.fixture(scope="module")
 def slurm_run(slurm_cluster: SlurmCluster, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> SlurmRun:
     """The run most tests here read. This file goes first (micro_dag.order_for_workers): while one
-    worker waits for the run, mostly the plugin's status polling, the other runs the rest."""
+    worker waits for the run (its jobs run under slurmd), the other runs the rest."""
     return BackgroundSlurmRun(slurm_cluster, mlflow_server, tmp_path_factory.mktemp("slurm_wf")).wait()
 
 
