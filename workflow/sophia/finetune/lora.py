@@ -45,18 +45,18 @@ def lora_config(spec: dict[str, Any], model_type: str) -> Any:
 def optimizer(choice: str) -> str:
     """Paged 8-bit AdamW (bitsandbytes) needs CUDA; on CPU the plain PyTorch AdamW. bitsandbytes is
     installed only where a GPU is (envs/cuda.txt): importing it costs every CPU job 2 s."""
+    picked = choice
     if choice == "auto":
-        choice = "paged_adamw_8bit" if torch.cuda.is_available() else "adamw_torch"
-        source = "auto chooses paged_adamw_8bit on CUDA, which"
-    else:
-        source = f"{choice}"
-    if "8bit" in choice:
-        if not torch.cuda.is_available():
-            raise ConfigError(f"finetune.training.optimizer: {choice} needs CUDA; use auto or adamw_torch")
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise ConfigError(
-                f"finetune.training.optimizer: {source} needs bitsandbytes, which is not installed: "
-                "pip install -r envs/cuda.txt -c envs/constraints.txt (make setup does it where nvidia-smi "
-                "sees a GPU), or set adamw_torch"
-            )
-    return choice
+        picked = "paged_adamw_8bit" if torch.cuda.is_available() else "adamw_torch"
+    if "8bit" not in picked:
+        return picked
+    if not torch.cuda.is_available():
+        raise ConfigError(f"finetune.training.optimizer: {picked} needs CUDA; use auto or adamw_torch")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        named = "auto chooses paged_adamw_8bit on CUDA, which" if choice == "auto" else picked
+        raise ConfigError(
+            f"finetune.training.optimizer: {named} needs bitsandbytes, which is not installed: "
+            "pip install -r envs/cuda.txt -c envs/constraints.txt (make setup does it where nvidia-smi "
+            "sees a GPU), or set adamw_torch"
+        )
+    return picked
