@@ -37,7 +37,7 @@ PAPER = ROOT / "configs" / "paper.yaml"
 PHI2_LAYERS = 32
 # stage -> the output folders (under results/) whose size is that stage's output
 OUTPUTS = {"base_model": ["models/base"], "data": ["data"], "quantize": ["models/gptq"],
-           "finetune": ["adapters"], "evaluate": ["eval"], "verifier": ["verifier"], "merge": ["merged"],
+           "finetune": ["adapters"], "evaluate": ["eval", "verifier"], "merge": ["merged"],
            "export": ["export"], "gguf": ["gguf"], "mobile": ["mobile"], "report": ["report"]}
 
 
@@ -160,7 +160,7 @@ def table(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
             row[key] = {str(la): va, str(lb): vb, "per_layer": per_layer, "phi2": full}
         if stage == "base_model":  # here it pretrains from scratch (AdamW states); paper.yaml copies Phi-2
             row["paper_note"] = "n/a: paper.yaml downloads Phi-2, this pretrains"
-        elif stage in resources.SCALE or stage in resources.SAME_AS:
+        elif stage in resources.SCALE:
             request = resources.mem_mb(stage, compute)
             row["paper_mem_mb"] = request
             row["mem_fits"] = row["max_rss_mb"]["phi2"] <= request

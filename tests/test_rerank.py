@@ -6,7 +6,9 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import config_error, runs_of
@@ -209,34 +211,62 @@ def test_batch_runner_survives_a_crashing_test_and_caches(box: sandbox.Sandbox, 
     assert stats["cached_definitions"] == 2
 
 
-def test_verifier_then_reranked_evaluation(micro_model: Path, tmp_path: Path, mlflow_store: str) -> None:
+def test_variant_job_trains_the_verifier_then_reranks_loading_the_model_once(
+        micro_model: Path, tmp_path: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evaluate rule's job (sophia.variant): the verifier, then LEVER reranking with it, one model
+    load; a rerun for an evaluate-only setting restores the verifier (same run) and the code benchmark
+    from the cache, and a verifier setting retrains it and recomputes only the benchmark that reads it."""
+    from sophia import variant
     from sophia.evaluate import stage
-    from sophia.verifier import stage as vstage
     from sophia.verifier.model import Verifier
 
+    loads: list[Path] = []
+    real_load = stage.load_model
+    monkeypatch.setattr(stage, "load_model", lambda *a: loads.append(a[0]) or real_load(*a))
     root = Path(__file__).resolve().parents[1] / "workflow" / "resources" / "eval" / "hub"
-    cache = str(tmp_path / "cache.sqlite")
     # the micro model's 768-token context cuts MBPP's 3-shot prompts: allowed here on purpose
     evaluate = {"dataset_root": str(root), "sandbox": {"timeout_s": 5}, "max_truncated_share": 1.0,
-                "rerank": {"n_tests": 2, "max_gen_toks": 8, "cache": cache},
-                "benchmarks": {"mbpp": {"limit": 2, "max_gen_toks": 8, "n_samples": 3, "k": [1, 2]}}}
-    vout = tmp_path / "verifier" / "base"
-    info = vstage.run_stage({"evaluate": evaluate, "verifier": {"n_samples": 2, "limit": 4, "max_gen_toks": 8}},
-                            "base", micro_model, None, vout)
+                "rerank": {"n_tests": 2, "max_gen_toks": 8, "cache": str(tmp_path / "cache.sqlite")},
+                "benchmarks": {"mbpp": {"limit": 2, "max_gen_toks": 8, "n_samples": 3, "k": [1, 2]},
+                               "piqa": {"limit": 2}}}
+    vspec = {"evaluate": {k: evaluate[k] for k in ("dataset_root", "sandbox", "rerank")},
+             "verifier": {"n_samples": 2, "limit": 4, "max_gen_toks": 8}}
+    vout, out, cache_root = tmp_path / "verifier" / "base", tmp_path / "eval" / "base", tmp_path / "cache"
+
+    def job(espec: dict[str, Any], verifier: dict[str, Any]) -> Any:
+        shutil.rmtree(vout, ignore_errors=True)  # Snakemake deletes a rerun job's outputs first
+        shutil.rmtree(out, ignore_errors=True)
+        return variant.run_job({"evaluate": espec}, verifier, "base", micro_model, None, ["mbpp", "piqa"], out, vout,
+                               cache_root)
+
+    done = job(evaluate, vspec)
+    assert loads == [micro_model] and done.computed == ["mbpp", "piqa"]
+    info = json.loads((vout / "verifier.json").read_text())
     assert info["split"] == "train" and info["problems"] == 4 and info["candidates"] == 8
     assert {"verifier.json", "calibration.png", "candidates.jsonl"} <= {p.name for p in vout.iterdir()}
     assert Verifier.load(vout).predict([]) == []
-    out = tmp_path / "eval" / "base" / "mbpp"
-    done = stage.run_stage({"evaluate": evaluate}, "base", micro_model, None, ["mbpp"], out.parent, vout)
     scores = done.scores["mbpp"]
     m = scores["metrics"]
     assert {"codet_pass@1", "codet_pass@2", "lever_pass@1"} <= set(m) and m["lever_pass@1"]["n"] == 2
-    assert scores["rerank"]["cost"]["processes"] >= 1 and len((out / "rerank.jsonl").read_text().splitlines()) == 2
+    assert scores["rerank"]["cost"]["processes"] >= 1
+    assert len((out / "mbpp" / "rerank.jsonl").read_text().splitlines()) == 2
     assert all("codet_pass@1" in p for p in scores["problems"])
     names = {r.data.tags["sophia.stage"]: r.data.metrics for r in runs_of(mlflow_store)}
     logged = set(names["evaluate"])
     assert {"codet_pass_at_1", "codet_pass_at_1.stderr", "lever_pass_at_1", "rerank.processes"} <= logged
     assert "candidates" in names["verifier"]
+    verifier_run = json.loads((vout / "mlflow_run.json").read_text())["run_id"]
+
+    piqa3 = {**evaluate, "benchmarks": {**evaluate["benchmarks"], "piqa": {"limit": 3}}}
+    again = job(piqa3, vspec)
+    assert again.cached == ["mbpp"] and again.computed == ["piqa"] and (vout / "cache_hit.json").is_file()
+    assert json.loads((vout / "mlflow_run.json").read_text())["run_id"] == verifier_run
+
+    retrained = job(piqa3, {**vspec, "verifier": {**vspec["verifier"], "limit": 3}})
+    assert retrained.cached == ["piqa"] and retrained.computed == ["mbpp"]
+    assert json.loads((vout / "verifier.json").read_text())["problems"] == 3 and not (vout / "cache_hit.json").exists()
+    assert len(loads) == 3  # one load per job that computed anything
+    assert [r.data.tags["sophia.stage"] for r in runs_of(mlflow_store)].count("verifier") == 2
 
 
 def _rows(values: list[tuple[float, float]]) -> list[dict[str, float]]:

@@ -22,14 +22,14 @@ from sophia import tracking
 from sophia.config import model_variants, validate
 from sophia.evaluate import protocol
 
-# 6 models, plus a distilled student and its SFT control (8 variants, each with a verifier): one
-# evaluate job per variant, each writing all 9 benchmarks
-STUDY = {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5, "evaluate": 8, "verifier": 8, "report": 1,
+# 6 models, plus a distilled student and its SFT control (8 variants): one evaluate job per variant,
+# each training the variant's verifier and writing all 9 benchmarks
+STUDY = {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5, "evaluate": 8, "report": 1,
          "all": 1, "distill": 1, "distill_control": 1}
 # the paper's study also builds the phone app from the tiny->alpaca curriculum (litert-torch route)
 PHONE = {"merge": 1, "export": 1, "mobile": 1, "gguf": 1}
 PLANS = {"paper": STUDY | PHONE, "deepseek-coder": STUDY}
-GPU_RULES = {"base_model", "quantize", "finetune", "evaluate", "verifier", "distill", "distill_control"}
+GPU_RULES = {"base_model", "quantize", "finetune", "evaluate", "distill", "distill_control"}
 
 
 def dry_run(workdir: Path, config: Path, *args: str) -> str:
@@ -71,7 +71,7 @@ def test_study_plans_every_model_on_every_benchmark(name: str, tmp_path: Path) -
     text = dry_run(tmp_path, config, "--printshellcmds")
     assert job_counts(text) == PLANS[name]
     # every planned evaluate job runs the full protocol: no CPU caps, no cut prompts allowed
-    specs = [json.loads(shlex.split(m[1])[0]) for m in re.finditer(r"-m sophia\.evaluate --spec (.*)$", text, re.M)]
+    specs = [json.loads(shlex.split(m[1])[0]) for m in re.finditer(r"-m sophia\.variant --spec (.*)$", text, re.M)]
     assert len(specs) == 8  # 6 variants + a distilled student and its SFT control, all 9 benchmarks each
     for s in specs:
         assert len(s["evaluate"]["benchmarks"]) == 9
@@ -130,9 +130,9 @@ def test_every_gpu_job_requests_a_gpu_on_the_gpu_partition(slurm_plan: list[dict
         if job["rule"] in GPU_RULES:
             assert res["gpu"] == "1" and res["slurm_partition"] == "gpu", job
             assert int(res["mem_mb"]) > 10_000 and int(res["runtime"]) > 60, job  # scaled for Phi-2's 5.6 GB
-            if job["rule"] == "evaluate":  # 9 benchmarks in one job: the model load (20 + 10/GB min) once,
-                # the rest of a benchmark's own budget (120 + 40/GB min) per benchmark
-                assert int(res["runtime"]) == int(76 + 9 * (120 + 40 * 5.6 - 76)), res
+            if job["rule"] == "evaluate":  # 9 benchmarks and the verifier in one job: the model load
+                # (20 + 10/GB min) once, the rest of a benchmark's own budget (120 + 40/GB min) for each
+                assert int(res["runtime"]) == int(76 + 10 * (120 + 40 * 5.6 - 76)), res
         else:
             assert res.get("gpu", "0") == "0" and res["slurm_partition"] == "cpu", job
 
@@ -177,12 +177,13 @@ def test_gpu_smoke_is_the_embedded_default_on_a_gpu(tmp_path: Path) -> None:
     text = (ROOT / "configs" / "gpu-smoke.yaml").read_text().replace("workflow/resources", f"{ROOT}/workflow/resources")
     (tmp_path / "smoke.yaml").write_text(text)
     counts = job_counts(dry_run(tmp_path, tmp_path / "smoke.yaml"))
-    assert counts["evaluate"] == 8 and counts["verifier"] == 8 and counts["export"] == 2 and counts["mobile"] == 1
+    assert counts["evaluate"] == 8 and "verifier" not in counts and counts["export"] == 2 and counts["mobile"] == 1
 
 
 def test_default_config_plans_one_evaluate_job_per_variant(tmp_path: Path) -> None:
-    """The model loads once per variant: one evaluate job writes every benchmark's folder, with
-    one log and one benchmark file per variant, and the result cache the stage reuses."""
+    """The model loads once per variant: one evaluate job trains the variant's verifier and writes
+    every benchmark's folder, with one log and one benchmark file per variant, and the result cache
+    both stages reuse."""
     cfg = validate(yaml.safe_load((ROOT / "config.yaml").read_text()))
     text = (ROOT / "config.yaml").read_text().replace("workflow/resources", f"{ROOT}/workflow/resources")
     (tmp_path / "default.yaml").write_text(text)
@@ -195,11 +196,13 @@ def test_default_config_plans_one_evaluate_job_per_variant(tmp_path: Path) -> No
     for block in blocks:
         model = re.search(r"^\s+wildcards: model=(\S+)$", block, re.M)[1]
         outputs = re.search(r"^\s+output: (.*)$", block, re.M)[1].split(", ")
-        assert sorted(outputs) == sorted(f"results/eval/{model}/{b}" for b in benchmarks), model
+        assert sorted(outputs) == sorted([f"results/eval/{model}/{b}" for b in benchmarks]
+                                         + [f"results/verifier/{model}"]), model
         assert re.search(rf"^\s+log: results/logs/evaluate/{re.escape(model)}\.log$", block, re.M), block
         assert re.search(rf"^\s+benchmark: results/benchmarks/eval/{re.escape(model)}\.tsv$", block, re.M), block
-        shell = re.search(r"-m sophia\.evaluate .*$", block, re.M)[0]
-        assert re.findall(r"--benchmark (\w+)", shell) == benchmarks and "--cache results/cache/evaluate" in shell
+        shell = re.search(r"-m sophia\.variant .*$", block, re.M)[0]
+        assert re.findall(r"--benchmark (\w+)", shell) == benchmarks and "--cache results/cache " in shell
+        assert f"--verifier results/verifier/{model} " in shell and "--verifier-spec " in shell
         assert f"--out results/eval/{model} " in shell
         planned[model] = outputs
     assert sorted(planned) == sorted(variants)

@@ -157,19 +157,18 @@ def test_changed_data_setting_reruns_only_that_dataset(workflow_run: tuple[Path,
         # alpaca data feeds quantize (calibration), hence every step after it
         # gptq+alpaca's merge, export, app and GGUF files follow quantize
         phone = {"merge": 1, "export": 1, "mobile": 1, "gguf": 1}
-        assert planned_jobs(result) == {"data": 1, "quantize": 1, "finetune": 5, "evaluate": 1, "verifier": 1,
-                                        "report": 1, "all": 1, **phone}
+        assert planned_jobs(result) == {"data": 1, "quantize": 1, "finetune": 5, "evaluate": 1, "report": 1,
+                                        "all": 1, **phone}
         assert "dataset=alpaca" in result.stdout and "dataset=tiny" not in result.stdout
         cfg["base_model"]["scratch"]["training"]["steps"] = 7
         write_config(workdir, cfg)
         assert planned_jobs(snakemake(workdir, "-n")) == {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5,
-                                                          "evaluate": 2, "verifier": 2, "report": 1, "all": 1,
-                                                          **phone}
+                                                          "evaluate": 2, "report": 1, "all": 1, **phone}
         cfg = micro_config()
         cfg["quantize"]["damp_percent"] = 0.1
         write_config(workdir, cfg)
         assert planned_jobs(snakemake(workdir, "-n")) == {"quantize": 1, "finetune": 5, "evaluate": 1,
-                                                          "verifier": 1, "report": 1, "all": 1, **phone}
+                                                          "report": 1, "all": 1, **phone}
         # one phase's setting: the steps that use it and their descendants, nothing else
         cfg = micro_config()
         cfg["finetune"]["phases"]["tiny_summary"]["epochs"] = 2
@@ -186,6 +185,12 @@ def test_changed_data_setting_reruns_only_that_dataset(workflow_run: tuple[Path,
         result = snakemake(workdir, "-n")
         assert planned_jobs(result) == {"evaluate": 2, "report": 1, "all": 1}
         assert "model=base\n" in result.stdout and "model=gptq+alpaca\n" in result.stdout
+        # a verifier setting: the same jobs, whose caches then restore every benchmark that does not
+        # rerank with it (tests/test_rerank.py: the variant job)
+        cfg = micro_config()
+        cfg["verifier"]["limit"] = 3
+        write_config(workdir, cfg)
+        assert planned_jobs(snakemake(workdir, "-n")) == {"evaluate": 2, "report": 1, "all": 1}
     finally:
         write_config(workdir, micro_config())
 

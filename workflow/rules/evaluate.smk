@@ -1,15 +1,20 @@
-# One job per model variant: the model loads once and each configured benchmark gets its own folder,
-# results/eval/{model}/{benchmark}/, and MLflow run. Snakemake reruns a job whole (it deletes every
-# output first), so the stage keeps finished benchmark folders in EVAL_CACHE, keyed by the
-# benchmark's own settings, the stage's code and the input runs: a rerun caused by one benchmark's
-# setting recomputes only that benchmark (sophia/evaluate/cache.py).
+# One job per model variant (sophia.variant): the model loads once for the variant's LEVER verifier,
+# results/verifier/{model}/ (when a code benchmark reranks with it), and for each configured
+# benchmark, results/eval/{model}/{benchmark}/; each output gets its own MLflow run. Snakemake reruns
+# a job whole (it deletes every output first), so the job keeps finished outputs in RESULT_CACHE,
+# keyed by the output's own settings, its stage's code and the input runs: a rerun caused by one
+# benchmark's setting recomputes only that benchmark, and retrains no verifier
+# (sophia/evaluate/cache.py). The verifier was a job of its own: its imports and model load were
+# most of its time (sophia/variant.py).
 import re
+import shlex
 
 from sophia.config import model_variants
 from sophia.evaluate.benchmarks import BENCHMARKS as SUITE
 from sophia.evaluate.cache import uses_verifier
 
 EVALUATE = config["evaluate"]
+VERIFIER = config["verifier"]
 MODELS = EVALUATE["models"] or model_variants(FINETUNE["curricula"], config["distill"])
 BENCHMARKS = list(EVALUATE["benchmarks"])
 
@@ -26,8 +31,11 @@ def eval_model_inputs(wildcards):
     return inputs
 
 
-EVAL_CACHE = "results/cache/evaluate"
+RESULT_CACHE = "results/cache"
 CODE_BENCHMARKS = [b for b in BENCHMARKS if SUITE[b].code]
+# Code benchmarks rerank with LEVER: the job then trains the variant's verifier first. The same
+# condition puts the verifier's run into those benchmarks' cache keys.
+LEVER = any(uses_verifier(EVALUATE, b) for b in BENCHMARKS)
 
 
 def eval_spec():
@@ -41,12 +49,16 @@ def eval_spec():
     return spec({"evaluate": section})
 
 
-def eval_verifier(wildcards):
-    """Code benchmarks rerank with LEVER: they need the variant's verifier (rule verifier). The same
-    condition puts the verifier's run into those benchmarks' cache keys."""
-    if any(uses_verifier(EVALUATE, b) for b in BENCHMARKS):
-        return {"verifier": f"results/verifier/{wildcards.model}"}
-    return {}
+def verifier_spec():
+    """The verifier's own settings plus what shapes its candidates' features (tests, sandbox, data)."""
+    section = {k: EVALUATE[k] for k in ("dataset_root", "batch_size", "sandbox", "rerank")}
+    return spec({"verifier": VERIFIER, "evaluate": section})
+
+
+def verifier_args(wildcards):
+    if not LEVER:
+        return ""
+    return f"--verifier-spec {shlex.quote(verifier_spec())} --verifier {shlex.quote(f'results/verifier/{wildcards.model}')}"
 
 
 def distill_eval_inputs(model):
@@ -62,22 +74,22 @@ def distill_eval_inputs(model):
 def eval_args(wildcards, input):
     adapter = f" --adapter {Path(input.adapter).parent}" if "adapter" in input.keys() else ""
     model = Path(input.model)
-    verifier = f" --verifier {input.verifier}" if "verifier" in input.keys() else ""
-    return f"--model {model.parent if model.name == 'distill.json' else model}{adapter}{verifier}"
+    return f"--model {model.parent if model.name == 'distill.json' else model}{adapter}"
 
 
 rule evaluate:
     input:
         unpack(eval_model_inputs),
-        unpack(eval_verifier),
         data=[EVALUATE["dataset_root"]] if EVALUATE["dataset_root"] else [],
     output:
         # {{model}}: the job's wildcard, kept through expand(); one folder per configured benchmark
         [directory(p) for p in expand("results/eval/{{model}}/{benchmark}", benchmark=BENCHMARKS)],
+        [directory("results/verifier/{model}")] if LEVER else [],
     params:
         spec=eval_spec(),
-        src=stage_digest("sophia.evaluate"),
+        src=stage_digest("sophia.variant"),
         args=eval_args,
+        verifier_args=verifier_args,
         benchmarks=" ".join(f"--benchmark {b}" for b in BENCHMARKS),
     log:
         "results/logs/evaluate/{model}.log",
@@ -87,11 +99,11 @@ rule evaluate:
         model="|".join(re.escape(m) for m in MODELS),
     threads: 1  # lm-eval scores one request batch at a time; two jobs share two cores better
     resources:
-        mem_mb=mem_mb("evaluate"),  # one model in memory, benchmarks one after the other
-        runtime=eval_runtime(len(BENCHMARKS)),
+        mem_mb=mem_mb("evaluate"),  # one model in memory, benchmarks (and the verifier) one after the other
+        runtime=eval_runtime(len(BENCHMARKS) + LEVER),  # the verifier samples and runs code like a benchmark
         gpu=gpus("evaluate"),
         gpu_model=gpu_model("evaluate"),
     shell:
-        PYTHON + " -m sophia.evaluate --spec {params.spec:q} --model-id {wildcards.model:q} {params.args}"
-        " {params.benchmarks} --cache " + EVAL_CACHE + " --threads {threads} --out results/eval/{wildcards.model:q}"
-        " > {log} 2>&1"
+        PYTHON + " -m sophia.variant --spec {params.spec:q} --model-id {wildcards.model:q} {params.args}"
+        " {params.benchmarks} {params.verifier_args} --cache " + RESULT_CACHE + " --threads {threads}"
+        " --out results/eval/{wildcards.model:q} > {log} 2>&1"

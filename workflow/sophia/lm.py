@@ -87,6 +87,26 @@ def load_variant(model_dir: Path, adapter: Path | None, dev: torch.device) -> tu
     return model, tok
 
 
+class SharedVariant:
+    """One variant loaded at most once, on first use, for the stages one job runs on it (the variant
+    job: its verifier, then its evaluation). A stage whose outputs all come from a cache never loads it."""
+
+    def __init__(self, model_dir: Path, adapter: Path | None, dev: torch.device,
+                 loader: Any = None) -> None:
+        self.model_dir, self.adapter, self.dev = Path(model_dir), adapter, dev
+        self._loader = loader or load_variant
+        self._loaded: tuple[Any, Any] | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    def get(self) -> tuple[Any, Any]:
+        if self._loaded is None:
+            self._loaded = self._loader(self.model_dir, self.adapter, self.dev)
+        return self._loaded
+
+
 def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
     """Token ids of full training-style sequences: the text, then EOS, truncated."""
     ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]

@@ -14,7 +14,7 @@ from typing import Any
 # Checked against the real-width rehearsal (benchmarks/real_width.py: Phi-2's layer shapes at 3 and
 # 4 layers, peak RSS extrapolated per layer to 32; README "Scaling to the real model"). It changed:
 # - export 12000 -> 16000 MB per GB: litert-torch's conversion of full Phi-2 needs ~88 GB, 75 GB was asked;
-# - evaluate (and verifier) 2000 -> 4500 per GB: ~25 and ~28 GB predicted on a CPU, 15 GB was asked;
+# - evaluate (its job trains the verifier too) 2000 -> 4500 per GB: ~25 and ~28 GB predicted on a CPU, 15 GB was asked;
 # - gguf gets its own scale (it had export's, 75 GB): ~10 GB predicted;
 # - mobile had a fixed 1000 MB: the app build reads and hashes the bundle, 1.8 GB at 4 layers,
 #   ~12.6 GB predicted for Phi-2's 2.8 GB int8 bundle.
@@ -28,27 +28,22 @@ SCALE: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
     "gguf": ((8000, 2000), (60, 20)),
     "mobile": ((1000, 2500), (10, 2)),
 }
-# Rules whose requests follow another stage's scale.
-SAME_AS = {"verifier": "evaluate"}
 GPU_STAGES = ("base_model", "quantize", "finetune", "evaluate")
 
-# One evaluate job runs all of a variant's benchmarks one after the other, loading the model once:
+# One evaluate job runs all of a variant's benchmarks one after the other (after its verifier, which
+# counts as one more: it samples and runs code like a code benchmark), loading the model once:
 # of each benchmark's budget (SCALE["evaluate"], what a job per benchmark asked), this part is the
 # model load, paid once; the rest is paid per benchmark. One benchmark asks exactly that budget.
 EVAL_LOAD = (20, 10)  # minutes: fixed + per GB of fp16 weights
 
 
-def _scale(stage: str) -> tuple[tuple[int, int], tuple[int, int]]:
-    return SCALE[SAME_AS.get(stage, stage)]
-
-
 def mem_mb(stage: str, compute: Mapping[str, Any]) -> int:
-    fixed, per_gb = _scale(stage)[0]
+    fixed, per_gb = SCALE[stage][0]
     return int(fixed + per_gb * compute["model_gb"])
 
 
 def runtime(stage: str, compute: Mapping[str, Any]) -> int:
-    fixed, per_gb = _scale(stage)[1]
+    fixed, per_gb = SCALE[stage][1]
     return int(fixed + per_gb * compute["model_gb"])
 
 
@@ -59,4 +54,4 @@ def eval_runtime(n_benchmarks: int, compute: Mapping[str, Any]) -> int:
 
 
 def gpus(stage: str, compute: Mapping[str, Any]) -> int:
-    return compute["gpus"] if SAME_AS.get(stage, stage) in GPU_STAGES else 0
+    return compute["gpus"] if stage in GPU_STAGES else 0

@@ -19,6 +19,12 @@ Key (sha256 of a JSON document), everything that shapes one benchmark folder:
   to see: the versions of the packages that compute the scores, and the device type (CPU or CUDA
   numerics differ).
 
+The variant's verifier (stage verifier), which the same job trains before its benchmarks, is kept
+the same way under its own cache directory (`sophia.verifier.stage.cache_key`: its settings, the
+verifier stage's source digest, the same data, versions, device and input runs): the job reruns
+for any benchmark's setting, and restoring the verifier with the run that trained it keeps the code
+benchmarks' keys, which hold that run id.
+
 To recompute anyway, delete the cache directory (or one entry).
 
 Entry: `<cache dir>/<key>/` holds the benchmark folder as written, its `mlflow_run.json` included
@@ -36,7 +42,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -104,22 +110,29 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def job_identity(inputs: Mapping[str, Path | None], dataset_root: Path | None, device: str) -> dict[str, Any]:
-    """What every benchmark key of one job shares: source digest, input run ids (None where an input
-    has no record), local data digest, package versions, device type. Computed once per job."""
-    return {"src": stage_digest(STAGE), "data": data_digest(dataset_root), "packages": package_versions(),
+def job_identity(inputs: Mapping[str, Path | None], dataset_root: Path | None, device: str,
+                 stage: str = STAGE) -> dict[str, Any]:
+    """What every key of one job shares: the stage's source digest, input run ids (None where an
+    input has no record), local data digest, package versions, device type. Computed once per job."""
+    return {"src": stage_digest(stage), "data": data_digest(dataset_root), "packages": package_versions(),
             "device": device, "inputs": {role: run_id(path) for role, path in inputs.items() if path is not None}}
+
+
+def content_key(what: Mapping[str, Any], roles: Sequence[str], identity: Mapping[str, Any]) -> str | None:
+    """sha256 of `what` (names and settings of the output) with the job's identity and the run ids of
+    the inputs in `roles`; None when one of them has no run record."""
+    inputs = {r: identity["inputs"][r] for r in roles if r in identity["inputs"]}
+    if "model" not in inputs or any(v is None for v in inputs.values()):
+        return None
+    doc = {**what, "inputs": inputs, **{k: identity[k] for k in ("src", "data", "packages", "device")}}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def key(espec: Mapping[str, Any], model_id: str, benchmark: str, identity: Mapping[str, Any]) -> str | None:
     """The benchmark's cache key, or None when an input it reads has no run record."""
     roles = ["model", "adapter"] + (["verifier"] if uses_verifier(espec, benchmark) else [])
-    inputs = {r: identity["inputs"][r] for r in roles if r in identity["inputs"]}
-    if "model" not in inputs or any(v is None for v in inputs.values()):
-        return None
-    doc = {"model_id": model_id, "benchmark": benchmark, "spec": benchmark_spec(espec, benchmark),
-           "inputs": inputs, **{k: identity[k] for k in ("src", "data", "packages", "device")}}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+    what = {"model_id": model_id, "benchmark": benchmark, "spec": benchmark_spec(espec, benchmark)}
+    return content_key(what, roles, identity)
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -166,15 +179,20 @@ def store(cache_dir: Path, key: str, folder: Path) -> Path:
 
 
 def restore(entry: Path, key: str, out: Path) -> dict[str, Any]:
+    """A benchmark folder restored (restore_folder); returns its scores.json content."""
+    restore_folder(entry, key, out)
+    return json.loads((out / SCORES).read_text(encoding="utf-8"))
+
+
+def restore_folder(entry: Path, key: str, out: Path) -> None:
     """Make `out` the cached folder (atomically), with `cache_hit.json` naming the entry and the run
-    that computed it; returns its scores.json content."""
+    that computed it."""
     with atomic_dir(out) as tmp:
         shutil.copytree(entry, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
         (tmp / MANIFEST).unlink()
         record = json.loads((tmp / RUN_RECORD).read_text(encoding="utf-8"))
         hit = {"key": key, "entry": str(Path(entry).resolve()), "run_id": record.get("run_id")}
         (tmp / HIT).write_text(json.dumps(hit, indent=2) + "\n", encoding="utf-8")
-    return json.loads((out / SCORES).read_text(encoding="utf-8"))
 
 
 def is_hit(output: Path) -> bool:

@@ -68,10 +68,11 @@ def make_sandbox(espec: dict[str, Any]) -> sandbox.Sandbox:
 
 def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Path | None,
               benchmarks: Sequence[str], out: Path, verifier: Path | None = None,
-              cache_dir: Path | None = None) -> Evaluation:
+              cache_dir: Path | None = None, variant: lm.SharedVariant | None = None) -> Evaluation:
     """Evaluate the variant on `benchmarks` into `out/<benchmark>/`. Every benchmark is attempted:
     one that fails leaves no folder (and no cache entry) while the others finish; the first failure
-    is raised at the end, so a rerun only recomputes what failed."""
+    is raised at the end, so a rerun only recomputes what failed. `variant`: the model as another
+    stage of the same job already loaded it (sophia.variant), else it is loaded here."""
     espec = validate_section(spec["evaluate"], "evaluate", "evaluate")
     names = list(dict.fromkeys(benchmarks))
     if not names:
@@ -109,7 +110,8 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
     if not todo:
         return done
     box = make_sandbox(espec) if any(BENCHMARKS[b].code for b in todo) else None
-    model, tok = load_model(model_dir, adapter, dev)
+    variant = variant or lm.SharedVariant(model_dir, adapter, dev, loader=load_model)
+    model, tok = variant.get()
     job = Loaded(model_id, model, tok, dev, inputs, box, verifier)
     failed: list[tuple[str, Exception]] = []
     # Everything so far (the imports, the model) lives as long as the job: the full collection after

@@ -26,13 +26,14 @@ from sophia import lm, tracking
 from sophia.atomic import atomic_dir
 from sophia.config import validate_section
 from sophia.errors import ConfigError
-from sophia.evaluate import code, execbatch, harness, rerank, sandbox
+from sophia.evaluate import cache, code, execbatch, harness, rerank, sandbox
 from sophia.evaluate.benchmarks import BENCHMARKS
 from sophia.evaluate.execcache import Cache
 from sophia.verifier.model import Verifier
 
 log = logging.getLogger(__name__)
 SPLIT = "train"  # LEVER's verifier never sees the split that is evaluated
+STAGE = "sophia.verifier"
 
 
 def train_candidates(lm_obj: Any, espec: dict[str, Any], vspec: dict[str, Any]) -> list[rerank.Problem]:
@@ -118,23 +119,48 @@ def calibration_plot(cal: dict[str, Any] | None, path: Path, title: str) -> None
     plt.close(fig)
 
 
-def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Path | None, out: Path) -> dict[str, Any]:
+def cache_key(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Path | None,
+              device: str) -> str | None:
+    """The verifier folder's key in a result cache (sophia.evaluate.cache): its settings, the stage's
+    code, the input runs, the local data, the package versions and the device; None when an input
+    has no run record. A rerun of its job (the variant job reruns whenever any of its benchmarks'
+    settings change) then restores the same folder, run record included, so the code benchmarks
+    that rerank with it keep their own cache keys too."""
+    espec = spec["evaluate"]
+    root = Path(espec["dataset_root"]) if espec.get("dataset_root") else None
+    identity = cache.job_identity({"model": model_dir, "adapter": adapter}, root, device, stage=STAGE)
+    return cache.content_key({"stage": "verifier", "model_id": model_id, "spec": spec},
+                             ["model", "adapter"], identity)
+
+
+def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Path | None, out: Path,
+              cache_dir: Path | None = None, variant: lm.SharedVariant | None = None) -> dict[str, Any]:
+    """Train the variant's verifier into `out`, or restore it from `cache_dir` when nothing it depends
+    on changed. `variant`: the model as the job shares it (sophia.variant), else loaded here."""
     espec = validate_section(spec["evaluate"], "evaluate", "evaluate")
     vspec = validate_section(spec["verifier"], "verifier", "verifier")
+    if vspec["n_samples"] < 2:
+        raise ConfigError("verifier.n_samples: LEVER compares candidates, need at least 2")
+    dev = lm.device()
+    key = cache_key(spec, model_id, model_dir, adapter, dev.type) if cache_dir is not None else None
+    entry = cache.lookup(cache_dir, key) if cache_dir is not None and key else None
+    if entry is not None:
+        cache.restore_folder(entry, key, out)
+        info = json.loads((out / "verifier.json").read_text(encoding="utf-8"))
+        log.info("verifier %s: cached (%s)", model_id, entry.name[:12])
+        return info
     rspec = espec["rerank"]
     sb = espec["sandbox"]
     isolation = sandbox.resolve_isolation(sb["isolation"], sb["allow_unisolated"])
     box = sandbox.Sandbox(sandbox.Limits(timeout_s=sb["timeout_s"], memory_mb=sb["memory_mb"],
                                          max_processes=sb["max_processes"]), isolation)
     box.self_test()
-    if vspec["n_samples"] < 2:
-        raise ConfigError("verifier.n_samples: LEVER compares candidates, need at least 2")
-    dev = lm.device()
     inputs: dict[str, Path] = {"model": model_dir, **({"adapter": adapter} if adapter else {})}
+    variant = variant or lm.SharedVariant(model_dir, adapter, dev)
     with tracking.stage_run("verifier", model_id, {"model": model_id, "verifier": vspec, "rerank": rspec},
                             inputs=inputs) as run, atomic_dir(out) as tmp:
         start = time.perf_counter()
-        model, tok = lm.load_variant(model_dir, adapter, dev)
+        model, tok = variant.get()
         problems = train_candidates(harness.hf_lm(model, tok, espec["batch_size"]), espec, vspec)
         gold = box.run_many([code.program(p.doc, c) for p in problems for c in p.completions], sb["workers"])
         labels = iter(o.passed for o in gold)
@@ -161,14 +187,19 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
                    "valid_tests": info["valid_tests"], "seconds": info["seconds"],
                    **{f"execution.{k}": float(v) for k, v in runner.stats.to_dict().items()
                       if isinstance(v, (int, float))}}
-        for key in ("auc", "brier"):
-            if held.get(key) is not None:
-                metrics[f"held_out.{key}"] = held[key]
+        for name in ("auc", "brier"):
+            if held.get(name) is not None:
+                metrics[f"held_out.{name}"] = held[name]
         run.log_metrics(metrics)
         run.set_tags({"sophia.model": model_id, "sophia.verifier.kind": verifier.kind})
         tracking.log_output(run, tmp, out, ("verifier.json", "calibration.png"))
     log.info("verifier %s: %s on %d candidates (%d correct), held-out AUC %s", model_id, verifier.kind,
              len(labels_all), sum(labels_all), held.get("auc"))
+    if key is not None:
+        try:
+            cache.store(cache_dir, key, out)
+        except OSError as exc:  # the output is complete; only a later rerun loses the shortcut
+            log.warning("verifier %s: not cached (%s)", model_id, exc)
     return info
 
 
@@ -180,7 +211,9 @@ def main() -> None:
     p.add_argument("--model", required=True, type=Path, help="base or GPTQ model directory")
     p.add_argument("--adapter", type=Path, help="LoRA adapter directory applied on top of --model")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--cache", type=Path, help="result cache directory: an unchanged verifier is restored "
+                                              "from it instead of trained (default: no cache)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_stage(load_spec(args.spec), args.model_id, args.model, args.adapter, args.out)
+    run_stage(load_spec(args.spec), args.model_id, args.model, args.adapter, args.out, args.cache)

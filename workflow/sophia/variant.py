@@ -1,0 +1,95 @@
+"""The job of rule `evaluate`: one model variant's LEVER verifier (stage verifier), then its evaluation
+(stage evaluate), in one process that loads the model at most once.
+
+Why one job for two stages: as a job of its own, the verifier spent about 20 s of its 34 s on the
+embedded default importing torch, transformers, peft, gptqmodel and MLflow and loading the model
+that the variant's evaluate job then imported and loaded again (8 variants: about 160 s of CPU per
+`make run`). Each stage keeps its own output folder, MLflow run and result cache entry, keyed by its
+own code's digest and settings: the rule reruns the job when either stage's code or settings change,
+and the caches restore every output whose own inputs did not, so an evaluate-only change retrains
+no verifier, and a verifier change recomputes only the code benchmarks that rerank with it.
+
+    python -m sophia.variant --spec EVAL_SPEC [--verifier-spec VERIFIER_SPEC] --verifier DIR \\
+        --model-id ID --model DIR [--adapter DIR] --benchmark B [...] [--cache DIR] --out DIR
+
+Without `--verifier-spec`, `--verifier` is read (a verifier made elsewhere), as `sophia.evaluate` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sophia import lm
+from sophia.config import validate_section
+from sophia.evaluate import stage as evaluate_stage
+from sophia.evaluate.cache import uses_verifier
+from sophia.verifier import stage as verifier_stage
+
+log = logging.getLogger(__name__)
+
+
+def run_job(spec: dict[str, Any], verifier_spec: dict[str, Any] | None, model_id: str, model_dir: Path,
+            adapter: Path | None, benchmarks: Sequence[str], out: Path, verifier: Path | None,
+            cache_root: Path | None = None) -> evaluate_stage.Evaluation:
+    """Train (or restore) the verifier into `verifier` when `verifier_spec` is given, then evaluate
+    `benchmarks` into `out/<benchmark>/`. Caches: `cache_root/verifier/`, `cache_root/evaluate/`.
+    When the verifier fails, the benchmarks that do not read it are still evaluated (and cached)
+    before the failure is raised, so a rerun recomputes only what depends on it."""
+    variant = lm.SharedVariant(model_dir, adapter, lm.device(), loader=evaluate_stage.load_model)
+    cache = {part: cache_root / part if cache_root is not None else None for part in ("verifier", "evaluate")}
+    if verifier_spec is not None:
+        if verifier is None:
+            raise ValueError("a verifier spec needs the verifier's output folder")
+        try:
+            verifier_stage.run_stage(verifier_spec, model_id, model_dir, adapter, verifier, cache["verifier"], variant)
+        except Exception:
+            espec = validate_section(spec["evaluate"], "evaluate", "evaluate")
+            rest = [b for b in benchmarks if b in espec["benchmarks"] and not uses_verifier(espec, b)]
+            if rest:
+                log.error("%s: the verifier failed; evaluating %s, which do not read it", model_id, ", ".join(rest))
+                try:
+                    evaluate_stage.run_stage(spec, model_id, model_dir, adapter, rest, out, None, cache["evaluate"],
+                                             variant)
+                except Exception as exc:  # the verifier's failure is the one to report
+                    log.error("%s: %s", model_id, exc)
+            raise
+    return evaluate_stage.run_stage(spec, model_id, model_dir, adapter, benchmarks, out, verifier, cache["evaluate"],
+                                    variant)
+
+
+def main() -> None:
+    import torch
+
+    from sophia.cli import load_spec, parser
+
+    p: argparse.ArgumentParser = parser(
+        "One model variant's job (rule evaluate): its LEVER verifier, then each benchmark into "
+        "<out>/<benchmark>/, the model loaded once.")
+    p.add_argument("--verifier-spec", help="the verifier stage's settings (inline JSON or a YAML file): "
+                                           "train it into --verifier first")
+    p.add_argument("--verifier", type=Path, help="the variant's verifier folder: written with --verifier-spec, "
+                                                 "else read (LEVER)")
+    p.add_argument("--model-id", required=True, help="variant name: base, gptq or gptq+<curriculum>")
+    p.add_argument("--model", required=True, type=Path, help="base or GPTQ model directory")
+    p.add_argument("--adapter", type=Path, help="LoRA adapter directory applied on top of --model")
+    p.add_argument("--benchmark", required=True, action="append", help="a benchmark of the spec; repeat for several")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--cache", type=Path, help="result cache root (verifier/ and evaluate/ under it): unchanged "
+                                              "outputs are restored instead of computed (default: no cache)")
+    args = p.parse_args()
+    if args.verifier_spec and args.verifier is None:
+        p.error("--verifier-spec needs --verifier (the folder to write)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_job(load_spec(args.spec), load_spec(args.verifier_spec) if args.verifier_spec else None, args.model_id,
+            args.model, args.adapter, args.benchmark, args.out, args.verifier, args.cache)
+
+
+if __name__ == "__main__":
+    from sophia.cli import main as cli_main
+
+    cli_main(main)
