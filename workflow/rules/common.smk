@@ -61,11 +61,14 @@ onerror:
 # Scheduler requests of the heavy rules, scaled by the model's size (config: compute).
 COMPUTE = config["compute"]
 # The fine-tuned model's chain (quantize -> finetune steps -> merge -> export -> app) is the DAG's
-# longest. Without a priority, Snakemake fills free cores with evaluate and verifier jobs first and
-# the chain waits: on the 2-core default run, quantize started 77 s and the second finetune step
-# 218 s after their inputs were ready. With it (quantize, finetune, merge) the five finetune steps
-# ran back to back and merge started 202 s earlier. Not export: the rule also exports the base
-# model, which then jumped ahead of data and quantize (112 s).
+# longest. Without a priority, Snakemake fills free cores with evaluate jobs first and the chain
+# waits: on the 2-core default run, quantize started 77 s and the second finetune step 218 s after
+# their inputs were ready. With it (quantize, finetune, merge) the five finetune steps ran back to
+# back and merge started 202 s earlier. Not export: the rule also exports the base model, which then
+# jumped ahead of data and quantize (112 s). The distillation pair waits for its teacher, the last
+# fine-tuned model, and two variants' evaluate jobs wait for it: without a priority distill_control
+# started 225 s after its teacher was ready, and the run ended on one core for 48 s (its variant's
+# evaluation, then the report).
 CRITICAL_PATH_PRIORITY = 10
 
 

@@ -90,6 +90,7 @@ rule distill:
         "results/benchmarks/distill/{name}.tsv"
     wildcard_constraints:
         name="|".join(re.escape(n) for n in DISTILL),
+    priority: CRITICAL_PATH_PRIORITY
     threads: COMPUTE["threads"]
     resources:
         **DISTILL_RULE["resources"],
@@ -113,6 +114,7 @@ rule distill_control:
         "results/benchmarks/distill_control/{name}.tsv"
     wildcard_constraints:
         name="|".join(re.escape(n) for n in DISTILL),
+    priority: CRITICAL_PATH_PRIORITY
     threads: COMPUTE["threads"]
     resources:
         **DISTILL_RULE["resources"],
