@@ -13,6 +13,7 @@ rule data:
         "results/benchmarks/data/{dataset}.tsv",
     wildcard_constraints:
         dataset="|".join(config["datasets"]),
+    priority: CRITICAL_PATH_PRIORITY
     resources:
         mem_mb=4000,
         runtime=30,

@@ -53,6 +53,7 @@ rule export:
         "results/benchmarks/export/{model}.tsv",
     wildcard_constraints:
         model="|".join(re.escape(m) for m in EXPORT["models"]) or "^$",
+    priority: BEFORE_EVALUATE_PRIORITY
     threads: COMPUTE["threads"]
     resources:
         mem_mb=mem_mb("export"),

@@ -22,6 +22,7 @@ rule gguf:
         "results/benchmarks/gguf/{model}.tsv"
     wildcard_constraints:
         model="|".join(re.escape(m) for m in GGUF["models"]) or "^$",
+    priority: LEAF_PRIORITY
     threads: COMPUTE["threads"]
     # the float model and one GGUF file in memory at a time: ~10 GB for Phi-2 (sophia/resources.py)
     resources:
