@@ -97,10 +97,6 @@ class SharedVariant:
         self._loader = loader or load_variant
         self._loaded: tuple[Any, Any] | None = None
 
-    @property
-    def loaded(self) -> bool:
-        return self._loaded is not None
-
     def get(self) -> tuple[Any, Any]:
         if self._loaded is None:
             self._loaded = self._loader(self.model_dir, self.adapter, self.dev)
