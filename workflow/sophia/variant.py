@@ -18,45 +18,26 @@ Without `--verifier-spec`, `--verifier` is read (a verifier made elsewhere), as 
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sophia import lm
-from sophia.config import validate_section
 from sophia.evaluate import stage as evaluate_stage
-from sophia.evaluate.cache import uses_verifier
 from sophia.verifier import stage as verifier_stage
-
-log = logging.getLogger(__name__)
 
 
 def run_job(spec: dict[str, Any], verifier_spec: dict[str, Any] | None, model_id: str, model_dir: Path,
             adapter: Path | None, benchmarks: Sequence[str], out: Path, verifier: Path | None,
             cache_root: Path | None = None) -> evaluate_stage.Evaluation:
     """Train (or restore) the verifier into `verifier` when `verifier_spec` is given, then evaluate
-    `benchmarks` into `out/<benchmark>/`. Caches: `cache_root/verifier/`, `cache_root/evaluate/`.
-    When the verifier fails, the benchmarks that do not read it are still evaluated (and cached)
-    before the failure is raised, so a rerun recomputes only what depends on it."""
+    `benchmarks` into `out/<benchmark>/`. Caches: `cache_root/verifier/`, `cache_root/evaluate/`."""
     variant = lm.SharedVariant(model_dir, adapter, lm.device(), loader=evaluate_stage.load_model)
     cache = {part: cache_root / part if cache_root is not None else None for part in ("verifier", "evaluate")}
     if verifier_spec is not None:
         if verifier is None:
             raise ValueError("a verifier spec needs the verifier's output folder")
-        try:
-            verifier_stage.run_stage(verifier_spec, model_id, model_dir, adapter, verifier, cache["verifier"], variant)
-        except Exception:
-            espec = validate_section(spec["evaluate"], "evaluate", "evaluate")
-            rest = [b for b in benchmarks if b in espec["benchmarks"] and not uses_verifier(espec, b)]
-            if rest:
-                log.error("%s: the verifier failed; evaluating %s, which do not read it", model_id, ", ".join(rest))
-                try:
-                    evaluate_stage.run_stage(spec, model_id, model_dir, adapter, rest, out, None, cache["evaluate"],
-                                             variant)
-                except Exception as exc:  # the verifier's failure is the one to report
-                    log.error("%s: %s", model_id, exc)
-            raise
+        verifier_stage.run_stage(verifier_spec, model_id, model_dir, adapter, verifier, cache["verifier"], variant)
     return evaluate_stage.run_stage(spec, model_id, model_dir, adapter, benchmarks, out, verifier, cache["evaluate"],
                                     variant)
 
