@@ -81,6 +81,17 @@ def test_a_shared_module_change_reruns_the_stages_that_run_it(changed: str, entr
     assert provenance.stage_digest(entry) != before
 
 
+def test_an_import_added_in_the_same_process_joins_the_closure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parse of each file is cached on its source text, never on its path alone: an edit is seen."""
+    copy = tmp_path / "sophia"
+    shutil.copytree(provenance.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(provenance, "PACKAGE_DIR", copy)
+    assert "sophia.prompt" not in provenance.import_closure("sophia.report")
+    with open(copy / "report" / "table.py", "a") as fh:
+        fh.write("\nfrom sophia import prompt  # an edit\n")
+    assert "sophia.prompt" in provenance.import_closure("sophia.report")
+
+
 def test_no_output_effect_modules_exist_and_say_why() -> None:
     for module, why in provenance.NO_OUTPUT_EFFECT.items():
         assert provenance.module_file(module) is not None and len(why) > 20
