@@ -28,7 +28,12 @@ RANK = 64
 
 @pytest.fixture(scope="module")
 def wide(micro_model: Path, micro_data: list[Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """base (random init, the micro tokenizer) → GPTQ → LoRA step → merged → export, once."""
+    return build(micro_model, micro_data, tmp_path_factory.mktemp("wide"))
+
+
+def build(micro_model: Path, micro_data: list[Path], root: Path) -> dict[str, Path]:
+    """base (random init, the micro tokenizer) → GPTQ → LoRA step → merged → export, into `root`.
+    benchmarks/suite_floor.py runs it alone to measure its cost."""
     from sophia.config import validate_section
     from sophia.export import merge
     from sophia.export import stage as export_stage
@@ -36,7 +41,6 @@ def wide(micro_model: Path, micro_data: list[Path], tmp_path_factory: pytest.Tem
     from sophia.quantize import stage as quantize_stage
     from transformers import AutoTokenizer, PhiConfig, PhiForCausalLM
 
-    root = tmp_path_factory.mktemp("wide")
     paths = {k: root / k for k in ("base", "gptq", "adapter", "merged", "export")}
     tok = AutoTokenizer.from_pretrained(micro_model)
     torch.manual_seed(0)

@@ -1,0 +1,185 @@
+"""Benchmark: the floor under `make test`'s time on this machine.
+
+Three parts of the suite are there because other issues ask for them, and cost the same whatever
+the rest of the suite does:
+- micro_dag: the session fixture, the whole workflow on the micro config (tests/conftest.py);
+- real_width: one Phi-2-wide layer through GPTQ, a LoRA step, merge and the TFLite export
+  (tests/test_real_width.py `build`; issue #21 counts it against the suite's budget);
+- slurm: tests/test_slurm.py, the workflow through a real one-node SLURM cluster (issue #23).
+
+This runs each alone, one after the other, then the whole suite as `make test` runs it (set-up
+and lint excluded), and records each one's wall time and the machine's busy core-seconds
+(/proc/stat: every process counts, Snakemake's jobs, slurmd's, the browsers). Two cores give 600
+core-seconds in five minutes, so the three parts' sum against 600 says whether `make test` can
+reach five minutes with them in it.
+
+    .venv/bin/python benchmarks/suite_floor.py                               # all four (~25 min)
+    .venv/bin/python benchmarks/suite_floor.py --parts micro_dag real_width  # some parts only
+
+Run it with nothing else on the machine. real_width reads the micro DAG's base model and data from
+--workdir (run micro_dag first, in this or an earlier call). Writes benchmarks/results/suite_floor.json
+and .md, and logs both to an MLflow run (experiment sophia-benchmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+PARTS = ("micro_dag", "real_width", "slurm", "suite")
+FIXED = ("micro_dag", "real_width", "slurm")
+CORES = 2
+BUDGET_S = 300  # the issue's five minutes of test time
+
+
+def busy_seconds(stat: str) -> float:
+    """Busy CPU time of all cores since boot from /proc/stat's first line: user, nice, system, irq,
+    softirq (idle, iowait and steal are not this machine's work)."""
+    fields = stat.splitlines()[0].split()
+    assert fields[0] == "cpu", stat[:80]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(run: Callable[[], str]) -> dict[str, Any]:
+    """Wall time and busy core-seconds of the machine while `run` runs; its note (e.g. test counts)."""
+    stat = Path("/proc/stat")
+    busy0, t0 = busy_seconds(stat.read_text()), time.perf_counter()
+    note = run()
+    wall, busy = time.perf_counter() - t0, busy_seconds(stat.read_text()) - busy0
+    return {"wall_s": round(wall, 1), "core_s": round(busy, 1), "busy_share": round(busy / (CORES * wall), 3),
+            "note": note}
+
+
+def job_env() -> dict[str, str]:
+    """What the Makefile exports to `make test`: the environment's bin first, one thread per process."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def check(proc: subprocess.CompletedProcess[str], what: str) -> str:
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def micro_dag(workdir: Path) -> str:
+    sys.path.insert(0, str(TESTS))
+    from conftest import micro_config, snakemake_command, write_config
+
+    wf = workdir / "micro" / "wf"
+    shutil.rmtree(wf, ignore_errors=True)
+    wf.mkdir(parents=True)
+    write_config(wf, micro_config())
+    cmd, env = snakemake_command(wf, env={"SOPHIA_SYSTEM_METRICS_INTERVAL": "1"})  # as the session fixture
+    check(subprocess.run(cmd, env=env, capture_output=True, text=True), "the micro DAG")
+    return f"{len(list((wf / 'results' / 'benchmarks').rglob('*.tsv')))} jobs"
+
+
+def real_width(workdir: Path) -> str:
+    results = workdir / "micro" / "wf" / "results"
+    if not (results / "models" / "base").is_dir():
+        raise SystemExit(f"{results}: no micro DAG outputs; run --parts micro_dag first")
+    out = workdir / "wide"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from test_real_width import build; "
+            "build(Path(sys.argv[2]), [Path(sys.argv[3]), Path(sys.argv[4])], Path(sys.argv[5]))")
+    args = [str(TESTS), str(results / "models" / "base"), str(results / "data" / "alpaca"),
+            str(results / "data" / "tiny"), str(out)]
+    check(subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=job_env(), capture_output=True,
+                         text=True), "the real-width build")
+    return "GPTQ, LoRA step, merge, export"
+
+
+def slurm(_: Path) -> str:
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/test_slurm.py", "-q", "-p", "no:cacheprovider"],
+                          cwd=ROOT, env=job_env(), capture_output=True, text=True)
+    summary = check(proc, "tests/test_slurm.py")
+    if "skipped" in summary:
+        raise SystemExit(f"tests/test_slurm.py skipped tests ({summary}): the SLURM test cluster needs root")
+    return summary.strip("= ")
+
+
+def suite(_: Path) -> str:
+    # the Makefile's own test line; its set-up and lint are not test time
+    proc = subprocess.run(["make", "-o", "setup", "-o", "lint", "test"], cwd=ROOT, capture_output=True, text=True)
+    return check(proc, "make test").strip("= ")
+
+
+RUNNERS: dict[str, Callable[[Path], str]] = {"micro_dag": micro_dag, "real_width": real_width, "slurm": slurm,
+                                             "suite": suite}
+
+
+def summary(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The fixed parts' core-seconds against the budget; with the suite, what the rest of it costs."""
+    out: dict[str, Any] = {"budget_core_s": CORES * BUDGET_S}
+    if all(p in parts for p in FIXED):
+        fixed = sum(parts[p]["core_s"] for p in FIXED)
+        out.update(fixed_core_s=round(fixed, 1), fixed_floor_wall_s=round(fixed / CORES, 1),
+                   fixed_over_budget=fixed > CORES * BUDGET_S)
+        if "suite" in parts:
+            out["rest_core_s"] = round(parts["suite"]["core_s"] - fixed, 1)
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["| part | wall | busy core-s | share of 600 core-s (5 min, 2 cores) | both cores busy | note |",
+             "|---|---|---|---|---|---|"]
+    budget = result["summary"]["budget_core_s"]
+    for name, p in result["parts"].items():
+        lines.append(f"| {name} | {p['wall_s']:.0f} s | {p['core_s']:.0f} | {p['core_s'] / budget:.0%} "
+                     f"| {p['busy_share']:.0%} | {p['note']} |")
+    s = result["summary"]
+    if "fixed_core_s" in s:
+        lines.append(f"| the three fixed parts | | {s['fixed_core_s']:.0f} | {s['fixed_core_s'] / budget:.0%} | | "
+                     f"{s['fixed_floor_wall_s']:.0f} s of wall time on both cores at best |")
+    if "rest_core_s" in s:
+        lines.append(f"| the rest of the suite (suite minus the fixed parts) | | {s['rest_core_s']:.0f} | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/sophia-suite-floor"))
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "suite_floor.json")
+    args = p.parse_args()
+
+    parts: dict[str, dict[str, Any]] = {}
+    for name in PARTS:
+        if name in args.parts:
+            print(f"[{name}] running", flush=True)
+            parts[name] = measured(lambda name=name: RUNNERS[name](args.workdir))
+            print(f"[{name}] {json.dumps(parts[name])}", flush=True)
+    result = {"parts": parts, "summary": summary(parts)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    md = markdown(result)
+    args.out.with_suffix(".md").write_text(md, encoding="utf-8")
+    print(md)
+
+    from sophia import tracking
+
+    os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
+    with tracking.stage_run("benchmark", "suite_floor", {"parts": sorted(parts)}) as run:
+        run.log_metrics({f"{name}.{key}": p[key] for name, p in parts.items() for key in ("wall_s", "core_s")})
+        run.log_artifact(args.out)
+        run.log_artifact(args.out.with_suffix(".md"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

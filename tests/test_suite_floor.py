@@ -1,0 +1,40 @@
+"""benchmarks/suite_floor.py's arithmetic (its runs are on demand: about 25 minutes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+from conftest import ROOT
+
+
+def suite_floor() -> Any:
+    spec = importlib.util.spec_from_file_location("suite_floor", ROOT / "benchmarks" / "suite_floor.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_busy_time_counts_user_nice_system_irq_softirq_only() -> None:
+    hz = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    first = " ".join(str(v * hz) for v in (100, 2, 30, 999, 50, 1, 4, 77, 0, 0))
+    stat = f"cpu  {first}\ncpu0 1 2 3 4 5 6 7 8 0 0\n"
+    assert suite_floor().busy_seconds(stat) == 137.0
+
+
+def test_summary_sets_the_fixed_parts_against_five_minutes_of_two_cores() -> None:
+    sf = suite_floor()
+    part = {"wall_s": 1.0, "busy_share": 1.0, "note": ""}
+    parts = {"micro_dag": {**part, "core_s": 300.0}, "real_width": {**part, "core_s": 130.0},
+             "slurm": {**part, "core_s": 180.0}, "suite": {**part, "core_s": 1000.0}}
+    s = sf.summary(parts)
+    assert s == {"budget_core_s": 600, "fixed_core_s": 610.0, "fixed_floor_wall_s": 305.0, "fixed_over_budget": True,
+                 "rest_core_s": 390.0}
+    parts["slurm"]["core_s"] = 160.0
+    assert not sf.summary(parts)["fixed_over_budget"]
+    assert "rest_core_s" not in sf.summary({k: v for k, v in parts.items() if k != "suite"})
+    assert "fixed_core_s" not in sf.summary({"suite": parts["suite"]})  # a part missing: no floor claimed
+    md = sf.markdown({"parts": parts, "summary": s})
+    assert "| the three fixed parts | | 610 | 102% |" in md and "| micro_dag | 1 s | 300 | 50% | 100% |" in md
