@@ -13,7 +13,7 @@ and lint excluded), and records each one's wall time and the machine's busy core
 core-seconds in five minutes, so the three parts' sum against 600 says whether `make test` can
 reach five minutes with them in it.
 
-    .venv/bin/python benchmarks/suite_floor.py                               # all four (~25 min)
+    .venv/bin/python benchmarks/suite_floor.py                               # all four (~17 min)
     .venv/bin/python benchmarks/suite_floor.py --parts micro_dag real_width  # some parts only
 
 Run it with nothing else on the machine. real_width reads the micro DAG's base model and data from

@@ -1,4 +1,4 @@
-"""benchmarks/suite_floor.py's arithmetic (its runs are on demand: about 25 minutes)."""
+"""benchmarks/suite_floor.py's arithmetic (its runs are on demand: about 17 minutes)."""
 
 from __future__ import annotations
 
