@@ -15,6 +15,7 @@ reach five minutes with them in it.
 
     .venv/bin/python benchmarks/suite_floor.py                               # all four (~17 min)
     .venv/bin/python benchmarks/suite_floor.py --parts micro_dag real_width  # some parts only
+    .venv/bin/python benchmarks/suite_floor.py --parts suite --by-process    # the suite's CPU by kind of process
 
 Run it with nothing else on the machine. real_width reads the micro DAG's base model and data from
 --workdir (run micro_dag first, in this or an earlier call). Writes benchmarks/results/suite_floor.json
@@ -26,9 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,14 +54,88 @@ def busy_seconds(stat: str) -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-def measured(run: Callable[[], str]) -> dict[str, Any]:
-    """Wall time and busy core-seconds of the machine while `run` runs; its note (e.g. test counts)."""
+# What kind of process a command line is; the first match wins (a stage's JSON spec may name anything).
+KINDS = (("pytest workers", re.compile(r"exec\(eval\(sys\.stdin\.readline\(\)\)\)|-m pytest")),
+         ("stage processes (python -m sophia...)", re.compile(r"python\S* -m sophia")),
+         ("Snakemake", re.compile(r"snakemake")),
+         ("browsers, Node, MLflow servers", re.compile(r"chrom|(^|/)node |mlflow (server|ui)|-m mlflow")),
+         ("other Python", re.compile(r"python")))
+
+
+def kind(cmd: str) -> str:
+    head = cmd[:300]
+    return next((name for name, pattern in KINDS if pattern.search(head)), "other (shells, sandboxes, kernel threads)")
+
+
+def read_proc() -> dict[tuple[int, int], tuple[str, float]]:
+    """(pid, start time) -> (command line, CPU seconds so far) of every process now."""
+    hz, out = os.sysconf("SC_CLK_TCK"), {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            cmd = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # it ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+        out[(int(entry.name), int(fields[19]))] = (cmd, (int(fields[11]) + int(fields[12])) / hz)
+    return out
+
+
+class ProcessCpu:
+    """Each process's CPU time, from samples of /proc. A process alive at the first sample counts
+    only what it used after it; one that ends loses what it used after its last sample, and one
+    shorter than the interval may be missed: compare the total with the busy time."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[int, int], list[Any]] = {}  # key -> [command, CPU at first sight, CPU at last]
+
+    def add(self, sample: dict[tuple[int, int], tuple[str, float]], first: bool) -> None:
+        for key, (cmd, cpu) in sample.items():
+            if key in self.seen:
+                self.seen[key][2] = cpu
+            else:
+                self.seen[key] = [cmd, cpu if first else 0.0, cpu]
+
+    def by_kind(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for cmd, start, end in self.seen.values():
+            if end - start > 0:
+                k = out.setdefault(kind(cmd), {"processes": 0, "core_s": 0.0})
+                k["processes"] += 1
+                k["core_s"] = round(k["core_s"] + end - start, 2)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["core_s"]))
+
+
+def measured(run: Callable[[], str], by_process: bool = False, interval: float = 0.3) -> dict[str, Any]:
+    """Wall time and busy core-seconds of the machine while `run` runs, its note (e.g. test counts),
+    and with `by_process` the CPU of every process that ran, by kind (ProcessCpu)."""
     stat = Path("/proc/stat")
+    sampler, stop = ProcessCpu(), threading.Event()
+
+    def sample() -> None:
+        sampler.add(read_proc(), first=True)
+        while not stop.wait(interval):
+            sampler.add(read_proc(), first=False)
+        sampler.add(read_proc(), first=False)
+
+    thread = threading.Thread(target=sample, daemon=True)
     busy0, t0 = busy_seconds(stat.read_text()), time.perf_counter()
-    note = run()
+    if by_process:
+        thread.start()
+    try:
+        note = run()
+    finally:
+        stop.set()
+        if by_process:
+            thread.join()
     wall, busy = time.perf_counter() - t0, busy_seconds(stat.read_text()) - busy0
-    return {"wall_s": round(wall, 1), "core_s": round(busy, 1), "busy_share": round(busy / (CORES * wall), 3),
-            "note": note}
+    out = {"wall_s": round(wall, 1), "core_s": round(busy, 1), "busy_share": round(busy / (CORES * wall), 3),
+           "note": note}
+    if by_process:
+        out["by_kind"] = sampler.by_kind()
+    return out
 
 
 def job_env() -> dict[str, str]:
@@ -148,12 +225,20 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{s['fixed_floor_wall_s']:.0f} s of wall time on both cores at best |")
     if "rest_core_s" in s:
         lines.append(f"| the rest of the suite (suite minus the fixed parts) | | {s['rest_core_s']:.0f} | | | |")
+    for name, p in result["parts"].items():
+        if "by_kind" in p:
+            seen = sum(k["core_s"] for k in p["by_kind"].values())
+            title = f"{name}, by kind of process ({seen:.0f} of its {p['core_s']:.0f} busy core-s seen in the samples):"
+            lines += ["", title, "", "| kind | processes | core-s |", "|---|---|---|"]
+            lines += [f"| {k} | {v['processes']:.0f} | {v['core_s']:.1f} |" for k, v in p["by_kind"].items()]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    p.add_argument("--by-process", action="store_true",
+                   help="also sample /proc every 0.3 s: each part's CPU by kind of process (stage, Snakemake, ...)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/sophia-suite-floor"))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "suite_floor.json")
     args = p.parse_args()
@@ -162,7 +247,7 @@ def main() -> None:
     for name in PARTS:
         if name in args.parts:
             print(f"[{name}] running", flush=True)
-            parts[name] = measured(lambda name=name: RUNNERS[name](args.workdir))
+            parts[name] = measured(lambda name=name: RUNNERS[name](args.workdir), args.by_process)
             print(f"[{name}] {json.dumps(parts[name])}", flush=True)
     result = {"parts": parts, "summary": summary(parts)}
     args.out.parent.mkdir(parents=True, exist_ok=True)

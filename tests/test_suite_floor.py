@@ -38,3 +38,24 @@ def test_summary_sets_the_fixed_parts_against_five_minutes_of_two_cores() -> Non
     assert "fixed_core_s" not in sf.summary({"suite": parts["suite"]})  # a part missing: no floor claimed
     md = sf.markdown({"parts": parts, "summary": s})
     assert "| the three fixed parts | | 610 | 102% |" in md and "| micro_dag | 1 s | 300 | 50% | 100% |" in md
+
+
+def test_process_cpu_counts_what_each_process_used_while_sampled_by_kind() -> None:
+    sf = suite_floor()
+    cpu = sf.ProcessCpu()
+    worker = "/v/bin/python -u -c import sys;exec(eval(sys.stdin.readline()))"
+    stage = "/v/bin/python -m sophia.finetune --spec '{\"snakemake\": 1}'"  # the stage, whatever its spec says
+    cpu.add({(1, 10): (worker, 50.0), (2, 11): ("sshd", 7.0)}, first=True)  # alive before: only what follows
+    cpu.add({(1, 10): (worker, 55.0), (2, 11): ("sshd", 7.0), (3, 20): (stage, 4.0)}, first=False)
+    cpu.add({(1, 10): (worker, 61.5), (3, 20): (stage, 9.0), (4, 30): ("/v/bin/python -m snakemake -n", 2.0),
+             (3, 99): ("node e2e.mjs", 1.0)}, first=False)  # pid 3 again, a new process: its own entry
+    assert cpu.by_kind() == {"pytest workers": {"processes": 1, "core_s": 11.5},
+                             "stage processes (python -m sophia...)": {"processes": 1, "core_s": 9.0},
+                             "Snakemake": {"processes": 1, "core_s": 2.0},
+                             "browsers, Node, MLflow servers": {"processes": 1, "core_s": 1.0}}
+
+
+def test_read_proc_sees_this_process() -> None:
+    procs = suite_floor().read_proc()
+    (cmd, cpu), = [v for (pid, _), v in procs.items() if pid == os.getpid()]
+    assert "python" in cmd and cpu > 0
