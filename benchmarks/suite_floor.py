@@ -55,7 +55,7 @@ def busy_seconds(stat: str) -> float:
 
 
 # What kind of process a command line is; the first match wins (a stage's JSON spec may name anything).
-KINDS = (("pytest workers", re.compile(r"exec\(eval\(sys\.stdin\.readline\(\)\)\)|-m pytest")),
+KINDS = (("pytest (controller and workers)", re.compile(r"exec\(eval\(sys\.stdin\.readline\(\)\)\)|-m pytest")),
          ("stage processes (python -m sophia...)", re.compile(r"python\S* -m sophia")),
          ("Snakemake", re.compile(r"snakemake")),
          ("browsers, Node, MLflow servers", re.compile(r"chrom|(^|/)node |mlflow (server|ui)|-m mlflow")),

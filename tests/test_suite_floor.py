@@ -49,7 +49,7 @@ def test_process_cpu_counts_what_each_process_used_while_sampled_by_kind() -> No
     cpu.add({(1, 10): (worker, 55.0), (2, 11): ("sshd", 7.0), (3, 20): (stage, 4.0)}, first=False)
     cpu.add({(1, 10): (worker, 61.5), (3, 20): (stage, 9.0), (4, 30): ("/v/bin/python -m snakemake -n", 2.0),
              (3, 99): ("node e2e.mjs", 1.0)}, first=False)  # pid 3 again, a new process: its own entry
-    assert cpu.by_kind() == {"pytest workers": {"processes": 1, "core_s": 11.5},
+    assert cpu.by_kind() == {"pytest (controller and workers)": {"processes": 1, "core_s": 11.5},
                              "stage processes (python -m sophia...)": {"processes": 1, "core_s": 9.0},
                              "Snakemake": {"processes": 1, "core_s": 2.0},
                              "browsers, Node, MLflow servers": {"processes": 1, "core_s": 1.0}}
