@@ -304,6 +304,17 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
     return path
 
 
+def benchmark_script(name: str) -> Any:
+    """benchmarks/<name>.py as a module (the folder is scripts, not a package), for tests of its
+    arithmetic."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def runs_of(uri: str, experiment: str = "test") -> list[Any]:
     from mlflow import MlflowClient
 

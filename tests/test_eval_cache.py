@@ -3,7 +3,6 @@ Snakemake job benchmarks fanned out to the runs of a job's several outputs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, runs_of
+from conftest import ROOT, benchmark_script, runs_of
 from sophia import job_benchmarks, provenance, tracking
 from sophia.config import validate_section
 from sophia.evaluate import cache, stage
@@ -172,9 +171,7 @@ def test_job_benchmark_goes_to_each_computed_output_of_the_job(tmp_path: Path, m
     assert by_id[runs["piqa"]]["job.outputs"] == 2 and by_id[runs["piqa"]]["job.cached_outputs"] == 1
     assert "job.seconds" not in by_id[runs["humaneval"]]  # its run belongs to the job that computed it
     # benchmarks/stage_times.py: one job per benchmark file, with the outputs it made
-    spec = importlib.util.spec_from_file_location("stage_times", ROOT / "benchmarks" / "stage_times.py")
-    stage_times = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage_times)
+    stage_times = benchmark_script("stage_times")
     fresh = [j for j in job_benchmarks.collect(results) if j["benchmark"].endswith("base.tsv")]
     assert stage_times.summarise(fresh)["evaluate"] == {"jobs": 1, "outputs": 2, "cached_outputs": 1,
                                                         "seconds": 42.5, "max_rss_mb": 900}

@@ -11,11 +11,10 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from conftest import EXPORT_SPEC, MICRO_FINETUNE, MICRO_QUANTIZE, isolated_tracking
+from conftest import EXPORT_SPEC, MICRO_FINETUNE, MICRO_QUANTIZE, benchmark_script, isolated_tracking
 from safetensors.torch import load_file
 
 PHI2 = {"hidden_size": 2560, "intermediate_size": 10240, "num_attention_heads": 32, "partial_rotary_factor": 0.4,
@@ -131,21 +130,10 @@ def test_prefill_and_decode_export_passes_the_parity_gates(wide: dict[str, Path]
 
 
 # --- benchmarks/real_width.py: the rehearsal's arithmetic (its runs are opt-in) --------------------
-def real_width() -> Any:
-    import importlib.util
-
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("real_width", ROOT / "benchmarks" / "real_width.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_parameter_count_is_transformers_own() -> None:
     from transformers import PhiConfig, PhiForCausalLM
 
-    rw = real_width()
+    rw = benchmark_script("real_width")
     arch = {**PHI2, "num_hidden_layers": 2}
     with torch.device("meta"):
         model = PhiForCausalLM(PhiConfig(vocab_size=51200, **arch))
@@ -160,7 +148,7 @@ def test_parameter_count_is_transformers_own() -> None:
 def test_table_extrapolates_per_layer_and_flags_requests_too_low() -> None:
     """Two depths give the per-layer share; 32 layers are predicted on that line and compared with
     what configs/paper.yaml's compute asks for (export: 8000 + 16000 x 5.6 = 97600 MB, 456 min)."""
-    rw = real_width()
+    rw = benchmark_script("real_width")
     stage = {"jobs": 1, "output_mb": 10.0, "cpu_seconds": 1.0}
     runs = {4: {"stages": {"export": {**stage, "seconds": 400.0, "max_rss_mb": 9000.0},
                            "quantize": {**stage, "seconds": 300.0, "max_rss_mb": 6000.0}},

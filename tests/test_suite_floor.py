@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from typing import Any
 
-from conftest import ROOT
-
-
-def suite_floor() -> Any:
-    spec = importlib.util.spec_from_file_location("suite_floor", ROOT / "benchmarks" / "suite_floor.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import benchmark_script
 
 
 def test_busy_time_counts_user_nice_system_irq_softirq_only() -> None:
@@ -21,11 +12,11 @@ def test_busy_time_counts_user_nice_system_irq_softirq_only() -> None:
     # user nice system idle iowait irq softirq steal guest guest_nice
     first = " ".join(str(v * hz) for v in (100, 2, 30, 999, 50, 1, 4, 77, 0, 0))
     stat = f"cpu  {first}\ncpu0 1 2 3 4 5 6 7 8 0 0\n"
-    assert suite_floor().busy_seconds(stat) == 137.0
+    assert benchmark_script("suite_floor").busy_seconds(stat) == 137.0
 
 
 def test_summary_sets_the_fixed_parts_against_five_minutes_of_two_cores() -> None:
-    sf = suite_floor()
+    sf = benchmark_script("suite_floor")
     part = {"wall_s": 1.0, "busy_share": 1.0, "note": ""}
     parts = {"micro_dag": {**part, "core_s": 300.0}, "real_width": {**part, "core_s": 130.0},
              "slurm": {**part, "core_s": 180.0}, "suite": {**part, "core_s": 1000.0}}
@@ -41,7 +32,7 @@ def test_summary_sets_the_fixed_parts_against_five_minutes_of_two_cores() -> Non
 
 
 def test_process_cpu_counts_what_each_process_used_while_sampled_by_kind() -> None:
-    sf = suite_floor()
+    sf = benchmark_script("suite_floor")
     cpu = sf.ProcessCpu()
     worker = "/v/bin/python -u -c import sys;exec(eval(sys.stdin.readline()))"
     stage = "/v/bin/python -m sophia.finetune --spec '{\"snakemake\": 1}'"  # the stage, whatever its spec says
@@ -56,6 +47,6 @@ def test_process_cpu_counts_what_each_process_used_while_sampled_by_kind() -> No
 
 
 def test_read_proc_sees_this_process() -> None:
-    procs = suite_floor().read_proc()
+    procs = benchmark_script("suite_floor").read_proc()
     (cmd, cpu), = [v for (pid, _), v in procs.items() if pid == os.getpid()]
     assert "python" in cmd and cpu > 0
