@@ -193,9 +193,9 @@ def test_artifacts_go_to_the_servers_store_behind_a_server(monkeypatch: pytest.M
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(tracking.ENV_ARTIFACTS, "results/mlartifacts")  # the config's default
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
-    assert tracking._artifact_location() is None  # the server decides (--artifacts-destination)
+    assert tracking.artifact_location() is None  # the server decides (--artifacts-destination)
     monkeypatch.setenv(tracking.ENV_ARTIFACTS, "s3://bucket/mlflow")
-    assert tracking._artifact_location() == "s3://bucket/mlflow"
+    assert tracking.artifact_location() == "s3://bucket/mlflow"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///results/mlflow.db")
     monkeypatch.setenv(tracking.ENV_ARTIFACTS, "results/mlartifacts")
-    assert tracking._artifact_location() == (tmp_path / "results" / "mlartifacts").as_uri()
+    assert tracking.artifact_location() == (tmp_path / "results" / "mlartifacts").as_uri()

@@ -68,7 +68,8 @@ def test_missing_input_record_is_not_fatal(mlflow_store: str, tmp_path: Path) ->
 _WRITER = """
 import json, sys
 from pathlib import Path
-from sophia import tracking, tracking_data
+from sophia import tracking
+from sophia.tracking import data as tracking_data
 i, root = int(sys.argv[1]), Path(sys.argv[2])
 out = root / f"out{i}"
 (out / "task").mkdir(parents=True)
@@ -152,7 +153,8 @@ def test_run_record_roundtrip(mlflow_store: str, tmp_path: Path) -> None:
 
 
 def test_model_names_digests_and_links() -> None:
-    from sophia import tracking_models, ui
+    from sophia.tracking import models as tracking_models
+    from sophia.tracking import views
 
     assert tracking_models.model_name("gptq+tiny_codegen/tiny_summary") == "gptq+tiny_codegen+tiny_summary"
     assert tracking_models.model_name("hub:microsoft/phi-2") == "hub+microsoft+phi-2"
@@ -162,8 +164,8 @@ def test_model_names_digests_and_links() -> None:
     tags = tracking_models.manifest_tags({"model": "m", "total_bytes": 3, "files": manifest})
     assert tags == {"manifest.model": "m", "manifest.total_bytes": "3", "file.a.json.sha256": "1" * 64,
                     "file.a.json.bytes": "1", "file.b.bin.sha256": "2" * 64, "file.b.bin.bytes": "2"}
-    assert ui.runs_url("http://h:1/", "7") == "http://h:1/#/experiments/7/runs?workflowType=machine_learning"
-    assert ui.runs_url("http://h:1", "7", "v").endswith("runs?workflowType=machine_learning&viewStateShareKey=v")
+    assert views.runs_url("http://h:1/", "7") == "http://h:1/#/experiments/7/runs?workflowType=machine_learning"
+    assert views.runs_url("http://h:1", "7", "v").endswith("runs?workflowType=machine_learning&viewStateShareKey=v")
 
 
 def test_model_id_of_reads_the_record(tmp_path: Path, caplog: pytest.LogCaptureFixture, mlflow_store: str) -> None:

@@ -23,12 +23,17 @@ def digest(obj: Any, length: int = 12) -> str:
 
 
 # Modules whose edits cannot change what a stage writes to disk, so no stage's digest holds them
-# (editing them reruns nothing). Every other module a stage imports, directly or not, is in its
-# digest: tests/test_provenance.py checks each rule against this list.
+# (editing them reruns nothing); a package here covers its submodules. Every other module a stage
+# imports, directly or not, is in its digest: tests/test_provenance.py checks each rule against this list.
 NO_OUTPUT_EFFECT = {
     "sophia.tracking": "talks to MLflow only; files on disk never depend on it",
     "sophia.cli": "parses the JSON spec Snakemake passes and turns errors into exit codes",
 }
+
+
+def no_output_effect(module: str) -> bool:
+    """Whether `module` is, or lies inside, one of NO_OUTPUT_EFFECT."""
+    return any(module == m or module.startswith(m + ".") for m in NO_OUTPUT_EFFECT)
 
 
 def module_file(module: str) -> Path | None:
@@ -77,7 +82,7 @@ def import_closure(entry: str) -> set[str]:
     seen: set[str] = set()
     while todo:
         module = todo.pop()
-        if module in seen or module in NO_OUTPUT_EFFECT:
+        if module in seen or no_output_effect(module):
             continue
         path = module_file(module)
         if path is None:

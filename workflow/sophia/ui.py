@@ -1,6 +1,4 @@
-"""The MLflow UI link a user opens after `make run`: straight to the experiment's runs table in
-model-training mode (MLflow 3 opens on its GenAI overview otherwise, where the study's runs are
-not listed).
+"""The MLflow UI link a user opens after `make run`: straight to the study's runs table.
 
     python -m sophia.ui [--port 5000] [--host 127.0.0.1]
 """
@@ -8,48 +6,9 @@ not listed).
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
-from typing import Any
 
-from sophia import tracking
-
-RUNS_VIEW = "#/experiments/{id}/runs?workflowType=machine_learning"
-# A saved view of the runs table, stored as an experiment tag the UI reads for `viewStateShareKey`
-# (what its *Share* button writes): the evaluation runs grouped by model variant, so each group's
-# row (and chart bar) is one variant's mean over its benchmarks' runs, and its rows the benchmarks.
-SHARED_VIEW_TAG = "mlflow.sharedViewState."
-BY_MODEL = "sophia-by-model"
-BY_MODEL_STATE = {
-    "searchFilter": "tags.`sophia.stage` = 'evaluate'",
-    "orderByKey": "attributes.start_time",
-    "orderByAsc": False,
-    "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "sophia.model"}]},
-    "useGroupedValuesInCharts": True,
-}
-
-
-def runs_url(base: str, experiment_id: str, view: str | None = None) -> str:
-    url = base.rstrip("/") + "/" + RUNS_VIEW.format(id=experiment_id)
-    return url + (f"&viewStateShareKey={view}" if view else "")
-
-
-def save_views(client: Any, experiment_id: str) -> None:
-    """(Re)write the saved views; cheap and idempotent, so every invocation does it."""
-    tracking.with_retry(client.set_experiment_tag, experiment_id, SHARED_VIEW_TAG + BY_MODEL,
-                        json.dumps(BY_MODEL_STATE))
-
-
-def experiment_id(uri: str | None = None, name: str | None = None) -> str | None:
-    """The experiment's id, read without creating anything (None when no run was logged yet)."""
-    uri = uri or tracking.tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        return None
-    from mlflow import MlflowClient
-
-    exp = tracking.with_retry(MlflowClient(tracking_uri=uri).get_experiment_by_name,
-                              name or tracking.experiment_name())
-    return None if exp is None else exp.experiment_id
+from sophia.tracking.store import tracking_uri
+from sophia.tracking.views import BY_MODEL, experiment_id, runs_url
 
 
 def main() -> None:
@@ -61,7 +20,7 @@ def main() -> None:
     base = f"http://{args.host}:{args.port}"
     exp = experiment_id(name=args.experiment)
     if exp is None:
-        print(f"  {base}  (no runs logged yet in {tracking.tracking_uri()})")
+        print(f"  {base}  (no runs logged yet in {tracking_uri()})")
     else:
         print(f"  {runs_url(base, exp)}")
         print(f"  evaluation runs grouped by model variant: {runs_url(base, exp, BY_MODEL)}")

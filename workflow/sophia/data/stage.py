@@ -9,7 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sophia import tracking, tracking_data
+from sophia import tracking
+from sophia.tracking import data as tracking_data
 from sophia.atomic import atomic_dir
 from sophia.config import validate_dataset
 from sophia.data import formats, readers, sampling, stats

@@ -16,7 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sophia import tracking, tracking_data
+from sophia import tracking
+from sophia.tracking import data as tracking_data
 from sophia.errors import EvalError
 from sophia.evaluate import code, sandbox
 from sophia.evaluate.benchmarks import Benchmark

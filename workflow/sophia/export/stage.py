@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sophia import prompt, tracking, tracking_models
+from sophia import prompt, tracking
+from sophia.tracking import models as tracking_models
 from sophia.atomic import atomic_dir
 from sophia.config import check_export_precisions, validate_section
 from sophia.errors import ConfigError, ModelError, ParityError

@@ -18,7 +18,8 @@ from peft import PeftModel
 from transformers import AutoTokenizer
 from trl import SFTTrainer
 
-from sophia import generate, lm, tracking, tracking_data
+from sophia import generate, lm, tracking
+from sophia.tracking import data as tracking_data
 from sophia.atomic import atomic_files
 from sophia.config import validate_section
 from sophia.errors import ConfigError

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from sophia import checkpoint, generate, lm, records, tracking, tracking_data
+from sophia import checkpoint, generate, lm, records, tracking
+from sophia.tracking import data as tracking_data
 from sophia.atomic import atomic_dir
 from sophia.config import validate_section
 from sophia.errors import DataError

@@ -1,135 +1,39 @@
-"""MLflow tracking shared by every stage: one run per stage output, nested under the run of the
-workflow invocation, tagged with lineage (the run ids of the inputs).
+"""MLflow runs of the workflow: one per stage output, nested under the run of the workflow
+invocation, tagged with lineage (the run ids of the inputs).
 
 Why not the fluent `mlflow.start_run` API: it keeps global state, and stages need explicit
 control of parent/child runs and of retries when several Snakemake jobs write to one SQLite
-file at once (SQLite allows one writer; a busy database raises "database is locked").
+file at once.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
-import random
-import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from sophia.provenance import digest, flatten, git_commit
-from sophia.tracking_models import model_id_of, model_ids
-from sophia.tracking_notes import description, fmt, source_tags
-from sophia.tracking_system import SystemMetrics
+from sophia.provenance import digest, file_manifest, flatten, git_commit
+from sophia.tracking.data import dataset_inputs
+from sophia.tracking.lineage import RUN_RECORD, lineage_tags
+from sophia.tracking.models import create_external, register
+from sophia.tracking.notes import description, fmt, source_tags
+from sophia.tracking.store import EXPERIMENT_KIND, MODEL_TRAINING, connect, metric_name, tracking_uri, with_retry
+from sophia.tracking.system import SystemMetrics
+from sophia.tracking.views import save_views
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
-DEFAULT_EXPERIMENT = "sophia"
-DEFAULT_ARTIFACT_LOCATION = "results/mlartifacts"
 ENV_PARENT = "SOPHIA_PARENT_RUN_ID"
-ENV_ARTIFACTS = "SOPHIA_MLFLOW_ARTIFACT_LOCATION"
 MLFLOW_RUN_NOTE = "mlflow.note.content"  # the UI's run description (Markdown)
-# MLflow 3's UI opens an experiment in its GenAI view unless told it holds model training.
-EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
-RUN_RECORD = "mlflow_run.json"
-# Next to a run record copied from a cache (evaluate's result cache): the output was restored, not
-# computed, and the record names the run that computed it.
-CACHE_HIT = "cache_hit.json"
 
 _PARAM_VALUE_LIMIT = 6000  # MLflow rejects longer param values
 _BATCH = 500
-T = TypeVar("T")
-
-
-def tracking_uri() -> str:
-    return resolve_uri(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
-
-
-def resolve_uri(uri: str) -> str:
-    """Make a relative sqlite URI absolute so every job, whatever its cwd, hits the same file."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri[len(prefix):]).resolve())
-    return uri
-
-
-def experiment_name() -> str:
-    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
-
-
-def metric_name(name: str) -> str:
-    """MLflow accepts [A-Za-z0-9_-. /]; tools like lm-eval emit `acc,none`, so map the rest to `_`."""
-    return re.sub(r"[^\w\-. /]", "_", name).strip("_") or "metric"
-
-
-def _is_lock_error(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "database is locked" in text or "database table is locked" in text
-
-
-def with_retry(fn: Callable[..., T], *args: Any, attempts: int = 40, **kwargs: Any) -> T:
-    """Call `fn`, retrying with jittered backoff while SQLite reports a concurrent writer."""
-    delay = 0.05
-    for attempt in range(attempts):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # MLflow wraps SQLAlchemy errors in MlflowException
-            if not _is_lock_error(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 2.0)
-    raise AssertionError("unreachable")
-
-
-@contextmanager
-def _init_lock(uri: str) -> Iterator[None]:
-    """Serialise first contact with a SQLite store: MLflow creates tables and runs migrations
-    on connect, and two processes doing that at once corrupt each other's schema setup."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    db = Path(uri[len("sqlite:///"):])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _artifact_location() -> str | None:
-    """A URI (s3://...) is used as given. A local path is used with a local store only: behind a
-    tracking server, jobs on other nodes could not reach it, so the server's artifact store
-    (`mlflow server --artifacts-destination`) receives the artifacts instead."""
-    loc = os.environ.get(ENV_ARTIFACTS) or DEFAULT_ARTIFACT_LOCATION
-    if "://" in loc:
-        return loc
-    if tracking_uri().startswith(("http://", "https://")):
-        return None
-    return Path(loc).resolve().as_uri()
-
-
-def connect() -> tuple[Any, str]:
-    """Return (MlflowClient, experiment id), creating the experiment on first use."""
-    from mlflow import MlflowClient
-
-    uri = tracking_uri()
-    with _init_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
-        name = experiment_name()
-        exp = with_retry(client.get_experiment_by_name, name)
-        if exp is None:
-            exp_id = with_retry(client.create_experiment, name, artifact_location=_artifact_location(),
-                                tags={EXPERIMENT_KIND: MODEL_TRAINING})
-        else:
-            exp_id = exp.experiment_id
-    return client, exp_id
 
 
 @dataclass
@@ -187,8 +91,6 @@ class Run:
                   model_type: str, tags: Mapping[str, Any] | None = None,
                   params: Mapping[str, Any] | None = None) -> str:
         """An external LoggedModel (path + sha256, nothing uploaded), output of this run."""
-        from sophia.tracking_models import create_external
-
         model_id = create_external(self.client, self.experiment_id, self.run_id, name, str(path), manifest,
                                    model_type, tags, params)
         self.models[name] = model_id
@@ -196,18 +98,14 @@ class Run:
 
     def register_model(self, name: str, model_id: str, tags: Mapping[str, Any]) -> str:
         """A Model Registry version of a LoggedModel (exported forms); returns the version."""
-        from sophia.tracking_models import register
-
         version = register(self.client, name, model_id, self.run_id, tags)
         self.set_tags({"sophia.registered_model": f"{name}/{version}"})
         return version
 
     def log_datasets(self, datasets: list[tuple[Any, str]], model_ids: tuple[str, ...] = ()) -> None:
-        """Inputs of this run: `(mlflow.data dataset, context)` pairs (see sophia.tracking_data)
+        """Inputs of this run: `(mlflow.data dataset, context)` pairs (see sophia.tracking.data)
         and the LoggedModels it read."""
         from mlflow.entities import LoggedModelInput
-
-        from sophia.tracking_data import dataset_inputs
 
         if not datasets and not model_ids:
             return
@@ -252,40 +150,6 @@ class Run:
             record["models"] = dict(self.models)
         path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         return path
-
-
-def read_record(output: str | Path) -> dict[str, Any] | None:
-    """The run record of a stage output (a directory, or a file inside one)."""
-    output = Path(output)
-    for candidate in (output / RUN_RECORD, output.parent / RUN_RECORD):
-        if candidate.is_file():
-            return json.loads(candidate.read_text(encoding="utf-8"))
-    return None
-
-
-def identity(path: str | Path) -> str:
-    """What a model or adapter folder is: the run that made it, or failing that its files' hashes
-    (resume fingerprints of finetune and distill)."""
-    from sophia.provenance import file_manifest
-
-    record = read_record(path)
-    return record["run_id"] if record else digest(file_manifest(path))
-
-
-def lineage_tags(inputs: Mapping[str, str | Path]) -> dict[str, str]:
-    """Tags naming the run that produced each input (`sophia.input.<role>` → run id)."""
-    tags: dict[str, str] = {}
-    ids = []
-    for role, path in inputs.items():
-        record = read_record(path)
-        if record is None:
-            log.warning("input %s (%s) has no %s; lineage not recorded", role, path, RUN_RECORD)
-            continue
-        tags[f"sophia.input.{role}"] = record["run_id"]
-        ids.append(record["run_id"])
-    if ids:
-        tags["sophia.input_runs"] = ",".join(ids)
-    return tags
 
 
 def _common_tags() -> dict[str, str]:
@@ -353,8 +217,6 @@ def start_invocation(config: Mapping[str, Any], command: list[str]) -> str:
     """The parent run of one `snakemake` invocation; stage runs nest under it."""
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-    from sophia.ui import save_views
-
     client, exp_id = connect()
     with_retry(client.set_experiment_tag, exp_id, EXPERIMENT_KIND, MODEL_TRAINING)
     save_views(client, exp_id)
@@ -397,8 +259,6 @@ def log_output(
     `models`: the output is a model; one external LoggedModel per name (usually one: the variant,
     e.g. `gptq+alpaca`), linked to this run, and its id added to the output's run record so
     downstream stages find it (`model_id_of`)."""
-    from sophia.provenance import file_manifest
-
     out_dir = Path(out_dir)
     final = str(Path(final).resolve())
     manifest = file_manifest(out_dir)
@@ -418,5 +278,3 @@ def log_output(
             run.write_record(out_dir, data["stage"], data["variant"])
     return manifest
 
-
-__all__ = ["model_id_of", "model_ids"]  # defined in tracking_models, used as tracking.*

@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sophia.tracking.lineage import RUN_RECORD, read_record
+from sophia.tracking.store import tracking_uri, with_retry
+
 log = logging.getLogger(__name__)
 MODEL_NAME_BAD = re.compile(r"[/:.%\"']")  # characters MLflow refuses in a LoggedModel name
 
@@ -43,8 +46,6 @@ def create_external(client: Any, experiment_id: str, run_id: str, name: str, pat
     from mlflow.models.utils import get_external_mlflow_model_spec
     from mlflow.utils.mlflow_tags import MLFLOW_MODEL_IS_EXTERNAL
 
-    from sophia.tracking import with_retry
-
     all_tags = {
         MLFLOW_MODEL_IS_EXTERNAL: "true",
         "sophia.path": path,
@@ -68,8 +69,6 @@ def register(client: Any, name: str, model_id: str, run_id: str, tags: Mapping[s
     """A new version of registered model `name` pointing at the LoggedModel; returns the version."""
     from mlflow.exceptions import MlflowException
 
-    from sophia.tracking import with_retry
-
     try:
         with_retry(client.create_registered_model, name, description="Sophia export bundles (sophia.tracking)")
     except MlflowException as exc:
@@ -92,8 +91,6 @@ def manifest_tags(manifest: Mapping[str, Any]) -> dict[str, str]:
 def model_id_of(output: str | Path, name: str | None = None) -> str | None:
     """The LoggedModel id of a stage output (from its run record): the one called `name`, or the
     only one; None (with a warning) for outputs made before models were logged."""
-    from sophia.tracking import RUN_RECORD, read_record, tracking_uri
-
     record = read_record(output) or {}
     if record.get("tracking_uri", tracking_uri()) != tracking_uri():
         log.info("%s was logged to %s, not %s: its LoggedModel is not linked", output, record["tracking_uri"],
@@ -111,8 +108,6 @@ def model_id_of(output: str | Path, name: str | None = None) -> str | None:
 def model_ids(*outputs: str | Path | None, name: str | None = None) -> tuple[str, ...]:
     """The LoggedModel ids of some input folders (None entries skipped; all of a folder's models
     unless `name` picks one), for `Run.log_datasets`."""
-    from sophia.tracking import read_record, tracking_uri
-
     ids: list[str] = []
     for output in outputs:
         if output is None:
