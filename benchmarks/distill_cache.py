@@ -22,8 +22,8 @@ os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
 
 import torch
 import yaml
+from record import save
 from safetensors.torch import load_file
-from sophia import tracking
 from sophia.config import validate
 from sophia.distill.stage import run_stage
 from sophia.finetune import curricula
@@ -67,14 +67,11 @@ def main() -> None:
               "data": str(data), "load_average": os.getloadavg(), "cached": runs[True],
               "uncached": runs[False], "speedup": runs[False]["seconds"] / runs[True]["seconds"],
               "max_abs_weight_difference": max_diff}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    with tracking.stage_run("benchmark", "distill_cache", {"config": str(args.config), "name": args.name,
-                                                            "threads": args.threads}) as run:
-        run.log_metrics({"cached.seconds": runs[True]["seconds"], "uncached.seconds": runs[False]["seconds"],
-                         "speedup": result["speedup"], "max_abs_weight_difference": max_diff})
-        run.log_artifact(args.out)
     print(json.dumps(result, indent=2))
+    save(args.out, result, name="distill_cache",
+         params={"config": str(args.config), "name": args.name, "threads": args.threads},
+         metrics={"cached.seconds": runs[True]["seconds"], "uncached.seconds": runs[False]["seconds"],
+                  "speedup": result["speedup"], "max_abs_weight_difference": max_diff})
 
 
 if __name__ == "__main__":

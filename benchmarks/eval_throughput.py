@@ -31,7 +31,8 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
 
 import torch
-from sophia import lm, tracking
+from record import save
+from sophia import lm
 from sophia.evaluate import code, context, harness, sandbox, stage
 from sophia.evaluate.benchmarks import BENCHMARKS
 
@@ -125,20 +126,13 @@ def main() -> None:
               "device": str(lm.device()), "threads": args.threads, "generation": gen, "execution": exe}
     if args.baseline_ref:
         result["side_by_side"] = side_by_side(args.baseline_ref, args.workers, args.repeats)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    with tracking.stage_run("benchmark", "eval_throughput", params) as run:
-        for r in gen:
-            run.log_metrics({f"batch{r['batch_size']}.tokens_per_second": r["tokens_per_second"]})
-        for r in exe:
-            run.log_metrics({f"workers{r['workers']}.programs_per_second": r["programs_per_second"]})
-        for label, rows in result.get("side_by_side", {}).items():
-            side = "baseline" if label.startswith("baseline") else "current"
-            for r in rows:
-                run.log_metrics({f"{side}.workers{r['workers']}.programs_per_second_median": r["median"]})
-        run.log_artifact(args.out)
-    print(f"wrote {args.out}")
+    metrics = {**{f"batch{r['batch_size']}.tokens_per_second": r["tokens_per_second"] for r in gen},
+               **{f"workers{r['workers']}.programs_per_second": r["programs_per_second"] for r in exe}}
+    for label, rows in result.get("side_by_side", {}).items():
+        side = "baseline" if label.startswith("baseline") else "current"
+        metrics.update({f"{side}.workers{r['workers']}.programs_per_second_median": r["median"] for r in rows})
+    save(args.out, result, name="eval_throughput", metrics=metrics,
+         params={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
 
 
 if __name__ == "__main__":

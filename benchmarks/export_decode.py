@@ -20,7 +20,8 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
 
 import torch
-from sophia import prompt, tracking
+from record import save
+from sophia import prompt
 from sophia.export.stage import export_python
 
 PROMPTS = ["Give me a program that checks if a number is prime.", "Write a function that reverses a string.",
@@ -83,14 +84,10 @@ def main() -> None:
               f"{s['tokens_per_s']:.1f} tok/s")
     result = {"export": str(args.export), "precision": generation["precision"], "threads": args.threads,
               "new_tokens": args.new_tokens, "median": summary, "runs": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     params = {"export": str(args.export), "model": str(args.model), "new_tokens": args.new_tokens,
               "threads": args.threads, "precision": generation["precision"]}
-    with tracking.stage_run("benchmark", "export_decode", params) as run:
-        run.log_metrics({f"{name}.{k}": v for name, s in summary.items() for k, v in s.items()})
-        run.log_artifact(args.out)
-    print(f"wrote {args.out}")
+    save(args.out, result, name="export_decode", params=params,
+         metrics={f"{name}.{k}": v for name, s in summary.items() for k, v in s.items()})
 
 
 if __name__ == "__main__":

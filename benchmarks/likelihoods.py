@@ -23,7 +23,8 @@ from typing import Any
 os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
 
 import torch
-from sophia import lm, tracking
+from record import save
+from sophia import lm
 from sophia.evaluate import rerank
 
 WAYS = {"shared_context": rerank.mean_logprobs, "full": rerank.full_logprobs}
@@ -81,14 +82,10 @@ def main() -> None:
               "speedup": statistics.median(seconds["full"]) / statistics.median(seconds["shared_context"]),
               "max_abs_difference": diff,
               "same_token_counts": [n for _, n in values["shared_context"]] == [n for _, n in values["full"]]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    with tracking.stage_run("benchmark", "likelihoods", params) as run:
-        run.log_metrics({k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)})
-        run.log_artifact(args.out)
     print(json.dumps({k: v for k, v in result.items() if not k.endswith(".seconds")}, indent=2))
-    print(f"wrote {args.out}")
+    save(args.out, result, name="likelihoods",
+         params={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+         metrics={k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)})
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
 
-from sophia import tracking
+from record import save
 
 MOBILE = Path(__file__).resolve().parents[1] / "mobile"
 
@@ -49,16 +49,12 @@ def main() -> None:
         decode = f"{s['decode_ms_per_token']:.1f} ms/token" if s["decode_ms_per_token"] is not None else ""
         print(f"{graph:<8} load {s['load_ms'] / 1000:.2f} s  first token {s['first_token_ms']:.1f} ms  "
               f"{s['tokens_per_s']:.1f} tok/s  {decode}  ({s['timed_runs']}/{len(s['runs'])} runs answered)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     params = {"app": str(args.app), "model": result["model"], "new_tokens": args.new_tokens, "repeats": args.repeats,
               "prompt_tokens": args.prompt_tokens, "graphs": args.graphs}
-    with tracking.stage_run("benchmark", "mobile_app", params) as run:
-        run.log_metrics({f"{graph}.{k}": s[k] for graph, s in result["graphs"].items()
-                         for k in ("load_ms", "first_token_ms", "tokens_per_s", "decode_ms_per_token", "timed_runs")
-                         if s[k] is not None})
-        run.log_artifact(args.out)
-    print(f"wrote {args.out}")
+    save(args.out, result, name="mobile_app", params=params,
+         metrics={f"{graph}.{k}": s[k] for graph, s in result["graphs"].items()
+                  for k in ("load_ms", "first_token_ms", "tokens_per_s", "decode_ms_per_token", "timed_runs")
+                  if s[k] is not None})
 
 
 if __name__ == "__main__":

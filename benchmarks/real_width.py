@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sophia import job_benchmarks, resources, tracking
+from record import save
+from sophia import job_benchmarks, resources
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "phi2-shape.yaml"
@@ -248,18 +249,11 @@ def main() -> None:
     if dry:
         return
     result = {"config": str(CONFIG.relative_to(ROOT)), "runs": runs, **table(runs)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     md = markdown(result)
-    args.out.with_suffix(".md").write_text(md, encoding="utf-8")
     print(md)
-    os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
-    with tracking.stage_run("benchmark", "real_width", {"layers": args.layers, "config": result["config"]}) as run:
-        run.log_metrics({f"{stage}.{key}.phi2": row[key]["phi2"] for stage, row in result["stages"].items()
-                         for key in MEASURES if row[key]["per_layer"] >= 0})
-        run.log_artifact(args.out)
-        run.log_artifact(args.out.with_suffix(".md"))
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    save(args.out, result, name="real_width", params={"layers": args.layers, "config": result["config"]},
+         metrics={f"{stage}.{key}.phi2": row[key]["phi2"] for stage, row in result["stages"].items()
+                  for key in MEASURES if row[key]["per_layer"] >= 0}, markdown_body=md)
 
 
 if __name__ == "__main__":

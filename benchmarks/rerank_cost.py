@@ -28,7 +28,7 @@ os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
 
 import torch
 import yaml
-from sophia import tracking
+from record import save
 from sophia.config import validate
 from sophia.evaluate import execbatch, harness, sandbox, stage
 from sophia.evaluate.execcache import Cache
@@ -121,18 +121,13 @@ def main() -> None:
 
 
 def _finish(args: argparse.Namespace, result: dict, rows: list[dict], variant: str) -> None:
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    with tracking.stage_run("benchmark", f"rerank_cost:{variant}", {"model": str(args.model),
-                                                                    "config": str(args.config)}) as run:
-        for r in rows:
-            prefix = f"{r['run']}.{r.get('benchmark', 'synthetic')}"
-            run.log_metrics({f"{prefix}.{k}": float(r[k]) for k in ("processes", "executed_tests", "cached_tests",
-                                                                    "seconds") if r.get(k) is not None})
-            if r["cache_hit_rate"] is not None:
-                run.log_metrics({f"{prefix}.cache_hit_rate": r["cache_hit_rate"]})
-        run.log_artifact(args.out)
-    print(f"wrote {args.out}")
+    metrics: dict[str, float] = {}
+    for r in rows:
+        prefix = f"{r['run']}.{r.get('benchmark', 'synthetic')}"
+        metrics.update({f"{prefix}.{k}": float(r[k]) for k in ("processes", "executed_tests", "cached_tests",
+                                                               "seconds", "cache_hit_rate") if r.get(k) is not None})
+    save(args.out, result, name=f"rerank_cost:{variant}", metrics=metrics,
+         params={"model": str(args.model), "config": str(args.config)})
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ Writes JSON, prints a per-stage table (the README's), and logs the totals onto t
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from record import save
 from sophia import job_benchmarks, tracking
 
 
@@ -34,6 +34,14 @@ def summarise(jobs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return dict(sorted(per_stage.items(), key=lambda kv: -kv[1]["seconds"]))
 
 
+def markdown(stages: dict[str, dict[str, float]], jobs: int, job_seconds: float) -> str:
+    lines = ["| stage | jobs | outputs (cached) | job time (s) | max RSS (MB) |", "|---|---|---|---|---|"]
+    lines += [f"| {stage} | {s['jobs']:.0f} | {s['outputs']:.0f} ({s['cached_outputs']:.0f}) | {s['seconds']:.1f} "
+              f"| {s['max_rss_mb']:.0f} |" for stage, s in stages.items()]
+    lines.append(f"| total | {jobs} | {sum(s['outputs'] for s in stages.values()):.0f} | {job_seconds:.1f} | |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", type=Path, default=Path("results"))
@@ -49,13 +57,9 @@ def main() -> None:
               "jobs": sorted(({**{k: j[k] for k in ("stage", "output", "metrics")},
                               "outputs": [o["output"] for o in j["outputs"]]} for j in jobs),
                              key=lambda j: -j["metrics"].get("job.seconds", 0.0))}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| stage | jobs | outputs (cached) | job time (s) | max RSS (MB) |\n|---|---|---|---|---|")
-    for stage, s in stages.items():
-        print(f"| {stage} | {s['jobs']:.0f} | {s['outputs']:.0f} ({s['cached_outputs']:.0f}) | {s['seconds']:.1f} "
-              f"| {s['max_rss_mb']:.0f} |")
-    print(f"| total | {len(jobs)} | {sum(s['outputs'] for s in stages.values()):.0f} | {result['job_seconds']:.1f} | |")
+    md = markdown(stages, len(jobs), result["job_seconds"])
+    print(md)
+    save(args.out, result, name="stage_times", markdown_body=md, log=False)  # logged to the workflow's run below
 
     client, exp_id = tracking.connect()
     parents = client.search_runs([exp_id], "tags.`sophia.stage` = 'workflow'",
@@ -64,7 +68,6 @@ def main() -> None:
         run = tracking.Run(client, parents[0].info.run_id, exp_id)
         run.log_metrics({f"stage_seconds.{k}": v["seconds"] for k, v in stages.items()})
         run.log_artifact(args.out, "benchmarks")
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from record import save
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 PARTS = ("micro_dag", "real_width", "slurm", "suite")
@@ -250,20 +252,10 @@ def main() -> None:
             parts[name] = measured(lambda name=name: RUNNERS[name](args.workdir), args.by_process)
             print(f"[{name}] {json.dumps(parts[name])}", flush=True)
     result = {"parts": parts, "summary": summary(parts)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     md = markdown(result)
-    args.out.with_suffix(".md").write_text(md, encoding="utf-8")
     print(md)
-
-    from sophia import tracking
-
-    os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
-    with tracking.stage_run("benchmark", "suite_floor", {"parts": sorted(parts)}) as run:
-        run.log_metrics({f"{name}.{key}": p[key] for name, p in parts.items() for key in ("wall_s", "core_s")})
-        run.log_artifact(args.out)
-        run.log_artifact(args.out.with_suffix(".md"))
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    save(args.out, result, name="suite_floor", params={"parts": sorted(parts)}, markdown_body=md,
+         metrics={f"{name}.{key}": p[key] for name, p in parts.items() for key in ("wall_s", "core_s")})
 
 
 if __name__ == "__main__":
