@@ -309,6 +309,8 @@ def benchmark_script(name: str) -> Any:
     arithmetic."""
     import importlib.util
 
+    if str(ROOT / "benchmarks") not in sys.path:  # as when run as a script: its sibling modules (record)
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
