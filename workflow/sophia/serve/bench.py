@@ -20,19 +20,22 @@ PROMPTS = ["Give me a program that checks if a number is prime.", "Write a funct
 
 
 def gguf_runs(path: Path, new_tokens: int, threads: int | None) -> dict[str, Any]:
+    from sophia.gguf.tools import vocab_facts
     from sophia.serve.engine import Engine, Job, Result, Sampling
+    from sophia.serve.model import LlamaModel, default_ctx
 
-    engine = Engine(path, 0, threads)
+    model = LlamaModel(path, default_ctx(int(vocab_facts(path)["n_ctx_train"])), threads)
+    engine = Engine(model)
     rows = []
     try:
         for request in PROMPTS:
-            job = Job(engine.tokenize(prompt.build_prompt(request)), new_tokens, [], Sampling())
+            job = Job(model.tokenize(prompt.build_prompt(request), True, False), new_tokens, [], Sampling())
             result: Result = asyncio.run(engine.complete(job))[1]
             rows.append({"first_token_s": result.first_token_s, "tokens_per_s": result.tokens_per_s,
                          "new_tokens": len(result.tokens), "finish": result.finish_reason})
     finally:
         engine.close()
-    return {"load_s": engine.load_s, "bytes": path.stat().st_size, "runs": rows}
+    return {"load_s": model.load_s, "bytes": path.stat().st_size, "runs": rows}
 
 
 def pytorch_runs(model_dir: Path, new_tokens: int) -> dict[str, Any]:

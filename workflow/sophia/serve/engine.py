@@ -1,10 +1,11 @@
-"""One llama.cpp model instance (`llama_cpp.Llama`) behind an async queue.
+"""One model instance behind an async queue.
 
 Every generation runs on a single worker thread, so requests queue instead of racing for the one
-context. Tokens are sampled by llama.cpp's own sampler chain (`Llama.generate`); this module only
+context. The queue is capped (a full queue is a 503 with Retry-After), every request has a deadline,
+and a client's newer fill-in-the-middle request replaces its older one still waiting (an editor's
+autocomplete asks again at every keystroke). Tokens come from the model's own sampler; this module
 streams their text out, stops at stop strings and EOS, and notices when the client has left (the
-HTTP side sets the request's `cancelled` event; the worker checks it between tokens and gives up
-the slot).
+HTTP side sets the job's `cancelled` event; the worker checks it between tokens and frees the slot).
 """
 
 from __future__ import annotations
@@ -14,19 +15,14 @@ import codecs
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sophia.errors import SophiaError
+from sophia.serve.errors import Busy, ContextLengthExceeded, GenerationFailed, ServeError, Superseded
 
 log = logging.getLogger("sophia.serve")
-
-
-class RequestError(SophiaError):
-    """A request the server cannot honour as asked (HTTP 400 with this message)."""
 
 
 @dataclass
@@ -43,20 +39,37 @@ class Sampling:
     seed: int | None = None
 
 
+class Model(Protocol):
+    """What the engine needs of a model (`sophia.serve.model.LlamaModel` is the real one)."""
+
+    n_ctx: int
+
+    def tokenize(self, text: str, add_bos: bool, special: bool) -> list[int]: ...
+    def piece(self, token: int) -> bytes: ...
+    def fim_ids(self) -> tuple[int, int, int] | None: ...
+    def is_eog(self, token: int) -> bool: ...
+    def generate(self, tokens: Sequence[int], sampling: Sampling) -> Iterator[int]: ...
+    def close(self) -> None: ...
+
+
 @dataclass
 class Job:
     tokens: list[int]
     max_tokens: int
     stop: list[str]
     sampling: Sampling
+    client: str | None = None  # set for fill-in-the-middle requests: a newer one of this client replaces it
     cancelled: threading.Event = field(default_factory=threading.Event)
+    deadline: float = float("inf")  # time.monotonic() by which it must be done
+    started: bool = False  # the worker took it (set under the engine's lock)
+    notify: Any = None  # hands an event to the waiting request from any thread
 
 
 @dataclass
 class Result:
     """The closing event of a generation: why it ended and what it cost."""
 
-    finish_reason: str  # stop (EOS or a stop string), length, cancelled
+    finish_reason: str  # stop (EOS or a stop string), length (max tokens, context or deadline), cancelled
     prompt_tokens: int
     tokens: list[int]
     queue_s: float
@@ -84,66 +97,78 @@ def split_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool, str]:
 
 
 class Engine:
-    """A GGUF model loaded once; `stream()` queues a job and yields its text as it is generated."""
+    """`stream()` queues a job and yields its text as it is generated, then a Result."""
 
-    def __init__(self, model_path: Path, n_ctx: int = 0, threads: int | None = None) -> None:
-        from llama_cpp import Llama
-
-        self.path = Path(model_path)
-        start = time.perf_counter()
-        self.llm = Llama(str(self.path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
-        self.load_s = time.perf_counter() - start
-        self.n_ctx = self.llm.n_ctx()
-        self.metadata: dict[str, str] = dict(self.llm.metadata)
+    def __init__(self, model: Model, max_queue: int = 16, timeout_s: float = 600.0) -> None:
+        self.model = model
+        self.n_ctx = model.n_ctx
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
-        import llama_cpp
-
-        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self._waiting: list[Job] = []  # submitted, not started
+        self._running: list[Job] = []
+        self._lock = threading.Lock()  # the worker removes started jobs from _waiting
+        self._recent_s = 1.0  # a running mean of generation seconds, for Retry-After
 
     # --- tokens ----------------------------------------------------------------------------------
-    def tokenize(self, text: str, add_bos: bool = True) -> list[int]:
-        """As the HF tokenizer does by default: the model's BOS if it wants one, special tokens parsed."""
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
-
-    def piece(self, token: int) -> bytes:
-        """The bytes of one token (llama-cpp-python's own detokenize truncates pieces over 32 bytes)."""
-        import ctypes
-
-        import llama_cpp
-
-        size = 64
-        while True:
-            buf = (ctypes.c_char * size)()
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, size, 0, False)
-            if n >= 0:
-                return bytes(buf[:n])
-            size = -n
+    async def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
+        """Off the event loop: a long prompt must not stall every other client's stream."""
+        return await asyncio.to_thread(self.model.tokenize, text, add_bos, special)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
-
-    def fim_ids(self) -> tuple[int, int, int] | None:
-        """(prefix, suffix, middle) token ids when the vocabulary has fill-in-the-middle tokens."""
-        import llama_cpp
-
-        ids = (llama_cpp.llama_vocab_fim_pre(self._vocab), llama_cpp.llama_vocab_fim_suf(self._vocab),
-               llama_cpp.llama_vocab_fim_mid(self._vocab))
-        return None if min(ids) < 0 else ids
-
-    def fim_tokens(self, prefix: str, suffix: str) -> list[int]:
-        """Prefix-suffix-middle prompt, as llama.cpp's own infill builds it (BOS if the model wants one)."""
-        ids = self.fim_ids()
-        if ids is None:
-            raise RequestError(f"{self.path.name}: this model has no fill-in-the-middle tokens, so 'suffix' is "
-                               "not supported (FIM needs a model trained with them, e.g. DeepSeek-Coder)")
-        pre, suf, mid = ids
-        bos = self.tokenize("", add_bos=True)
-        return [*bos, pre, *self.tokenize(prefix, False), suf, *self.tokenize(suffix, False), mid]
+        return b"".join(self.model.piece(t) for t in tokens).decode("utf-8", errors="replace")
 
     def check_fits(self, tokens: Sequence[int]) -> None:
         if len(tokens) >= self.n_ctx:
-            raise RequestError(f"prompt is {len(tokens)} tokens, the context holds {self.n_ctx} "
-                               "(prompt + at least one new token must fit)")
+            raise ContextLengthExceeded(f"prompt is {len(tokens)} tokens, the context holds {self.n_ctx} "
+                                        "(prompt + at least one new token must fit)")
+
+    # --- the queue -------------------------------------------------------------------------------
+    def queued(self) -> int:
+        with self._lock:
+            return sum(not j.cancelled.is_set() for j in self._waiting)
+
+    def _admit(self, job: Job) -> None:
+        with self._lock:
+            if job.client is not None:
+                for old in [j for j in self._waiting if j.client == job.client and not j.cancelled.is_set()]:
+                    old.cancelled.set()
+                    self._waiting.remove(old)
+                    old.notify(Superseded("replaced by a newer fill-in-the-middle request of the same client"))
+                    log.info("a newer fill-in-the-middle request of the same client replaces a queued one")
+            waiting = sum(not j.cancelled.is_set() for j in self._waiting)
+            if waiting >= self.max_queue:
+                retry = max(1, min(60, round(self._recent_s * waiting)))
+                raise Busy(f"the server is busy: {waiting} requests are waiting (--max-queue {self.max_queue}); "
+                           f"retry in {retry} s", retry)
+            job.deadline = min(job.deadline, time.monotonic() + self.timeout_s)
+            self._waiting.append(job)
+
+    def cancel(self, job: Job) -> None:
+        """The client left: a queued job is dropped now, a running one stops at its next token."""
+        job.cancelled.set()
+        with self._lock:
+            if job in self._waiting:
+                self._waiting.remove(job)
+                job.notify(Result("cancelled", len(job.tokens), [], 0.0, None, 0.0))
+
+    def expire(self, job: Job) -> None:
+        """Refuses a job still queued at its deadline (one that started is cut by the worker)."""
+        with self._lock:
+            if job in self._waiting and time.monotonic() > job.deadline:
+                self._waiting.remove(job)
+                job.cancelled.set()
+                job.notify(Busy(f"waited past the request deadline in the queue (--timeout {self.timeout_s:g} s)",
+                                max(1, round(self._recent_s))))
+
+    def cancel_all(self) -> None:
+        """Shutting down: every queued and running job ends at once."""
+        with self._lock:
+            jobs, self._waiting = [*self._waiting, *self._running], []
+        for job in jobs:
+            job.cancelled.set()
+            if not job.started:
+                job.notify(Result("cancelled", len(job.tokens), [], 0.0, None, 0.0))
 
     # --- generation ------------------------------------------------------------------------------
     async def stream(self, job: Job) -> AsyncIterator[str | Result]:
@@ -155,6 +180,8 @@ class Engine:
         def put(item: str | Result | BaseException) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
+        job.notify = put
+        self._admit(job)
         submitted = time.perf_counter()
         future = loop.run_in_executor(self._worker, self._run, job, put, submitted)
         try:
@@ -167,50 +194,64 @@ class Engine:
                     break
         finally:
             job.cancelled.set()
-            await asyncio.shield(future)
+            with self._lock:
+                started = job.started
+                if job in self._waiting:  # never started: the worker will skip it; nothing to wait for
+                    self._waiting.remove(job)
+            if started:
+                await asyncio.shield(future)
 
     def _run(self, job: Job, put: Any, submitted: float) -> None:
+        with self._lock:
+            if job not in self._waiting:  # its client left, or a newer request replaced it, while it waited
+                return
+            self._waiting.remove(job)
+            job.started = True
+            self._running.append(job)
         start = time.perf_counter()
         tokens: list[int] = []
         first: float | None = None
         finish = "cancelled"
+        error: ServeError | None = None
         try:
-            if job.cancelled.is_set():  # the client left while this job waited in the queue
-                return
-            finish, first = self._generate(job, tokens, put, start)
+            if time.monotonic() > job.deadline:
+                raise Busy(f"waited {start - submitted:.0f} s in the queue, past the request deadline "
+                           f"(--timeout {self.timeout_s:g} s)", max(1, round(self._recent_s)))
+            if not job.cancelled.is_set():
+                finish, first = self._generate(job, tokens, put, start)
+        except ServeError as exc:
+            finish, error = "refused", exc
         except Exception as exc:  # reported to the request that caused it; the worker lives on
             log.exception("generation failed")
-            put(exc)
-            return
+            finish, error = "failed", GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}")
         finally:
+            with self._lock:
+                self._running.remove(job)
             result = Result(finish, len(job.tokens), tokens, start - submitted, first, time.perf_counter() - start)
+            if tokens:
+                self._recent_s = 0.8 * self._recent_s + 0.2 * result.total_s
             log.info("request: prompt %d tokens, generated %d, queued %.3f s, first token %s, %.1f tokens/s, %s",
                      result.prompt_tokens, len(tokens), result.queue_s,
                      "-" if first is None else f"{first:.3f} s", result.tokens_per_s, finish)
-        put(result)
+        put(error if error is not None else result)
 
     def _generate(self, job: Job, tokens: list[int], put: Any, start: float) -> tuple[str, float | None]:
         room = self.n_ctx - len(job.tokens)
         limit = room if job.max_tokens <= 0 else min(job.max_tokens, room)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending, first, finish, hit = "", None, "length", False
-        s = job.sampling
-        if s.seed is not None:
-            self.llm.set_seed(s.seed)
-        gen = self.llm.generate(job.tokens, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p, temp=s.temperature,
-                                repeat_penalty=s.repeat_penalty, presence_penalty=s.presence_penalty,
-                                frequency_penalty=s.frequency_penalty)
+        gen = self.model.generate(job.tokens, job.sampling)
         try:
             for token in gen:
                 if first is None:
                     first = time.perf_counter() - start
                 if job.cancelled.is_set():
                     return "cancelled", first
-                if self._is_eog(token):
+                if self.model.is_eog(token):
                     finish = "stop"
                     break
                 tokens.append(token)
-                text, hit, pending = split_at_stop(pending + decoder.decode(self.piece(token)), job.stop)
+                text, hit, pending = split_at_stop(pending + decoder.decode(self.model.piece(token)), job.stop)
                 if text:
                     put(text)
                 if hit:
@@ -218,18 +259,18 @@ class Engine:
                     break
                 if len(tokens) >= limit:
                     break
+                if time.monotonic() > job.deadline:  # an answer cut at the deadline, as at a length limit
+                    log.info("request deadline reached after %d tokens", len(tokens))
+                    break
         finally:
-            gen.close()
+            close = getattr(gen, "close", None)
+            if close is not None:
+                close()
         if not hit:  # what was held back did not become a stop string after all
             rest = pending + decoder.decode(b"", final=True)
             if rest:
                 put(rest)
         return finish, first
-
-    def _is_eog(self, token: int) -> bool:
-        import llama_cpp
-
-        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
     async def complete(self, job: Job) -> tuple[str, Result]:
         parts: list[str] = []
@@ -240,5 +281,5 @@ class Engine:
         raise AssertionError("stream ended without a result")
 
     def close(self) -> None:
-        self._worker.shutdown(wait=True)
-        self.llm.close()
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        self.model.close()

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from sophia.gguf.modelfile import DEFAULT_PARAMETERS, ROLES
-from sophia.serve.engine import RequestError, Sampling
+from sophia.serve.engine import Sampling
+from sophia.serve.errors import RequestError
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,22 @@ OLLAMA_UNSUPPORTED = {"typical_p", "repeat_last_n", "mirostat", "mirostat_tau", 
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:
+    """The body as an object; a top-level `null` value means the field is absent (OpenAI's clients send them)."""
     try:
         body = json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(f"malformed JSON in the request body: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
-    return body
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def ignore_unknown(body: dict[str, Any], known: set[str], where: str) -> None:
+    """Unknown fields are ignored, as Ollama and llama.cpp's server do (clients add their own, e.g.
+    `cache_prompt`), and logged so a misspelt one can still be found."""
+    unknown = sorted(set(body) - known)
+    if unknown:
+        log.info("%s: ignored unknown field(s) %s", where, ", ".join(unknown))
 
 
 def typed(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any = None,
@@ -85,7 +95,9 @@ def ollama_options(options: Any) -> tuple[Sampling, int | None, list[str] | None
 
 
 def messages(value: Any, where: str = "messages") -> list[dict[str, str]]:
-    """Chat messages as role/content strings (OpenAI's list-of-parts content is joined if all parts are text)."""
+    """Chat messages as role/content strings. OpenAI's list-of-parts content is joined if all parts
+    are text; `developer` (OpenAI's newer name for system) is read as `system`; a `tool` result is
+    refused, since these models never call a tool and have no template for one."""
     if not isinstance(value, list) or not value:
         raise RequestError(f"'{where}' must be a non-empty list of messages")
     out = []
@@ -93,12 +105,20 @@ def messages(value: Any, where: str = "messages") -> list[dict[str, str]]:
         if not isinstance(m, dict):
             raise RequestError(f"'{where}[{i}]' must be an object with role and content")
         role, content = m.get("role"), m.get("content")
+        if role == "developer":
+            role = "system"
+        if role == "tool":
+            raise RequestError(f"'{where}[{i}].role': 'tool' results cannot be used: this model has no "
+                               "tool-calling template, so it never asks for a tool call")
         if role not in ROLES:
-            raise RequestError(f"'{where}[{i}].role' must be one of {', '.join(ROLES)}, got {json.dumps(role)}")
+            raise RequestError(f"'{where}[{i}].role' must be one of {', '.join((*ROLES, 'developer'))}, "
+                               f"got {json.dumps(role)}")
         if isinstance(content, list):
             if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
                 raise RequestError(f"'{where}[{i}].content': only text parts are supported")
             content = "".join(str(p.get("text", "")) for p in content)
+        if content is None and role == "assistant":  # an assistant turn that only carried tool calls
+            content = ""
         if not isinstance(content, str):
             raise RequestError(f"'{where}[{i}].content' must be a string")
         if m.get("images"):
