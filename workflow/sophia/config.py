@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from sophia import references
 from sophia.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -94,14 +95,12 @@ def check_scratch(spec: Mapping[str, Any], where: str) -> None:
 def check_dataset(name: str, spec: Mapping[str, Any], where: str | None = None) -> None:
     where = where or f"datasets.{name}"
     _exactly_one(spec, ("hub", "path"), where)
-    from sophia.data.formats import FORMATS
-
     fmt = spec["format"]
-    unknown = sorted(set(spec["tasks"]) - FORMATS[fmt].tasks)
+    unknown = sorted(set(spec["tasks"]) - references.FORMATS[fmt].tasks)
     if unknown:
         raise ConfigError(
             f"{where}.tasks: {', '.join(unknown)} not available for format {fmt} "
-            f"(available: {', '.join(sorted(FORMATS[fmt].tasks))})"
+            f"(available: {', '.join(sorted(references.FORMATS[fmt].tasks))})"
         )
     if fmt == "tiny_codes" and not spec.get("languages"):
         raise ConfigError(f"{where}.languages: required for format tiny_codes")
@@ -238,16 +237,14 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
 def check_distill(cfg: Mapping[str, Any]) -> None:
     """What can be known before any job: references resolve, and token KD's shared vocabulary
     wherever both sizes can be read without downloading anything (the stage checks again)."""
-    from sophia.distill import models
-
     for name, spec in cfg["distill"].items():
         where = f"distill.{name}"
         if spec["phase"] not in cfg["finetune"]["phases"]:
             raise ConfigError(f"{where}.phase: '{spec['phase']}' is not in finetune.phases "
                               f"({', '.join(cfg['finetune']['phases'])})")
         teachers = model_variants(cfg["finetune"]["curricula"])
-        models.check_reference(spec["teacher"], f"{where}.teacher", teachers, student=False)
-        models.check_reference(spec["student"], f"{where}.student", ["base"], student=True)
+        references.check_reference(spec["teacher"], f"{where}.teacher", teachers, student=False)
+        references.check_reference(spec["student"], f"{where}.student", ["base"], student=True)
         if spec["student"].get("scratch") is not None and spec["lora"] is not None:
             raise ConfigError(f"{where}.lora: a scratch student has no pretrained weights to adapt; "
                               f"set lora: null (full fine-tuning)")
@@ -255,9 +252,9 @@ def check_distill(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"{where}.lora: a LoRA student is evaluated on top of a local model directory; "
                               f"set student.path to a download of {spec['student']['hub']}, or lora: null")
         if spec["method"] == "token":
-            models.check_vocabularies(models.known_vocab(spec["teacher"], cfg["base_model"]),
-                                      models.known_vocab(spec["student"], cfg["base_model"]), where,
-                                      spec["teacher"], spec["student"])
+            references.check_vocabularies(references.known_vocab(spec["teacher"], cfg["base_model"]),
+                                          references.known_vocab(spec["student"], cfg["base_model"]), where,
+                                          spec["teacher"], spec["student"])
 
 
 def validate_section(spec: Mapping[str, Any], definition: str, where: str) -> dict[str, Any]:

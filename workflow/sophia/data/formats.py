@@ -1,28 +1,12 @@
-"""The two source schemas and how their rows become (instruction, answer) task examples."""
+"""How rows of the two source schemas (`sophia.references.FORMATS`) are checked and become
+(instruction, answer) task examples."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Format:
-    required: tuple[str, ...]  # must be present and non-empty strings
-    optional: tuple[str, ...]  # must be present, may be empty
-    language_field: str | None
-    tasks: frozenset[str]  # the tasks `example` can build from its rows (config validation reads it)
-
-
-FORMATS = {
-    "code_alpaca": Format(required=("instruction", "output"), optional=("input",), language_field=None,
-                          tasks=frozenset({"instruct"})),
-    "tiny_codes": Format(
-        required=("prompt", "response", "programming_language"), optional=(), language_field="programming_language",
-        tasks=frozenset({"codegen", "summary"}),
-    ),
-}
+from sophia.references import Format
 
 
 def row_problem(row: Any, fmt: Format) -> str | None:

@@ -9,18 +9,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sophia import tracking
-from sophia.tracking import data as tracking_data
+from sophia import references, tracking
 from sophia.atomic import atomic_dir
 from sophia.config import validate_dataset
 from sophia.data import formats, readers, sampling, stats
 from sophia.errors import DataError, ModelError
 from sophia.prompt import build_completion, build_prompt
+from sophia.tracking import data as tracking_data
 
 log = logging.getLogger(__name__)
 
 
-def _scan(spec: dict[str, Any], fmt: formats.Format, groups: list[str | None], source: str) -> dict[str, Any]:
+def _scan(spec: dict[str, Any], fmt: references.Format, groups: list[str | None], source: str) -> dict[str, Any]:
     """First pass: validate every row and index the usable ones by language."""
     pools: dict[str | None, list[int]] = {g: [] for g in groups}
     skipped: Counter[str] = Counter()
@@ -68,7 +68,7 @@ Records = dict[tuple[str, str], list[dict[str, Any]]]
 
 def build_records(name: str, spec: dict[str, Any]) -> tuple[Records, dict[str, Any]]:
     """Sample and format every (task, split); return the records and the scan summary."""
-    fmt = formats.FORMATS[spec["format"]]
+    fmt = references.FORMATS[spec["format"]]
     source = readers.describe(spec)
     groups: list[str | None] = list(spec["languages"]) if fmt.language_field else [None]
     scan = _scan(spec, fmt, groups, source)

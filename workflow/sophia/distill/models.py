@@ -1,85 +1,15 @@
-"""Teacher and student references: check them, read their vocabulary sizes, load them."""
+"""Teacher and student references (checked in `sophia.references`) loaded as models."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sophia.errors import ConfigError
 
-if TYPE_CHECKING:  # config validation imports this module: keep torch out of its import time
+if TYPE_CHECKING:
     import torch
-
-KINDS = ("variant", "hub", "path", "scratch")
-
-
-def kind(ref: Mapping[str, Any]) -> str:
-    return next(k for k in KINDS if ref.get(k) is not None)
-
-
-def describe(ref: Mapping[str, Any]) -> str:
-    """One line naming a model reference, for messages, tags and the model card."""
-    k = kind(ref)
-    if k == "scratch":
-        arch = ref["scratch"]["architecture"]
-        return f"scratch (hidden {arch['hidden_size']}, {arch['num_hidden_layers']} layers)"
-    if k == "hub":
-        return f"hub:{ref['hub']}@{ref.get('revision', 'main')}"
-    return ref[k] if k == "variant" else f"path:{ref['path']}"
-
-
-def check_reference(ref: Mapping[str, Any], where: str, variants: Sequence[str], student: bool) -> None:
-    allowed = KINDS if student else KINDS[:3]
-    present = [k for k in KINDS if ref.get(k) is not None]
-    if len(present) != 1 or present[0] not in allowed:
-        raise ConfigError(f"{where}: set exactly one of {', '.join(allowed)} (found: {', '.join(present) or 'none'})")
-    if "variant" in present and ref["variant"] not in variants:
-        raise ConfigError(f"{where}.variant: '{ref['variant']}' unknown (allowed: {', '.join(variants)})")
-    if "path" in present and not (Path(ref["path"]) / "config.json").is_file():
-        raise ConfigError(f"{where}.path: {ref['path']} has no config.json (not a Hugging Face model directory)")
-
-
-def vocab_of(model: str | Path, revision: str = "main", local_only: bool = False) -> int | None:
-    """Rows of the output embedding (the logits' width) from a model's config; None if unknown
-    without downloading (a hub model not in the local cache)."""
-    path = Path(model)
-    if (path / "config.json").is_file():
-        cfg = json.loads((path / "config.json").read_text())
-        return int(cfg.get("text_config", cfg)["vocab_size"])
-    from transformers import AutoConfig
-
-    try:
-        cfg = AutoConfig.from_pretrained(str(model), revision=revision, local_files_only=local_only)
-    except OSError:
-        if local_only:
-            return None
-        raise
-    return int(cfg.get_text_config().vocab_size)
-
-
-def known_vocab(ref: Mapping[str, Any], base_model: Mapping[str, Any]) -> int | None:
-    """The vocabulary size a reference will have, where it can be read before any job runs."""
-    k = kind(ref)
-    if k == "path":
-        return vocab_of(ref["path"])
-    if k == "hub":
-        return vocab_of(ref["hub"], ref.get("revision", "main"), local_only=True)
-    # The workflow's own models and scratch students all carry the base model's tokenizer.
-    if base_model.get("path"):
-        return vocab_of(base_model["path"])
-    if base_model.get("hub"):
-        return vocab_of(base_model["hub"], base_model.get("revision", "main"), local_only=True)
-    return None
-
-
-def check_vocabularies(teacher: int | None, student: int | None, where: str, teacher_ref: Mapping[str, Any],
-                       student_ref: Mapping[str, Any]) -> None:
-    if teacher is not None and student is not None and teacher != student:
-        raise ConfigError(
-            f"{where}.method: token-level KD needs one vocabulary, but teacher {describe(teacher_ref)} has "
-            f"{teacher} tokens and student {describe(student_ref)} has {student}; use method: sequence")
 
 
 def local_dir(model: str | Path, revision: str = "main") -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 
-from sophia import generate, lm, records, tracking
+from sophia import generate, lm, records, references, tracking
 from sophia.atomic import atomic_files
 from sophia.config import validate_section
 from sophia.distill import agreement, card, data, models
@@ -80,13 +80,13 @@ def run_stage(spec: dict[str, Any], teacher_src: str | Path, teacher_adapter: Pa
     phase = validate_section(spec["phase"], "phase", f"finetune.phases.{d['phase']}")
     cfg_spec = {"training": d["training"], "phase": phase}
     spec = {**spec, "distill": d, "phase": phase}
-    models.check_reference(d["student"], f"{where}.student", ["base"], student=True)
+    references.check_reference(d["student"], f"{where}.student", ["base"], student=True)
     # Vocabularies before any weights load: a mismatch is a config error, not a crash mid-training
-    t_vocab = models.vocab_of(teacher_src, d["teacher"].get("revision") or "main")
+    t_vocab = references.vocab_of(teacher_src, d["teacher"].get("revision") or "main")
     # a scratch student gets the base model's tokenizer, and student_src is then the base model
-    s_vocab = models.vocab_of(student_src, d["student"].get("revision") or "main")
+    s_vocab = references.vocab_of(student_src, d["student"].get("revision") or "main")
     if d["method"] == "token" and not control:
-        models.check_vocabularies(t_vocab, s_vocab, where, d["teacher"], d["student"])
+        references.check_vocabularies(t_vocab, s_vocab, where, d["teacher"], d["student"])
     train_rows = ft.read_split(data_dir, phase["tasks"], "train")
     eval_rows = ft.read_split(data_dir, phase["tasks"], "eval")
 
@@ -107,7 +107,7 @@ def run_stage(spec: dict[str, Any], teacher_src: str | Path, teacher_adapter: Pa
         student, tok = models.load_student(d["student"], student_src, dev)
         s_vocab = student.config.get_text_config().vocab_size
         if d["method"] == "token" and not control:
-            models.check_vocabularies(t_vocab, s_vocab, where, d["teacher"], d["student"])
+            references.check_vocabularies(t_vocab, s_vocab, where, d["teacher"], d["student"])
         comparable = t_vocab == s_vocab and teacher_tok.get_vocab() == tok.get_vocab()
         rows = training_rows(d, control, teacher, teacher_tok, train_rows, checkpoints)
         train = kd.tokenize(tok, rows, phase["max_length"])
@@ -134,7 +134,7 @@ def run_stage(spec: dict[str, Any], teacher_src: str | Path, teacher_adapter: Pa
         tokens = sum(len(r["input_ids"]) for r in train) * phase["epochs"]
         summary = {
             "name": name, "variant": me, "control": control, "method": "sft" if control else d["method"],
-            "teacher": models.describe(d["teacher"]), "student": models.describe(d["student"]), "spec": spec,
+            "teacher": references.describe(d["teacher"]), "student": references.describe(d["student"]), "spec": spec,
             "lora": d["lora"] is not None, "device": str(dev), "train_rows": len(train), "eval_rows": len(held_out),
             "teacher_vocab": t_vocab, "student_vocab": s_vocab,
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -165,8 +165,8 @@ def run_stage(spec: dict[str, Any], teacher_src: str | Path, teacher_adapter: Pa
             # A LoggedModel named after the variant, so its evaluations file under it in the Models tab.
             tracking.log_output(run, tmp, out, ("README.md", SUMMARY, ANSWERS, "loss_curve.png", "adapter_config.json"),
                                 models=(me,), model_type="lora" if d["lora"] else "full",
-                                model_params={"teacher": models.describe(d["teacher"]),
-                                              "student": models.describe(d["student"])})
+                                model_params={"teacher": references.describe(d["teacher"]),
+                                              "student": references.describe(d["student"])})
     shutil.rmtree(checkpoints, ignore_errors=True)
     log.info("%s done in %.1f s: agreement %s -> %s", me, seconds, before, after)
     return summary

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from sophia import tracking
-from sophia.tracking import data as tracking_data
 from sophia.errors import EvalError
 from sophia.evaluate import code, sandbox
 from sophia.evaluate.benchmarks import Benchmark
 from sophia.evaluate.scoring import pass_at_k, summarize
+from sophia.tracking import data as tracking_data
 
 SCORES = "scores.json"
 SAMPLES = "samples.jsonl.gz"

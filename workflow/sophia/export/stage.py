@@ -29,13 +29,13 @@ import numpy as np
 import torch
 
 from sophia import prompt, tracking
-from sophia.tracking import models as tracking_models
 from sophia.atomic import atomic_dir
 from sophia.config import check_export_precisions, validate_section
 from sophia.errors import ConfigError, ModelError, ParityError
 from sophia.export import decode, graphs
 from sophia.generate import STOP_STRINGS
 from sophia.provenance import git_commit, sha256_file
+from sophia.tracking import models as tracking_models
 
 log = logging.getLogger(__name__)
 PROTOBUF_LIMIT = 2 * 1024**3

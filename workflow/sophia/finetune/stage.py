@@ -19,13 +19,13 @@ from transformers import AutoTokenizer
 from trl import SFTTrainer
 
 from sophia import generate, lm, tracking
-from sophia.tracking import data as tracking_data
 from sophia.atomic import atomic_files
 from sophia.config import validate_section
 from sophia.errors import ConfigError
 from sophia.finetune import curricula, lora, trainer
 from sophia.plots import line_plot
 from sophia.provenance import digest
+from sophia.tracking import data as tracking_data
 
 log = logging.getLogger(__name__)
 SUMMARY = "finetune.json"

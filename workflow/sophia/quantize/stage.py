@@ -13,11 +13,11 @@ from typing import Any
 import torch
 
 from sophia import checkpoint, generate, lm, records, tracking
-from sophia.tracking import data as tracking_data
 from sophia.atomic import atomic_dir
 from sophia.config import validate_section
 from sophia.errors import DataError
 from sophia.quantize import gptq
+from sophia.tracking import data as tracking_data
 
 log = logging.getLogger(__name__)
 SUMMARY = "quantize.json"
