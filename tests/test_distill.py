@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import MICRO_FINETUNE, config_error, isolated_tracking, kill_after_checkpoint, runs_of
-from sophia.distill import models
+from sophia import references
 from sophia.distill import trainer as kd
 from sophia.distill.stage import run_stage
 from sophia.errors import ConfigError, DataError
@@ -92,7 +92,7 @@ def test_vocabulary_mismatch_fails_before_any_job(tmp_path: Path) -> None:
     assert "distill.x.method: token-level KD needs one vocabulary" in msg
     assert f"path:{teacher} has 32256 tokens" in msg and f"path:{student} has 51200" in msg
     with pytest.raises(ConfigError, match="has 32256 tokens"):  # the stage checks too, before loading weights
-        models.check_vocabularies(32256, 51200, "distill.x", {"path": str(teacher)}, {"path": str(student)})
+        references.check_vocabularies(32256, 51200, "distill.x", {"path": str(teacher)}, {"path": str(student)})
 
 
 @pytest.mark.parametrize(
