@@ -213,10 +213,10 @@ def test_batch_runner_survives_a_crashing_test_and_caches(box: sandbox.Sandbox, 
 
 def test_variant_job_trains_the_verifier_then_reranks_loading_the_model_once(
         micro_model: Path, tmp_path: Path, mlflow_store: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The evaluate rule's job (sophia.variant): the verifier, then LEVER reranking with it, one model
+    """The evaluate rule's job (sophia.evaluate_job): the verifier, then LEVER reranking with it, one model
     load; a rerun for an evaluate-only setting restores the verifier (same run) and the code benchmark
     from the cache, and a verifier setting retrains it and recomputes only the benchmark that reads it."""
-    from sophia import variant
+    from sophia import evaluate_job
     from sophia.evaluate import stage
     from sophia.verifier.model import Verifier
 
@@ -236,8 +236,8 @@ def test_variant_job_trains_the_verifier_then_reranks_loading_the_model_once(
     def job(espec: dict[str, Any], verifier: dict[str, Any]) -> Any:
         shutil.rmtree(vout, ignore_errors=True)  # Snakemake deletes a rerun job's outputs first
         shutil.rmtree(out, ignore_errors=True)
-        return variant.run_job({"evaluate": espec}, verifier, "base", micro_model, None, ["mbpp", "piqa"], out, vout,
-                               cache_root)
+        return evaluate_job.run_job({"evaluate": espec}, verifier, "base", micro_model, None, ["mbpp", "piqa"], out,
+                                    vout, cache_root)
 
     done = job(evaluate, vspec)
     assert loads == [micro_model] and done.computed == ["mbpp", "piqa"]

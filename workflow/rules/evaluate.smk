@@ -1,11 +1,11 @@
-# One job per model variant (sophia.variant): the model loads once for the variant's LEVER verifier,
+# One job per model variant (sophia.evaluate_job): the model loads once for the variant's LEVER verifier,
 # results/verifier/{model}/ (when a code benchmark reranks with it), and for each configured
 # benchmark, results/eval/{model}/{benchmark}/; each output gets its own MLflow run. Snakemake reruns
 # a job whole (it deletes every output first), so the job keeps finished outputs in RESULT_CACHE,
 # keyed by the output's own settings, its stage's code and the input runs: a rerun caused by one
 # benchmark's setting recomputes only that benchmark, and retrains no verifier
-# (sophia/evaluate/cache.py). The verifier was a job of its own: its imports and model load were
-# most of its time (sophia/variant.py).
+# (sophia/evaluate/cache.py). The verifier shares the job because, as a job of its own, its imports
+# and model load would be most of its time (sophia/evaluate_job.py).
 import re
 import shlex
 
@@ -87,7 +87,7 @@ rule evaluate:
         [directory("results/verifier/{model}")] if LEVER else [],
     params:
         spec=eval_spec(),
-        src=stage_digest("sophia.variant"),
+        src=stage_digest("sophia.evaluate_job"),
         args=eval_args,
         verifier_args=verifier_args,
         benchmarks=" ".join(f"--benchmark {b}" for b in BENCHMARKS),
@@ -104,6 +104,6 @@ rule evaluate:
         gpu=gpus("evaluate"),
         gpu_model=gpu_model("evaluate"),
     shell:
-        PYTHON + " -m sophia.variant --spec {params.spec:q} --model-id {wildcards.model:q} {params.args}"
+        PYTHON + " -m sophia.evaluate_job --spec {params.spec:q} --model-id {wildcards.model:q} {params.args}"
         " {params.benchmarks} {params.verifier_args} --cache " + RESULT_CACHE + " --threads {threads}"
         " --out results/eval/{wildcards.model:q} > {log} 2>&1"

@@ -72,7 +72,7 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
     """Evaluate the variant on `benchmarks` into `out/<benchmark>/`. Every benchmark is attempted:
     one that fails leaves no folder (and no cache entry) while the others finish; the first failure
     is raised at the end, so a rerun only recomputes what failed. `variant`: the model as another
-    stage of the same job already loaded it (sophia.variant), else it is loaded here."""
+    stage of the same job already loaded it (sophia.evaluate_job), else it is loaded here."""
     espec = validate_section(spec["evaluate"], "evaluate", "evaluate")
     names = list(dict.fromkeys(benchmarks))
     if not names:

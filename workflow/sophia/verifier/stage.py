@@ -136,7 +136,7 @@ def cache_key(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
 def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Path | None, out: Path,
               cache_dir: Path | None = None, variant: lm.SharedVariant | None = None) -> dict[str, Any]:
     """Train the variant's verifier into `out`, or restore it from `cache_dir` when nothing it depends
-    on changed. `variant`: the model as the job shares it (sophia.variant), else loaded here."""
+    on changed. `variant`: the model as the job shares it (sophia.evaluate_job), else loaded here."""
     espec = validate_section(spec["evaluate"], "evaluate", "evaluate")
     vspec = validate_section(spec["verifier"], "verifier", "verifier")
     if vspec["n_samples"] < 2:

@@ -1,15 +1,15 @@
 """The job of rule `evaluate`: one model variant's LEVER verifier (stage verifier), then its evaluation
 (stage evaluate), in one process that loads the model at most once.
 
-Why one job for two stages: as a job of its own, the verifier spent about 20 s of its 34 s on the
-embedded default importing torch, transformers, peft, gptqmodel and MLflow and loading the model
-that the variant's evaluate job then imported and loaded again (8 variants: about 160 s of CPU per
-`make run`). Each stage keeps its own output folder, MLflow run and result cache entry, keyed by its
-own code's digest and settings: the rule reruns the job when either stage's code or settings change,
-and the caches restore every output whose own inputs did not, so an evaluate-only change retrains
-no verifier, and a verifier change recomputes only the code benchmarks that rerank with it.
+Why one job for two stages: as a job of its own, the verifier would spend most of its time importing
+torch, transformers, peft, gptqmodel and MLflow and loading the model that the variant's evaluate
+job then imports and loads again. Each stage keeps its own output folder, MLflow run and result
+cache entry, keyed by its own code's digest and settings: the rule reruns the job when either
+stage's code or settings change, and the caches restore every output whose own inputs did not, so
+an evaluate-only change retrains no verifier, and a verifier change recomputes only the code
+benchmarks that rerank with it.
 
-    python -m sophia.variant --spec EVAL_SPEC [--verifier-spec VERIFIER_SPEC] --verifier DIR \\
+    python -m sophia.evaluate_job --spec EVAL_SPEC [--verifier-spec VERIFIER_SPEC] --verifier DIR \\
         --model-id ID --model DIR [--adapter DIR] --benchmark B [...] [--cache DIR] --out DIR
 
 Without `--verifier-spec`, `--verifier` is read (a verifier made elsewhere), as `sophia.evaluate` does.
