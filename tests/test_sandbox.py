@@ -54,6 +54,21 @@ HOSTILE = {
     "huge file": ("open('big.bin', 'wb').write(b'0' * (64 << 20))", ERROR, "File too large"),
     "reads the token from stdin": ("import sys\nt = sys.stdin.read()\nprint(t)\nimport os\nos._exit(0)", ERROR,
                                    "before the tests finished"),
+    # The harness's globals and frames hold no token while the program runs (it waits in a pipe).
+    "forges the token from the harness's globals and frames": (
+        "import __main__, os, re, sys\n"
+        "def tokens(values):\n"
+        "    return [v for v in values if isinstance(v, str) and re.fullmatch('[0-9a-f]{32}', v)]\n"
+        "found = tokens(vars(__main__).values())\n"
+        "frame = sys._getframe()\n"
+        "while frame is not None:\n"
+        "    found += tokens([*frame.f_locals.values(), *frame.f_globals.values()])\n"
+        "    frame = frame.f_back\n"
+        "if not found:\n"
+        "    raise SystemExit('no token in reach')\n"
+        "for fd in range(3, 20):\n"
+        "    try:\n        os.write(fd, found[0].encode())\n    except OSError:\n        pass\n"
+        "os._exit(0)", ERROR, "no token in reach"),
     "writes junk to the report pipe": ("import os\nfor fd in range(3, 20):\n    try:\n        os.write(fd, b'ok')\n"
                                        "    except OSError:\n        pass\nos._exit(0)", ERROR,
                                        "before the tests finished"),

