@@ -12,11 +12,19 @@ import shlex
 from sophia.config import model_variants
 from sophia.evaluate.benchmarks import BENCHMARKS as SUITE
 from sophia.evaluate.cache import uses_verifier
+from sophia.forgetting import plan as forgetting_plan
 
 EVALUATE = config["evaluate"]
 VERIFIER = config["verifier"]
 MODELS = EVALUATE["models"] or model_variants(FINETUNE["curricula"], config["distill"])
 BENCHMARKS = list(EVALUATE["benchmarks"])
+
+# The forgetting matrix: each variant job also measures its held-out answer losses on the curricula's
+# eval splits (and those of the intermediate steps it owns), on the model it already loaded.
+FORGETTING = config["forgetting"]
+FORGETTING_SPLITS = forgetting_plan.splits(FINETUNE["phases"], FINETUNE["curricula"],
+                                           [d["phase"] for d in config["distill"].values()])
+FORGETTING_ROWS = forgetting_plan.job_rows(FINETUNE["curricula"], MODELS)
 
 
 def eval_model_inputs(wildcards):
@@ -71,6 +79,28 @@ def distill_eval_inputs(model):
     return {"model": ref.get("path") or rules.base_model.output[0], "adapter": summary}
 
 
+def forgetting_inputs(wildcards):
+    """The data folders of the measured splits and the adapters of the intermediate steps this job owns."""
+    if not FORGETTING["enabled"]:
+        return {}
+    steps = [r["chain"] for r in FORGETTING_ROWS[wildcards.model][1:]]
+    return {"forgetting_data": [f"results/data/{d}" for d in FORGETTING_SPLITS],
+            "forgetting_steps": [f"results/adapters/{c}/finetune.json" for c in steps]}
+
+
+def forgetting_args(wildcards):
+    if not FORGETTING["enabled"]:
+        return ""
+    rows = FORGETTING_ROWS[wildcards.model]
+    settings = {"forgetting": {k: FORGETTING[k] for k in ("max_length", "batch_size")}, "splits": FORGETTING_SPLITS,
+                "window": forgetting_plan.window(FINETUNE["phases"], FINETUNE["curricula"]), "rows": rows}
+    parts = [f"--forgetting-spec {shlex.quote(spec(settings))}",
+             f"--forgetting-out {shlex.quote(f'results/forgetting/{wildcards.model}')}"]
+    parts += [f"--forgetting-data {d}=results/data/{d}" for d in FORGETTING_SPLITS]
+    parts += [f"--forgetting-step {shlex.quote(r['label'] + '=results/adapters/' + r['chain'])}" for r in rows[1:]]
+    return " ".join(parts)
+
+
 def eval_args(wildcards, input):
     adapter = f" --adapter {Path(input.adapter).parent}" if "adapter" in input.keys() else ""
     model = Path(input.model)
@@ -80,16 +110,19 @@ def eval_args(wildcards, input):
 rule evaluate:
     input:
         unpack(eval_model_inputs),
+        unpack(forgetting_inputs),
         data=[EVALUATE["dataset_root"]] if EVALUATE["dataset_root"] else [],
     output:
         # {{model}}: the job's wildcard, kept through expand(); one folder per configured benchmark
         [directory(p) for p in expand("results/eval/{{model}}/{benchmark}", benchmark=BENCHMARKS)],
         [directory("results/verifier/{model}")] if LEVER else [],
+        [directory("results/forgetting/{model}")] if FORGETTING["enabled"] else [],
     params:
         spec=eval_spec(),
         src=stage_digest("sophia.evaluate_job"),
         args=eval_args,
         verifier_args=verifier_args,
+        forgetting_args=forgetting_args,
         benchmarks=" ".join(f"--benchmark {b}" for b in BENCHMARKS),
     log:
         "results/logs/evaluate/{model}.log",
@@ -105,5 +138,6 @@ rule evaluate:
         gpu_model=gpu_model("evaluate"),
     shell:
         PYTHON + " -m sophia.evaluate_job --spec {params.spec:q} --model-id {wildcards.model:q} {params.args}"
-        " {params.benchmarks} {params.verifier_args} --cache " + RESULT_CACHE + " --threads {threads}"
+        " {params.benchmarks} {params.verifier_args} {params.forgetting_args}"
+        " --cache " + RESULT_CACHE + " --threads {threads}"
         " --out results/eval/{wildcards.model:q} > {log} 2>&1"

@@ -9,7 +9,17 @@ def report_args(wildcards, input):
     gptq = f" --gptq {input.gptq}" if NEEDS_GPTQ else ""
     adapters = "".join(f" --adapter {name}={path}" for name, path in REPORT_ADAPTERS.items())
     students = "".join(f" --distill {n}=results/distill/{n}" for n in REPORT_STUDENTS)
-    return f"--base {input.base}{gptq}{adapters}{students}"
+    forgetting = "".join(f" --forgetting {shlex.quote(f)}" for f in input.forgetting)
+    return f"--base {input.base}{gptq}{adapters}{students}{forgetting}"
+
+
+def report_spec():
+    """What shapes the report: intervals, the variants, published rows, and for the forgetting
+    matrix its bootstrap and the curricula (which step follows which, on which data)."""
+    phases = {name: {k: p[k] for k in ("dataset", "tasks")} for name, p in FINETUNE["phases"].items()}
+    return spec({"confidence": EVALUATE["confidence"], "models": MODELS, "reference": config["report"]["reference"],
+                 "forgetting": {k: FORGETTING[k] for k in ("bootstrap", "seed")} if FORGETTING["enabled"] else None,
+                 "curricula": FINETUNE["curricula"], "phases": phases})
 
 
 rule report:
@@ -20,13 +30,14 @@ rule report:
         gptq=[rules.quantize.output[0]] if NEEDS_GPTQ else [],
         adapters=[f"{path}/finetune.json" for path in REPORT_ADAPTERS.values()],
         students=[f"results/distill/{n}/{c}distill.json" for n in REPORT_STUDENTS for c in ("", "control/")],
+        forgetting=expand("results/forgetting/{model}", model=MODELS) if FORGETTING["enabled"] else [],  # evaluate
     output:
         # Snakemake's own report (snakemake --report results/report.html) shows these files.
         report(directory("results/report"), category="report", caption="../report/results.rst",
-               patterns=["{name,table|protocol}.md", "{name,table}.csv", "{name,benchmarks}.png"],
+               patterns=["{name,table|protocol}.md", "{name,table|forgetting}.csv", "{name,benchmarks|forgetting}.png"],
                labels={"file": "{name}"}),
     params:
-        spec=spec({"confidence": EVALUATE["confidence"], "models": MODELS, "reference": config["report"]["reference"]}),
+        spec=report_spec(),
         src=stage_digest("sophia.report"),
         args=report_args,
     log:

@@ -19,6 +19,7 @@ from sophia.evaluate import protocol
 from sophia.evaluate.benchmarks import GROUPS
 from sophia.plots import grouped_bars
 from sophia.report import distill, table
+from sophia.report import forgetting as fg
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,21 @@ def plot(rows: Sequence[dict[str, Any]], refs: Sequence[Mapping[str, Any]], conf
                  ylabel="score", hatched=[k for k in series if k.endswith("(published)")], notes=notes)
 
 
+def forgetting_matrix(spec: Mapping[str, Any], folders: Sequence[Path]) -> tuple[list[dict[str, Any]], str]:
+    """The matrix's entries and its Markdown section (none without measurements)."""
+    if not spec.get("forgetting") or not folders:
+        return [], ""
+    rows = fg.read(folders)
+    settings = spec["forgetting"]
+    entries = fg.matrix(rows, spec["confidence"], settings["bootstrap"], settings["seed"])
+    chains = {label: r["chain"] for label, r in rows.items()}
+    return entries, fg.markdown(entries, chains, spec["confidence"], spec.get("curricula") or {},
+                                spec.get("phases") or {})
+
+
 def run_stage(spec: dict[str, Any], eval_dirs: Sequence[Path], base: Path, gptq: Path | None,
-              adapters: Mapping[str, Path], out: Path, students: Mapping[str, Path] | None = None
-              ) -> list[dict[str, Any]]:
+              adapters: Mapping[str, Path], out: Path, students: Mapping[str, Path] | None = None,
+              forgetting: Sequence[Path] = ()) -> list[dict[str, Any]]:
     confidence, models = spec["confidence"], spec["models"]
     students = students or {}
     refs = references(spec["reference"])
@@ -107,8 +120,12 @@ def run_stage(spec: dict[str, Any], eval_dirs: Sequence[Path], base: Path, gptq:
     allowed = max((s.get("truncation", {}).get("allowed", 0.0) for per in scores.values() for s in per.values()),
                   default=0.0)
     cards = protocol_cards(scores, models)
+    entries, forgetting_md = forgetting_matrix(spec, forgetting)
     with atomic_dir(out) as tmp:
-        md = table.markdown(rows, refs, confidence, allowed) + distill.comparison(rows, students)
+        md = table.markdown(rows, refs, confidence, allowed) + distill.comparison(rows, students) + forgetting_md
+        if entries:
+            fg.write_csv(entries, tmp / "forgetting.csv")
+            fg.heatmap(entries, tmp / "forgetting.png", confidence)
         (tmp / "table.md").write_text(md, encoding="utf-8")
         table.write_csv(rows, refs, tmp / "table.csv")
         plot(rows, refs, confidence, tmp / "benchmarks.png")
@@ -116,14 +133,15 @@ def run_stage(spec: dict[str, Any], eval_dirs: Sequence[Path], base: Path, gptq:
         (tmp / "protocol.json").write_text(json.dumps(cards, indent=2, default=str) + "\n", encoding="utf-8")
         (tmp / "reference_answers.md").write_text(reference_answers(gptq, adapters, models, students),
                                                   encoding="utf-8")
-        (tmp / "report.json").write_text(json.dumps({"rows": rows, "reference": refs}, indent=2) + "\n",
-                                         encoding="utf-8")
-        log_report(rows, tmp, eval_dirs)
+        (tmp / "report.json").write_text(json.dumps({"rows": rows, "reference": refs, "forgetting": entries},
+                                                    indent=2) + "\n", encoding="utf-8")
+        log_report(rows, tmp, eval_dirs, entries)
     print(md)
     return rows
 
 
-def log_report(rows: Sequence[dict[str, Any]], folder: Path, eval_dirs: Sequence[Path]) -> None:
+def log_report(rows: Sequence[dict[str, Any]], folder: Path, eval_dirs: Sequence[Path],
+               forgetting: Sequence[dict[str, Any]] = ()) -> None:
     """Onto the workflow invocation's run (the one the MLflow UI opens first); a new run when the
     stage runs alone from its CLI."""
     parent = os.environ.get(tracking.ENV_PARENT)
@@ -132,8 +150,10 @@ def log_report(rows: Sequence[dict[str, Any]], folder: Path, eval_dirs: Sequence
         for g, s in r["groups"].items():
             if s["value"] is not None:
                 metrics[f"report/{r['model']}/{g}"] = s["value"]
+    for e in forgetting:
+        metrics[f"forgetting/{e['variant']}/{e['dataset']}"] = e["loss"]["value"]
     files = ("table.md", "table.csv", "benchmarks.png", table.PROTOCOL, "protocol.json", "reference_answers.md",
-             "report.json")
+             "report.json", *(("forgetting.csv", "forgetting.png") if forgetting else ()))
     if parent:
         client, exp_id = tracking.connect()
         run = tracking.Run(client, parent, exp_id)
@@ -168,9 +188,11 @@ def main() -> None:
                    help="a curriculum's final adapter directory (repeatable)")
     p.add_argument("--distill", action="append", default=[], metavar="NAME=DIR",
                    help="a distill stage output (results/distill/NAME, its control inside) (repeatable)")
+    p.add_argument("--forgetting", action="append", default=[], type=Path, metavar="DIR",
+                   help="a variant's held-out losses (results/forgetting/<model>) (repeatable)")
     args = p.parse_args()
     adapters, students = _pairs(args.adapter, "--adapter", "CURRICULUM"), _pairs(args.distill, "--distill", "NAME")
-    run_stage(load_spec(args.spec), args.eval, args.base, args.gptq, adapters, args.out, students)
+    run_stage(load_spec(args.spec), args.eval, args.base, args.gptq, adapters, args.out, students, args.forgetting)
 
 
 def _pairs(items: Sequence[str], flag: str, key: str) -> dict[str, Path]:
