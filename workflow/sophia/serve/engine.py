@@ -62,6 +62,7 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     deadline: float = float("inf")  # time.monotonic() by which it must be done
     started: bool = False  # the worker took it (set under the engine's lock)
+    submitted: float = 0.0  # time.perf_counter() when it joined the queue
     notify: Any = None  # hands an event to the waiting request from any thread
 
 
@@ -107,16 +108,13 @@ class Engine:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._waiting: list[Job] = []  # submitted, not started
         self._running: list[Job] = []
-        self._lock = threading.Lock()  # the worker removes started jobs from _waiting
+        self._lock = threading.Lock()  # guards _waiting and _running: the worker thread moves jobs between them
         self._recent_s = 1.0  # a running mean of generation seconds, for Retry-After
 
     # --- tokens ----------------------------------------------------------------------------------
     async def tokenize(self, text: str, add_bos: bool = True, special: bool = False) -> list[int]:
         """Off the event loop: a long prompt must not stall every other client's stream."""
         return await asyncio.to_thread(self.model.tokenize, text, add_bos, special)
-
-    def detokenize(self, tokens: Sequence[int]) -> str:
-        return b"".join(self.model.piece(t) for t in tokens).decode("utf-8", errors="replace")
 
     def check_fits(self, tokens: Sequence[int]) -> None:
         if len(tokens) >= self.n_ctx:
@@ -135,13 +133,14 @@ class Engine:
                     old.cancelled.set()
                     self._waiting.remove(old)
                     old.notify(Superseded("replaced by a newer fill-in-the-middle request of the same client"))
-                    log.info("a newer fill-in-the-middle request of the same client replaces a queued one")
+                    self._log(self._unstarted(old), "replaced in the queue")
             waiting = sum(not j.cancelled.is_set() for j in self._waiting)
             if waiting >= self.max_queue:
                 retry = max(1, min(60, round(self._recent_s * waiting)))
                 raise Busy(f"the server is busy: {waiting} requests are waiting (--max-queue {self.max_queue}); "
                            f"retry in {retry} s", retry)
             job.deadline = min(job.deadline, time.monotonic() + self.timeout_s)
+            job.submitted = time.perf_counter()
             self._waiting.append(job)
 
     def cancel(self, job: Job) -> None:
@@ -150,7 +149,9 @@ class Engine:
         with self._lock:
             if job in self._waiting:
                 self._waiting.remove(job)
-                job.notify(Result("cancelled", len(job.tokens), [], 0.0, None, 0.0))
+                result = self._unstarted(job)
+                job.notify(result)
+                self._log(result, "cancelled in the queue")
 
     def expire(self, job: Job) -> None:
         """Refuses a job still queued at its deadline (one that started is cut by the worker)."""
@@ -160,6 +161,17 @@ class Engine:
                 job.cancelled.set()
                 job.notify(Busy(f"waited past the request deadline in the queue (--timeout {self.timeout_s:g} s)",
                                 max(1, round(self._recent_s))))
+                self._log(self._unstarted(job), "deadline in the queue")
+
+    @staticmethod
+    def _unstarted(job: Job) -> Result:
+        return Result("cancelled", len(job.tokens), [], time.perf_counter() - job.submitted, None, 0.0)
+
+    @staticmethod
+    def _log(result: Result, finish: str) -> None:
+        first = "-" if result.first_token_s is None else f"{result.first_token_s:.3f} s"
+        log.info("request: prompt %d tokens, generated %d, queued %.3f s, first token %s, %.1f tokens/s, %s",
+                 result.prompt_tokens, len(result.tokens), result.queue_s, first, result.tokens_per_s, finish)
 
     def cancel_all(self) -> None:
         """Shutting down: every queued and running job ends at once."""
@@ -168,7 +180,7 @@ class Engine:
         for job in jobs:
             job.cancelled.set()
             if not job.started:
-                job.notify(Result("cancelled", len(job.tokens), [], 0.0, None, 0.0))
+                job.notify(self._unstarted(job))
 
     # --- generation ------------------------------------------------------------------------------
     async def stream(self, job: Job) -> AsyncIterator[str | Result]:
@@ -182,8 +194,7 @@ class Engine:
 
         job.notify = put
         self._admit(job)
-        submitted = time.perf_counter()
-        future = loop.run_in_executor(self._worker, self._run, job, put, submitted)
+        future = loop.run_in_executor(self._worker, self._run, job, put)
         try:
             while True:
                 item = await queue.get()
@@ -201,7 +212,7 @@ class Engine:
             if started:
                 await asyncio.shield(future)
 
-    def _run(self, job: Job, put: Any, submitted: float) -> None:
+    def _run(self, job: Job, put: Any) -> None:
         with self._lock:
             if job not in self._waiting:  # its client left, or a newer request replaced it, while it waited
                 return
@@ -215,7 +226,7 @@ class Engine:
         error: ServeError | None = None
         try:
             if time.monotonic() > job.deadline:
-                raise Busy(f"waited {start - submitted:.0f} s in the queue, past the request deadline "
+                raise Busy(f"waited {start - job.submitted:.0f} s in the queue, past the request deadline "
                            f"(--timeout {self.timeout_s:g} s)", max(1, round(self._recent_s)))
             if not job.cancelled.is_set():
                 finish, first = self._generate(job, tokens, put, start)
@@ -227,12 +238,10 @@ class Engine:
         finally:
             with self._lock:
                 self._running.remove(job)
-            result = Result(finish, len(job.tokens), tokens, start - submitted, first, time.perf_counter() - start)
+            result = Result(finish, len(job.tokens), tokens, start - job.submitted, first, time.perf_counter() - start)
             if tokens:
                 self._recent_s = 0.8 * self._recent_s + 0.2 * result.total_s
-            log.info("request: prompt %d tokens, generated %d, queued %.3f s, first token %s, %.1f tokens/s, %s",
-                     result.prompt_tokens, len(tokens), result.queue_s,
-                     "-" if first is None else f"{first:.3f} s", result.tokens_per_s, finish)
+            self._log(result, finish)
         put(error if error is not None else result)
 
     def _generate(self, job: Job, tokens: list[int], put: Any, start: float) -> tuple[str, float | None]:
