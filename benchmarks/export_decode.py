@@ -14,18 +14,14 @@ import json
 import os
 import statistics
 import subprocess
-import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
 
 import torch
 from record import save
-from sophia import prompt
+from sophia import generate_timing
 from sophia.export.stage import export_python
-
-PROMPTS = ["Give me a program that checks if a number is prime.", "Write a function that reverses a string.",
-           "def area(r):\n    return 3.14159 * r * r"]
 
 
 def litert(bundle: Path, graph: str, request: str, new_tokens: int, threads: int) -> dict:
@@ -37,26 +33,12 @@ def litert(bundle: Path, graph: str, request: str, new_tokens: int, threads: int
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@torch.no_grad()
 def pytorch(model_dir: Path, request: str, new_tokens: int) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    start = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    load_s = time.perf_counter() - start
-    ids = torch.tensor([tok(prompt.build_prompt(request)).input_ids])
-    mask = torch.ones_like(ids)
-    start = time.perf_counter()
-    model.generate(ids, attention_mask=mask, max_new_tokens=1, min_new_tokens=1, do_sample=False,
-                   pad_token_id=tok.eos_token_id)
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                         do_sample=False, pad_token_id=tok.eos_token_id)
-    total = time.perf_counter() - start
-    n = out.shape[1] - ids.shape[1]
-    return {"load_s": load_s, "first_token_s": first, "tokens_per_s": n / total, "new_tokens": n}
+    """A fresh load per run, as the TFLite runner's figures include its load."""
+    model, tok, load_s = generate_timing.load(model_dir)
+    t = generate_timing.time_generate(model, tok, request, new_tokens, exact=True)
+    return {"load_s": load_s, "first_token_s": t.first_token_s, "tokens_per_s": t.tokens_per_s(),
+            "new_tokens": t.new_tokens}
 
 
 def main() -> None:
@@ -70,7 +52,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     generation = json.loads((args.export / "bundle" / "generation.json").read_text())
     rows = {"litert_kv": [], "litert_kv_steps": [], "litert_window": [], "pytorch": []}
-    for request in PROMPTS:
+    for request in generate_timing.PROMPTS:
         rows["litert_kv"].append(litert(args.export / "bundle", "kv", request, args.new_tokens, args.threads))
         rows["litert_kv_steps"].append(litert(args.export / "bundle", "kv-steps", request, args.new_tokens,
                                               args.threads))

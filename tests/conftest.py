@@ -287,6 +287,21 @@ def kill_after_checkpoint(cmd: list[str], out: Path, step: int = 3, timeout: flo
     proc.wait()
 
 
+def assert_resumed_like_straight(resumed: Path, straight: Path, weights: str, mlflow_store: str) -> None:
+    """A killed-then-resumed training ends where an uninterrupted one ends: the same `weights` file
+    (CPU, fixed seeds: equal up to float summation order), and two FINISHED runs, since the resumed
+    attempt continued the killed attempt's run."""
+    import torch
+    from safetensors.torch import load_file
+
+    a, b = load_file(resumed / weights), load_file(straight / weights)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    runs = runs_of(mlflow_store)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+
+
 def config_error(mutate: Any, section: str | None = None) -> str:
     """The ConfigError message of the micro config after `mutate` (applied to one section or all)."""
     from sophia.config import validate

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import MICRO_FINETUNE, config_error, isolated_tracking, kill_after_checkpoint, runs_of
+from conftest import (
+    MICRO_FINETUNE,
+    assert_resumed_like_straight,
+    config_error,
+    isolated_tracking,
+    kill_after_checkpoint,
+)
 from sophia import references
 from sophia.distill import trainer as kd
 from sophia.distill.stage import run_stage
@@ -211,8 +217,6 @@ def test_control_trains_the_same_student_on_the_same_rows(token_run: Path, micro
 
 def test_resume_after_kill(micro_model: Path, micro_data: list[Path], mlflow_store: str, tmp_path: Path) -> None:
     """As for finetune: kill after the third checkpoint, rerun, end where an uninterrupted run ends."""
-    from safetensors.torch import load_file
-
     spec = distill_spec(save_steps=1, eval_steps=100)
     spec["phase"]["epochs"] = 4
     out = tmp_path / "killed"
@@ -224,11 +228,7 @@ def test_resume_after_kill(micro_model: Path, micro_data: list[Path], mlflow_sto
     resumed = run_stage(spec, micro_model, None, micro_model, alpaca(micro_data), out)
     straight = run_stage(spec, micro_model, None, micro_model, alpaca(micro_data), tmp_path / "straight")
     assert resumed["resumed"] and not straight["resumed"] and resumed["global_steps"] == straight["global_steps"] == 8
-    a, b = load_file(out / "model.safetensors"), load_file(tmp_path / "straight" / "model.safetensors")
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), k
-    runs = runs_of(mlflow_store)
-    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert_resumed_like_straight(out, tmp_path / "straight", "model.safetensors", mlflow_store)
 
 
 def test_report_compares_control_distilled_and_teacher(tmp_path: Path) -> None:

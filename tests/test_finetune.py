@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import MICRO_FINETUNE, MicroRun, config_error, kill_after_checkpoint, micro_config, runs_of
+from conftest import (
+    MICRO_FINETUNE,
+    MicroRun,
+    assert_resumed_like_straight,
+    config_error,
+    kill_after_checkpoint,
+    micro_config,
+)
 from sophia import lm
 from sophia.errors import ConfigError
 from sophia.finetune import curricula, lora
@@ -199,14 +206,7 @@ def test_resume_after_kill(micro_gptq: Path, micro_data: list[Path], mlflow_stor
     straight = run_stage(spec, micro_gptq, data, None, tmp_path / "straight")
     assert resumed["resumed"] and not straight["resumed"]
     assert resumed["global_steps"] == straight["global_steps"]
-    from safetensors.torch import load_file
-
-    a, b = load_file(out / "adapter_model.safetensors"), load_file(tmp_path / "straight" / "adapter_model.safetensors")
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), k
-    runs = runs_of(mlflow_store)
-    assert len(runs) == 2  # the resumed attempt continued the killed attempt's run
-    assert all(r.info.status == "FINISHED" for r in runs)
+    assert_resumed_like_straight(out, tmp_path / "straight", "adapter_model.safetensors", mlflow_store)
 
 
 def test_checkpoint_cut_off_mid_save_is_skipped(tmp_path: Path) -> None:

@@ -29,15 +29,8 @@ def imports(root: Path) -> dict[str, set[str]]:
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         found: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-            if isinstance(node, ast.Import):
-                found.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join([*parts, base] if base else parts)
-                for alias in node.names:
-                    found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base)
+            for base, names in provenance.imports_in(node, package):
+                found.update([f"{base}.{n}" if f"{base}.{n}" in files else base for n in names] or [base])
         graph[name] = {m for m in found if m in files and m != name}
     return graph
 

@@ -51,35 +51,28 @@ def run_job(spec: dict[str, Any], verifier_spec: dict[str, Any] | None, model_id
 
 
 def main() -> None:
-    import torch
-
-    from sophia.cli import load_spec, parser
+    from sophia.cli import add_variant, load_spec, parse, parser
 
     p: argparse.ArgumentParser = parser(
         "One model variant's job (rule evaluate): its LEVER verifier, then each benchmark into "
-        "<out>/<benchmark>/, the model loaded once.")
+        "<out>/<benchmark>/, the model loaded once.", threads=0)
     p.add_argument("--verifier-spec", help="the verifier stage's settings (inline JSON or a YAML file): "
                                            "train it into --verifier first")
     p.add_argument("--verifier", type=Path, help="the variant's verifier folder: written with --verifier-spec, "
                                                  "else read (LEVER)")
-    p.add_argument("--model-id", required=True, help="variant name: base, gptq or gptq+<curriculum>")
-    p.add_argument("--model", required=True, type=Path, help="base or GPTQ model directory")
-    p.add_argument("--adapter", type=Path, help="LoRA adapter directory applied on top of --model")
+    add_variant(p)
     p.add_argument("--benchmark", required=True, action="append", help="a benchmark of the spec; repeat for several")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--cache", type=Path, help="result cache root (verifier/ and evaluate/ under it): unchanged "
                                               "outputs are restored instead of computed (default: no cache)")
     p.add_argument("--forgetting-spec", help="the forgetting matrix's settings (sophia.forgetting): measure the "
                                              "held-out losses into --forgetting-out")
     p.add_argument("--forgetting-out", type=Path, help="the variant's forgetting folder (results/forgetting/<model>)")
     forgetting_stage.add_arguments(p, "forgetting-")
-    args = p.parse_args()
+    args = parse(p)
     if args.forgetting_spec and args.forgetting_out is None:
         p.error("--forgetting-spec needs --forgetting-out (the folder to write)")
     if args.verifier_spec and args.verifier is None:
         p.error("--verifier-spec needs --verifier (the folder to write)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     forgetting = None
     if args.forgetting_spec:
         steps, data = forgetting_stage.parse_pairs(args, "forgetting-")

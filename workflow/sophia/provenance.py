@@ -59,19 +59,27 @@ def _imported_from_source(module: str, is_package: bool, source: str, filename: 
     package = module if is_package else module.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(source, filename)):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parts, base] if base else parts)
+        for base, names in imports_in(node, package):
             found.add(base)
             # `from sophia.evaluate import scoring` imports the submodule scoring
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_NAME.fullmatch(node.value):
+            found.update(f"{base}.{name}" for name in names)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_NAME.fullmatch(node.value):
             found.add(node.value)  # `[python, "-m", "sophia.export.convert"]`: code run in another process
     return frozenset(m for m in found if m.split(".")[0] == "sophia")
+
+
+def imports_in(node: ast.AST, package: str) -> list[tuple[str, tuple[str, ...]]]:
+    """What an import statement imports: (module, names taken from it), relative imports resolved
+    against `package` (the package the file is in); [] for any other node."""
+    if isinstance(node, ast.Import):
+        return [(alias.name, ()) for alias in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    base = node.module or ""
+    if node.level:
+        parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+        base = ".".join([*parts, base] if base else parts)
+    return [(base, tuple(alias.name for alias in node.names))]
 
 
 def import_closure(entry: str) -> set[str]:

@@ -189,16 +189,14 @@ def log_summary(run: tracking.Run, s: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    from sophia.cli import load_spec, parser
+    from sophia.cli import load_spec, parse, parser
 
-    p: argparse.ArgumentParser = parser("Distil a student from a teacher, or train its SFT control (stage distill).")
+    p: argparse.ArgumentParser = parser("Distil a student from a teacher, or train its SFT control (stage distill).",
+                                        threads=0)
     p.add_argument("--teacher", required=True, help="teacher model directory or hub id")
     p.add_argument("--teacher-adapter", type=Path, help="LoRA adapter applied on top of the teacher")
     p.add_argument("--student", required=True, help="student model directory or hub id (the base model for scratch)")
     p.add_argument("--data", required=True, type=Path, help="data stage output of the phase's dataset")
     p.add_argument("--control", action="store_true", help="train the SFT control instead of distilling")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(p)
     run_stage(load_spec(args.spec), args.teacher, args.teacher_adapter, args.student, args.data, args.out, args.control)

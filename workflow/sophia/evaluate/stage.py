@@ -220,22 +220,17 @@ def evaluate_benchmark(espec: dict[str, Any], job: Loaded, benchmark: str, out: 
 
 
 def main() -> None:
-    from sophia.cli import load_spec, parser
+    from sophia.cli import add_variant, load_spec, parse, parser
 
     p: argparse.ArgumentParser = parser(
         "Evaluate one model variant on one or more benchmarks (stage evaluate): the model loads once, "
-        "each benchmark is written to <out>/<benchmark>/ with its own MLflow run.")
-    p.add_argument("--model-id", required=True, help="variant name: base, gptq or gptq+<curriculum>")
-    p.add_argument("--model", required=True, type=Path, help="base or GPTQ model directory")
-    p.add_argument("--adapter", type=Path, help="LoRA adapter directory applied on top of --model")
+        "each benchmark is written to <out>/<benchmark>/ with its own MLflow run.", threads=0)
+    add_variant(p)
     p.add_argument("--benchmark", required=True, action="append", choices=sorted(BENCHMARKS),
                    help="a benchmark configured in the spec; repeat for several")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--verifier", type=Path, help="the verifier stage's output, for LEVER (code benchmarks)")
     p.add_argument("--cache", type=Path, help="result cache directory: unchanged benchmarks are restored "
                                               "from it instead of computed (default: no cache)")
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(p)
     run_stage(load_spec(args.spec), args.model_id, args.model, args.adapter, args.benchmark, args.out,
               args.verifier, args.cache)

@@ -34,6 +34,7 @@ from sophia.config import check_export_precisions, validate_section
 from sophia.errors import ConfigError, ModelError, ParityError
 from sophia.export import decode, graphs
 from sophia.generate import STOP_STRINGS
+from sophia.parity_gates import argmax_agreement, greedy_equal, max_abs
 from sophia.provenance import git_commit, sha256_file
 from sophia.tracking import models as tracking_models
 
@@ -132,30 +133,18 @@ def export_graphs(model: Any, espec: dict[str, Any], onnx_dir: Path) -> dict[str
 
 def gate_failures(parity: dict[str, Any], gates: dict[str, Any]) -> list[str]:
     """Every check that misses its threshold, as 'which check: measured vs allowed'."""
-    failures = []
-    for graph, r in parity["onnx"].items():
-        if r["max_abs"] > gates["onnx"]["max_abs"]:
-            failures.append(f"onnx {graph}: max |logit diff| {r['max_abs']:.3g} > "
-                            f"export.parity.gates.onnx.max_abs={gates['onnx']['max_abs']}")
+    found = [max_abs(f"onnx {graph}", r["max_abs"], gates["onnx"]["max_abs"], "export.parity.gates.onnx")
+             for graph, r in parity["onnx"].items()]
     for key, r in parity["tflite"].items():
         precision = key.rsplit("_", 1)[1]
-        g = gates[precision]
-        where = f"export.parity.gates.{precision}"
+        g, name, where = gates[precision], f"{key}.tflite", f"export.parity.gates.{precision}"
         # logits: the graph alone; prefill_decode: the decode graph continuing a prefilled cache
-        for check, what in (("logits", ""), ("prefill_decode", " after prefill")):
-            if check not in r:
-                continue
-            if g["max_abs"] is not None and r[check]["max_abs"] > g["max_abs"]:
-                failures.append(f"{key}.tflite: max |logit diff|{what} {r[check]['max_abs']:.3g} > "
-                                f"{where}.max_abs={g['max_abs']}")
-            if r[check]["argmax_agreement"] < g["argmax_agreement"]:
-                failures.append(f"{key}.tflite: argmax agreement{what} {r[check]['argmax_agreement']:.3f} < "
-                                f"{where}.argmax_agreement={g['argmax_agreement']}")
-        if g["greedy_equal"] and not r["greedy_equal"]:
-            bad = [(i, m["first_difference"]) for i, m in enumerate(r["greedy"]) if not m["equal"]]
-            failures.append(f"{key}.tflite: greedy tokens differ from PyTorch generate "
-                            f"(prompt, first differing token): {bad} ({where}.greedy_equal=true)")
-    return failures
+        for part, what in (("logits", ""), ("prefill_decode", " after prefill")):
+            if part in r:
+                found += [max_abs(name, r[part]["max_abs"], g["max_abs"], where, what),
+                          argmax_agreement(name, r[part]["argmax_agreement"], g["argmax_agreement"], where, what)]
+        found.append(greedy_equal(name, r["greedy"], g["greedy_equal"], where))
+    return [f for f in found if f]
 
 
 def export_python(setting: str, key: str = "export.python") -> Path:
@@ -287,13 +276,11 @@ def parity_metrics(parity: dict[str, Any]) -> dict[str, float]:
 
 
 def main() -> None:
-    from sophia.cli import load_spec, parser
+    from sophia.cli import load_spec, parse, parser
 
-    p: argparse.ArgumentParser = parser("Export a float model to ONNX and TFLite with parity gates (stage export).")
+    p: argparse.ArgumentParser = parser("Export a float model to ONNX and TFLite with parity gates (stage export).",
+                                        threads=0)
     p.add_argument("--model-id", required=True)
     p.add_argument("--model", required=True, type=Path, help="float model directory (base or merged)")
-    p.add_argument("--threads", type=int, default=0)
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(p)
     run_stage(load_spec(args.spec), args.model_id, args.model, args.out)

@@ -172,16 +172,13 @@ Load it on top of the GPTQ model with `peft.PeftModel.from_pretrained(model, <th
 
 
 def main() -> None:
-    from sophia.cli import load_spec, parser
+    from sophia.cli import load_spec, parse, parser
 
-    p: argparse.ArgumentParser = parser("Train one curriculum step (stage finetune).")
+    p: argparse.ArgumentParser = parser("Train one curriculum step (stage finetune).", threads=0)
     p.add_argument("--model", required=True, type=Path, help="GPTQ model directory")
     p.add_argument("--data", required=True, type=Path, help="data stage output of the phase's dataset")
     p.add_argument("--prefix", type=Path, help="adapter of the prefix step, if any")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--variant", action="append", default=[],
                    help="model variant this step completes, e.g. gptq+tiny-alpaca (repeatable; MLflow model name)")
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(p)
     run_stage(load_spec(args.spec), args.model, args.data, args.prefix, args.out, args.variant)

@@ -22,6 +22,7 @@ from sophia.atomic import atomic_dir
 from sophia.config import validate_section
 from sophia.errors import ConfigError, DataError, ParityError
 from sophia.gguf import modelfile, parity, tools
+from sophia.parity_gates import argmax_agreement, greedy_equal, max_abs
 from sophia.provenance import sha256_file
 
 log = logging.getLogger(__name__)
@@ -54,15 +55,9 @@ def gate_failures(measured: dict[str, dict[str, Any]], gates: dict[str, Any]) ->
         if g is None:
             continue
         g = {"max_abs": None, "argmax_agreement": 0.0, "greedy_equal": False, "max_ppl_increase": None, **g}
-        if g["max_abs"] is not None and m["logits_max_abs"] > g["max_abs"]:
-            failures.append(f"{name}: max |logit diff| {m['logits_max_abs']:.3g} > {where}.max_abs={g['max_abs']}")
-        if m["argmax_agreement"] < g["argmax_agreement"]:
-            failures.append(f"{name}: argmax agreement {m['argmax_agreement']:.3f} < "
-                            f"{where}.argmax_agreement={g['argmax_agreement']}")
-        if g["greedy_equal"] and not m["greedy_equal"]:
-            bad = [(i, r["first_difference"]) for i, r in enumerate(m["greedy"]) if not r["equal"]]
-            failures.append(f"{name}: greedy tokens differ from PyTorch generate (prompt, first differing token): "
-                            f"{bad} ({where}.greedy_equal=true)")
+        failures += [f for f in (max_abs(name, m["logits_max_abs"], g["max_abs"], where),
+                                 argmax_agreement(name, m["argmax_agreement"], g["argmax_agreement"], where),
+                                 greedy_equal(name, m["greedy"], g["greedy_equal"], where)) if f]
         if g["max_ppl_increase"] is not None and m["ppl_increase"] > g["max_ppl_increase"]:
             failures.append(f"{name}: perplexity +{100 * m['ppl_increase']:.1f}% vs PyTorch > "
                             f"{where}.max_ppl_increase={g['max_ppl_increase']}")
@@ -152,16 +147,12 @@ def metrics(measured: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 
 def main() -> None:
-    import torch
-
-    from sophia.cli import load_spec, parser
+    from sophia.cli import load_spec, parse, parser
 
     p: argparse.ArgumentParser = parser("Convert a float model to GGUF with llama.cpp, quantize, check parity "
-                                        "(stage gguf).")
+                                        "(stage gguf).", threads=2)
     p.add_argument("--model-id", required=True)
     p.add_argument("--model", required=True, type=Path, help="float model directory (base or merged)")
     p.add_argument("--data", nargs="+", type=Path, required=True, help="data stage outputs (their eval splits)")
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(p)
     run_stage(load_spec(args.spec), args.model_id, args.model, args.data, args.out, args.threads)

@@ -165,13 +165,10 @@ def answers_markdown(answers: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    from sophia.cli import load_spec, parser
+    from sophia.cli import load_spec, parse, parser
 
-    p: argparse.ArgumentParser = parser("GPTQ-quantize the base model and measure it (stage quantize).")
+    p: argparse.ArgumentParser = parser("GPTQ-quantize the base model and measure it (stage quantize).", threads=0)
     p.add_argument("--base", required=True, type=Path, help="base model directory")
     p.add_argument("--data", required=True, type=Path, nargs="+", help="data stage output directories")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(p)
     run_stage(load_spec(args.spec), args.base, args.data, args.out)

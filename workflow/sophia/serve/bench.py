@@ -9,14 +9,11 @@ import asyncio
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 from sophia import prompt, tracking
-
-PROMPTS = ["Give me a program that checks if a number is prime.", "Write a function that reverses a string.",
-           "def area(r):\n    return 3.14159 * r * r"]
+from sophia.generate_timing import PROMPTS, load, time_generate
 
 
 def gguf_runs(path: Path, new_tokens: int, threads: int | None) -> dict[str, Any]:
@@ -39,29 +36,11 @@ def gguf_runs(path: Path, new_tokens: int, threads: int | None) -> dict[str, Any
 
 
 def pytorch_runs(model_dir: Path, new_tokens: int) -> dict[str, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    start = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    load_s = time.perf_counter() - start
-    rows = []
-    with torch.no_grad():
-        for request in PROMPTS:
-            ids = torch.tensor([tok(prompt.build_prompt(request)).input_ids])
-            kwargs = {"attention_mask": torch.ones_like(ids), "do_sample": False, "pad_token_id": tok.eos_token_id}
-            start = time.perf_counter()
-            model.generate(ids, max_new_tokens=1, **kwargs)
-            first = time.perf_counter() - start
-            start = time.perf_counter()
-            out = model.generate(ids, max_new_tokens=new_tokens, **kwargs)
-            total = time.perf_counter() - start
-            n = out.shape[1] - ids.shape[1]
-            # the same definition as the engine's: tokens after the first over the time after it
-            rows.append({"first_token_s": first, "tokens_per_s": (n - 1) / max(total - first, 1e-9) if n > 1 else 0.0,
-                         "new_tokens": n})
-    return {"load_s": load_s, "runs": rows}
+    model, tok, load_s = load(model_dir)
+    timed = [time_generate(model, tok, request, new_tokens) for request in PROMPTS]
+    # tokens/s as the engine counts them: the tokens after the first over the time after it
+    return {"load_s": load_s, "runs": [{"first_token_s": t.first_token_s, "new_tokens": t.new_tokens,
+                                        "tokens_per_s": t.tokens_per_s(after_first=True)} for t in timed]}
 
 
 def run(gguf_dir: Path, float_model: Path, new_tokens: int, threads: int | None, out: Path) -> dict[str, Any]:

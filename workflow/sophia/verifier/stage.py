@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from sophia import lm, tracking
 from sophia.atomic import atomic_dir
 from sophia.config import validate_section
@@ -204,16 +202,11 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
 
 
 def main() -> None:
-    from sophia.cli import load_spec, parser
+    from sophia.cli import add_variant, load_spec, parse, parser
 
-    p: argparse.ArgumentParser = parser("Train the LEVER verifier of one model variant (stage verifier).")
-    p.add_argument("--model-id", required=True, help="variant name: base, gptq or gptq+<curriculum>")
-    p.add_argument("--model", required=True, type=Path, help="base or GPTQ model directory")
-    p.add_argument("--adapter", type=Path, help="LoRA adapter directory applied on top of --model")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p: argparse.ArgumentParser = parser("Train the LEVER verifier of one model variant (stage verifier).", threads=0)
+    add_variant(p)
     p.add_argument("--cache", type=Path, help="result cache directory: an unchanged verifier is restored "
                                               "from it instead of trained (default: no cache)")
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(p)
     run_stage(load_spec(args.spec), args.model_id, args.model, args.adapter, args.out, args.cache)
