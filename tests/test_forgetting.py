@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scratch_model
 import torch
 from sophia import lm
 from sophia.forgetting import losses, plan
@@ -44,18 +45,7 @@ def test_plan_measures_every_step_once_and_names_the_previous_one() -> None:
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer model with its own tokenizer, saved like the base model stage saves one."""
-    from sophia.base_model.scratch import build_model
-    from sophia.base_model.tokenizer import train_tokenizer
-
-    texts = [f"def f{i}(x):\n    return x * {i}\n" for i in range(200)] + ["Instruct: add two numbers\nOutput: a + b"]
-    tok = train_tokenizer(texts, 300, 128)
-    model = build_model(tok, {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                              "num_attention_heads": 4, "max_position_embeddings": 128}, 0)
-    out = tmp_path_factory.mktemp("scratch")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return scratch_model.build(tmp_path_factory.mktemp("scratch"))
 
 
 def _rows(n: int, long: bool = False) -> list[dict[str, Any]]:

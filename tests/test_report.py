@@ -1,4 +1,4 @@
-"""Report stage: the table, CSV and plot from known scores files."""
+"""Report stage: the table, CSV and plot from known scores files, on a scratch model folder (sizes)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import scratch_model
 from sophia.errors import DataError
-from sophia.evaluate import protocol
+from sophia.evaluate import protocol, results
 from sophia.evaluate.benchmarks import BENCHMARKS
 from sophia.evaluate.scoring import combine, summarize
+from sophia.report import compare, table
 from sophia.report import stage as report_stage
-from sophia.report import table
 from sophia.report.stage import run_stage
 
 # model -> benchmark -> per-item 0/1 values (deterministic, so every number below is known)
@@ -24,6 +25,11 @@ KNOWN = {
              "mbpp": [0, 0, 0, 0]},
     "gptq": {"bbh": [1, 1, 0, 0], "piqa": [1, 1, 1, 0], "humaneval": [1, 1]},
 }
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return scratch_model.build(tmp_path_factory.mktemp("base"))
 
 
 def write_scores(root: Path) -> list[Path]:
@@ -36,6 +42,7 @@ def write_scores(root: Path) -> list[Path]:
             metrics = {metric: summarize(values, 0.9)}
             if BENCHMARKS[bench].code:
                 metrics["pass@10"] = summarize([1.0] * len(values), 0.9)
+                metrics["pass@1_sampled"] = summarize([0.1] * len(values), 0.9)
                 metrics["codet_pass@1"] = summarize([0.5, 1.0] * (len(values) // 2), 0.9)
                 metrics["lever_pass@1"] = summarize([0.25] * len(values), 0.9)
             cut = {"requests": len(values), "truncated": 1 if bench == "bbh" else 0, "allowed": 0.0,
@@ -82,7 +89,7 @@ def test_protocol_fields_that_differ_are_shown_per_model() -> None:
     assert '<a id="math"></a>' in md and '<a id="gsm8k"></a>' in md
 
 
-def test_table_csv_and_plot(micro_model: Path, tmp_path: Path, mlflow_store: str,
+def test_table_csv_and_plot(base_dir: Path, tmp_path: Path, mlflow_store: str,
                             monkeypatch: pytest.MonkeyPatch) -> None:
     dirs = write_scores(tmp_path / "eval")
     reference = [{"name": "Phi-2", "model": "base", "source": "paper",
@@ -95,7 +102,7 @@ def test_table_csv_and_plot(micro_model: Path, tmp_path: Path, mlflow_store: str
     drawn: dict[str, Any] = {}
     real = report_stage.grouped_bars
     monkeypatch.setattr(report_stage, "grouped_bars", lambda *a, **kw: drawn.update(kw) or real(*a, **kw))
-    run_stage(spec, dirs, micro_model, None, {}, out)
+    run_stage(spec, dirs, base_dir, None, {}, out)
     assert drawn["notes"]["gptq"] == [None, "1/5", None, "1/2"] and drawn["notes"]["base"] == [None] * 4
     md = (out / "table.md").read_text()
     lines = md.splitlines()
@@ -107,9 +114,11 @@ def test_table_csv_and_plot(micro_model: Path, tmp_path: Path, mlflow_store: str
     assert "| Phi-2 (published) | 59.2 | 68.8 | 61.1 | 53.7 | — | — | — |" in md
     assert "| GPTQ (study) (published) | 50.8 | — | — | 21.4 | — | 1840 | — |" in md
     assert "- GPTQ (study) (gptq): BBH 259 items" in md
-    # measured against published, per matched variant: base BBH 25.0 vs 59.2
-    assert "| base | Phi-2 | 25.0 / 59.2 (Δ -34.2) |" in md
-    assert "| gptq | GPTQ (study) | 50.0 / 50.8 (Δ -0.8) | — | — | 100.0 (1/2) / 21.4 (Δ +78.6) |" in md
+    # measured against published, per matched variant, each Δ with what differs: base BBH 25.0 vs 59.2,
+    # with a quarter of our BBH prompts cut
+    assert "| base | Phi-2 | 25.0 / 59.2 (Δ -34.2) ⚑ ours: bbh 25 % prompts cut | 50.0 / 68.8 (Δ -18.8) |" in md
+    assert ("| gptq | GPTQ (study) | 50.0 / 50.8 (Δ -0.8) ⚑ ours: bbh 25 % prompts cut | — | — | "
+            "100.0 / 21.4 (Δ +78.6) ⚑ ours: 1/2 benchmarks |") in md
     # truncated share per model (1 of the 4 BBH requests of 32 base requests) and per benchmark
     assert base_row.split(" | ")[5] == f"{100 / 32:.1f} %" and "; cut 25.0 %" in md
     assert "[BBH](protocol.md#bbh)" in md and "[Coding](protocol.md#coding)" in md
@@ -126,20 +135,88 @@ def test_table_csv_and_plot(micro_model: Path, tmp_path: Path, mlflow_store: str
     assert float(rows["gptq"]["humaneval_codet_pass@1"]) == 0.75 and rows["gptq"]["humaneval_codet_pass@1_ci_low"]
     assert float(rows["base"]["mbpp_lever_pass@1"]) == 0.25
     per_bench = [line for line in lines if line.startswith("| gptq |")][-1]
-    assert "; CodeT 75.0 [" in per_bench and "; LEVER 25.0 [" in per_bench
+    assert "; pass@1 sampled 10.0 [" in per_bench and "; CodeT 75.0 [" in per_bench and "; LEVER 25.0 [" in per_bench
+    assert float(rows["gptq"]["humaneval_pass@1_sampled"]) == pytest.approx(0.1)
     assert int(rows["base"]["parameters"]) > 0 and rows["gptq"]["parameters"] == ""
     png = (out / "benchmarks.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert json.loads((out / "mlflow_run.json").read_text())["run_id"]
 
 
-def test_missing_or_broken_scores_are_named(micro_model: Path, tmp_path: Path, mlflow_store: str) -> None:
+def test_missing_or_broken_scores_are_named(base_dir: Path, tmp_path: Path, mlflow_store: str) -> None:
     dirs = write_scores(tmp_path / "eval")
     spec: dict[str, Any] = {"confidence": 0.9, "models": ["base"], "reference": None}
     (dirs[0] / "scores.json").unlink()
     with pytest.raises(DataError, match=f"{dirs[0] / 'scores.json'}: missing"):
-        run_stage(spec, dirs, micro_model, None, {}, tmp_path / "report")
+        run_stage(spec, dirs, base_dir, None, {}, tmp_path / "report")
     (dirs[0] / "scores.json").write_text("{not json")
     with pytest.raises(DataError, match="not an evaluate scores file"):
-        run_stage(spec, dirs, micro_model, None, {}, tmp_path / "report")
+        run_stage(spec, dirs, base_dir, None, {}, tmp_path / "report")
     assert not (tmp_path / "report").exists()
+
+
+def _row(model: str, per_bench: dict[str, list[float]], cards: dict[str, dict[str, Any]] | None = None,
+         params: int | None = None) -> dict[str, Any]:
+    scores = {b: {"score": summarize(v, 0.9), "metrics": {BENCHMARKS[b].metric: summarize(v, 0.9)},
+                  "protocol": {"items_scored": len(v), **(cards or {}).get(b, {})}} for b, v in per_bench.items()}
+    return table.build_rows({model: scores}, [model], {model: {"parameters": params}}, 0.9)[0]
+
+
+def test_a_humaneval_reference_is_compared_with_humaneval_alone_with_its_own_interval() -> None:
+    row = _row("base", {"humaneval": [1, 0, 0, 0], "mbpp": [1, 1, 1, 1]},
+               {"humaneval": {"cpu_caps": ["limit=4 items per task"]}})
+    assert row["groups"]["coding"]["value"] == pytest.approx(0.625)  # the HumanEval/MBPP mean
+    ref = {"name": "study", "model": "base", "scores": {"humaneval": 32.66}, "items": {"humaneval": 20},
+           "differs": {"humaneval": "20-task subset"}}
+    lines = compare.comparison([row], [ref], 0.9, "protocol.md")
+    assert "[humaneval](protocol.md#humaneval)" in lines[-3] and "coding" not in lines[-3]
+    cell = lines[-1].split(" | ")[2]
+    low, high = compare.published_interval(ref, "humaneval", 0.9)
+    assert high - low == pytest.approx(32.7, abs=1.5)  # 20 tasks: about ±16 points at 90 %
+    assert cell.startswith(f"25.0 / 32.7 [{low:.1f}, {high:.1f}] (Δ -7.7) ⚑ 20-task subset; 20 vs our 4 items; "
+                           "ours: humaneval limit=4 items per task")
+    md = table.markdown([row], [ref], 0.9)
+    assert f"| study (published) | {32.66:.1f} [{low:.1f}, {high:.1f}] |" in md  # per-benchmark table
+
+
+def test_bbh_with_a_short_subtask_budget_is_flagged_in_its_cell() -> None:
+    tasks = [f"bbh_cot_fewshot_t{i}" for i in range(27)]
+    row = _row("base", {"bbh": [1, 0]}, {"bbh": {"tasks": tasks, "short_budget_subtasks": {"geometric_shapes": 24}}})
+    assert table.flags(row, "bbh") == ["geometric_shapes at 24 tokens: BBH 26/27 in effect"]
+    line = next(x for x in table.markdown([row], [], 0.9).splitlines() if x.startswith("| base |"))
+    assert "⚑ geometric_shapes at 24 tokens: BBH 26/27 in effect" in line
+    assert protocol.short_budgets({"subtask_max_gen_toks": {"geometric_shapes": 24, "salient": 256}}) == {
+        "geometric_shapes": 24}
+    card_tasks = "27 tasks: a … z"  # the card's short form when there are many
+    row["protocol"]["bbh"]["tasks"] = card_tasks
+    assert table.flags(row, "bbh") == ["geometric_shapes at 24 tokens: BBH 26/27 in effect"]
+
+
+def test_bbh_is_the_macro_mean_of_its_subtasks_and_every_group_says_which_mean() -> None:
+    rows = [{"doc_id": i, "filter": "get-answer", "exact_match": 1.0} for i in range(4)]
+    samples = {"bbh_cot_fewshot_a": rows, "bbh_cot_fewshot_b": [{"doc_id": 0, "filter": "get-answer",
+                                                                  "exact_match": 0.0}]}
+    m = results.score(BENCHMARKS["bbh"], {}, samples, 0.9, None, 1)["metrics"]
+    assert m["exact_match"]["value"] == 0.5 and m["exact_match"]["n"] == 5 and m["exact_match"]["tasks"] == 2
+    assert m["exact_match_micro"]["value"] == 0.8
+    md = protocol.markdown({b: {"base": {"aggregate": "x"}} for b in ("bbh", "piqa", "gsm8k", "humaneval")})
+    for group in ("bbh", "commonsense", "math", "coding"):
+        assert f"**Group {group}**: {protocol.AGGREGATION[group]}." in md
+    assert md.count("**Group ") == 4 and "macro" in protocol.AGGREGATION["bbh"]
+
+
+def test_the_default_table_says_in_one_bold_line_what_it_can_and_cannot_show() -> None:
+    zero = {"humaneval": [0, 0], "mbpp": [0, 0], "gsm8k": [0, 0], "piqa": [1, 0]}
+    rows = [_row("base", zero, params=4_200_000), _row("gptq", zero)]
+    steps = [{"dataset": "tiny/codegen", "vs_previous": {"ci_low": -0.2, "ci_high": -0.1}},
+             {"dataset": "tiny/codegen/Ruby", "vs_previous": {"ci_low": -0.2, "ci_high": -0.1}},
+             {"dataset": "tiny/summary", "vs_previous": {"ci_low": -0.1, "ci_high": 0.1}}]
+    md = table.markdown(rows, [], 0.9, forgetting=steps)
+    bold = [x for x in md.splitlines() if x.startswith("**What this table")]
+    assert len(bold) == 1 and bold[0].endswith(".**")
+    assert "4.20 M-parameter base model" in bold[0] and "0 on Math, Coding:" in bold[0]
+    assert "Commonsense" not in bold[0] and "(1 of 2 paired differences" in bold[0]
+    rows[1] = _row("gptq", {**zero, "gsm8k": [1, 0]})
+    assert "0 on Coding:" in table.markdown(rows, [], 0.9)
+    rows[1] = _row("gptq", {**zero, "gsm8k": [1, 0], "humaneval": [1, 0]})
+    assert "What this table" not in table.markdown(rows, [], 0.9)

@@ -184,6 +184,11 @@ def check_report(spec: Mapping[str, Any], curricula: Mapping[str, Any]) -> None:
     for i, row in enumerate(spec["reference"] or []):
         if row.get("model") is not None and row["model"] not in known:
             raise ConfigError(f"report.reference[{i}].model: '{row['model']}' unknown (variants: {', '.join(known)})")
+        for field in ("items", "differs"):
+            stray = sorted(set(row.get(field) or {}) - set(row["scores"]))
+            if stray:
+                raise ConfigError(f"report.reference[{i}].{field}: {', '.join(stray)} not among its scores "
+                                  f"({', '.join(row['scores'])})")
 
 
 def check_export(spec: Mapping[str, Any], curricula: Mapping[str, Any]) -> None:

@@ -28,6 +28,28 @@ def cpu_caps(name: str, bspec: Mapping[str, Any]) -> list[str]:
     return caps
 
 
+def short_budgets(bspec: Mapping[str, Any]) -> dict[str, int]:
+    """BBH subtasks whose own generation budget is below MIN_FULL_GEN_TOKS: their chain of thought
+    cannot reach its answer (geometric_shapes at 24 tokens scores as wrong), so the benchmark is, in
+    effect, the other subtasks; the table flags the cell."""
+    return {t: n for t, n in sorted((bspec.get("subtask_max_gen_toks") or {}).items()) if n < MIN_FULL_GEN_TOKS}
+
+
+# How a benchmark's items become its score, and a group's benchmarks the group's score. Chosen per
+# group: BBH as Suzgun et al. report it (the mean of its subtasks' accuracies, so a large subtask does
+# not outweigh a small one), the other benchmarks over their items, commonsense and coding as the
+# paper averages them (each benchmark counts once, whatever its size).
+MACRO = frozenset({"bbh"})  # benchmarks scored as the mean of their tasks' means
+AGGREGATION = {
+    "bbh": "macro: the mean of the subtasks' accuracies (as Suzgun et al. report BBH); the micro mean over "
+           "items is kept as exact_match_micro",
+    "commonsense": "macro: the unweighted mean of PIQA, WinoGrande, ARC-e, ARC-c and SIQA (each a micro mean "
+                   "over its items), as the paper averages the group",
+    "math": "micro: the mean over GSM8k's items",
+    "coding": "macro: the unweighted mean of HumanEval and MBPP pass@1 (each a micro mean over its problems)",
+}
+
+
 def _distinct(values: Sequence[Any]) -> Any:
     """One value when all tasks agree (the usual case), else the sorted distinct values."""
     out: list[Any] = []
@@ -64,6 +86,8 @@ def card(bench: Benchmark, bspec: Mapping[str, Any], res: Mapping[str, Any], n_i
         "truncated_share": truncation.get("share"),
         "truncated_allowed": max_share,
         "cpu_caps": cpu_caps(bench.name, bspec) or None,
+        "short_budget_subtasks": short_budgets(bspec) or None,
+        "aggregate": "macro over subtasks" if bench.name in MACRO else "micro over items",
     }
 
 
@@ -73,7 +97,8 @@ def params(card_: Mapping[str, Any]) -> dict[str, str]:
 
 
 FIELDS = ("tasks", "lm_eval_version", "dataset", "split", "items_scored", "limit", "shots", "max_gen_toks",
-          "stop", "score", "execution_limits", "context_tokens", "truncated_share", "truncated_allowed", "cpu_caps")
+          "stop", "score", "aggregate", "execution_limits", "context_tokens", "truncated_share", "truncated_allowed",
+          "cpu_caps", "short_budget_subtasks")
 
 
 def _fmt(field: str, v: Any) -> str:
@@ -81,6 +106,8 @@ def _fmt(field: str, v: Any) -> str:
         return "—"
     if field in ("truncated_share", "truncated_allowed"):
         return f"{100 * v:.1f} %"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {x}" for k, x in v.items())
     if isinstance(v, list) and field == "stop":
         return " ".join(f"`{s!r}`" for s in v)
     if isinstance(v, list):
@@ -98,8 +125,10 @@ def markdown(cards: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
     for name in (b for b in BENCHMARKS if b in cards):
         per_model = cards[name]
         group = BENCHMARKS[name].group
-        if group not in anchored and group != name:  # the table's group links land on the first member
-            lines.append(f'<a id="{group}"></a>')
+        if group not in anchored:  # the table's group links land on the first member
+            if group != name:
+                lines.append(f'<a id="{group}"></a>')
+            lines += ["", f"**Group {group}**: {AGGREGATION[group]}.", ""]
         anchored.add(group)
         lines += [f'<a id="{name}"></a>', "", f"## {name} ({group})", "",
                   "| field | value |", "|---|---|"]

@@ -20,7 +20,8 @@ from sophia import tracking
 from sophia.errors import EvalError
 from sophia.evaluate import code, sandbox
 from sophia.evaluate.benchmarks import Benchmark
-from sophia.evaluate.scoring import pass_at_k, summarize
+from sophia.evaluate.protocol import MACRO
+from sophia.evaluate.scoring import combine, pass_at_k, summarize
 from sophia.tracking import data as tracking_data
 
 SCORES = "scores.json"
@@ -106,7 +107,12 @@ def score(bench: Benchmark, bspec: dict[str, Any], samples: dict[str, list[dict[
           box: sandbox.Sandbox | None, workers: int) -> dict[str, Any]:
     """Metrics with uncertainty from lm-eval's per-sample log; code benchmarks run their programs."""
     if not bench.code:
-        metrics = {bench.metric: summarize(item_scores(bench, samples), confidence)}
+        items = item_scores(bench, samples)
+        metrics = {bench.metric: summarize(items, confidence)}
+        if bench.name in MACRO:  # the mean of the tasks' means; the pooled mean kept beside it
+            per_task = [summarize(item_scores(bench, {t: rows}), confidence) for t, rows in sorted(samples.items())]
+            metrics[f"{bench.metric}_micro"] = metrics[bench.metric]
+            metrics[bench.metric] = {**combine(per_task, confidence), "n": len(items), "tasks": len(per_task)}
         for key, values in other_metrics(samples, (bench.metric, bench.filter)).items():
             metrics[key] = summarize(values, confidence)
         return {"metrics": metrics}

@@ -122,7 +122,8 @@ def run_stage(spec: dict[str, Any], eval_dirs: Sequence[Path], base: Path, gptq:
     cards = protocol_cards(scores, models)
     entries, forgetting_md = forgetting_matrix(spec, forgetting)
     with atomic_dir(out) as tmp:
-        md = table.markdown(rows, refs, confidence, allowed) + distill.comparison(rows, students) + forgetting_md
+        md = (table.markdown(rows, refs, confidence, allowed, entries) + distill.comparison(rows, students)
+              + forgetting_md)
         if entries:
             fg.write_csv(entries, tmp / "forgetting.csv")
             fg.heatmap(entries, tmp / "forgetting.png", confidence)

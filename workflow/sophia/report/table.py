@@ -12,10 +12,12 @@ from typing import Any
 from sophia.errors import DataError
 from sophia.evaluate.benchmarks import BENCHMARKS, GROUPS
 from sophia.evaluate.scoring import combine
+from sophia.report import compare
 
 GROUP_TITLES = {"bbh": "BBH", "commonsense": "Commonsense", "math": "Math", "coding": "Coding"}
-# Code benchmarks' reranked top-1 scores (evaluate.rerank), shown after pass@10.
-RERANKED = {"codet_pass@1": "CodeT", "lever_pass@1": "LEVER"}
+# Code benchmarks' reranked top-1 scores (evaluate.rerank), shown after pass@10 beside their fair
+# baseline: the expected pass@1 of one random sample from the same n samples they rerank (not greedy).
+RERANKED = {"pass@1_sampled": "pass@1 sampled", "codet_pass@1": "CodeT", "lever_pass@1": "LEVER"}
 
 
 def read_scores(eval_dirs: Sequence[Path]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -67,6 +69,7 @@ def build_rows(scores: Mapping[str, Mapping[str, dict[str, Any]]], models: Seque
         requests = sum(t["requests"] for t in cut.values())
         rows.append({"model": model, "groups": group_scores(per_bench, confidence),
                      "benchmarks": {b: s["metrics"] for b, s in per_bench.items()},
+                     "protocol": {b: s["protocol"] for b, s in per_bench.items() if s.get("protocol")},
                      "truncation": cut,
                      "truncated_share": sum(t["truncated"] for t in cut.values()) / requests if requests else None,
                      **sizes.get(model, {})})
@@ -86,6 +89,25 @@ def _cell(s: Mapping[str, Any] | None) -> str:
     if partial(s):
         text += f" ({partial(s)})"
     return text
+
+
+def flags(row: Mapping[str, Any], group: str) -> list[str]:
+    """What a group cell holds beyond its name: BBH subtasks whose budget is too short for their chain
+    of thought (the benchmark is then, in effect, the others)."""
+    out = []
+    for b in [b for b, bench in BENCHMARKS.items() if bench.group == group]:
+        card = row.get("protocol", {}).get(b) or {}
+        short = card.get("short_budget_subtasks") or {}
+        if short:
+            total = len(card["tasks"]) if isinstance(card.get("tasks"), list) else int(str(card["tasks"]).split()[0])
+            out.append(", ".join(f"{t} at {n} tokens" for t, n in short.items())
+                       + f": {b.upper()} {total - len(short)}/{total} in effect")
+    return out
+
+
+def _group_cell(row: Mapping[str, Any], group: str) -> str:
+    found = flags(row, group)
+    return _cell(row["groups"].get(group)) + (" ⚑ " + "; ".join(found) if found else "")
 
 
 def _share(x: float | None) -> str:
@@ -109,64 +131,68 @@ def _link(group: str) -> str:
     return f"[{GROUP_TITLES[group]}]({PROTOCOL}#{group})"
 
 
-def _ref_value(ref: Mapping[str, Any], key: str) -> str:
-    return f"{ref['scores'][key]:.1f}" if key in ref["scores"] else "—"
+def _ref_value(ref: Mapping[str, Any], key: str, confidence: float | None = None) -> str:
+    if key not in ref["scores"]:
+        return "—"
+    span = compare.published_interval(ref, key, confidence) if confidence else None
+    return f"{ref['scores'][key]:.1f}" + (f" [{span[0]:.1f}, {span[1]:.1f}]" if span else "")
 
 
-def comparison(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Measured against published for every reference row matched to a variant: points, Δ = measured - published."""
-    by_model = {r["model"]: r for r in rows}
-    matched = [ref for ref in references if ref.get("model") in by_model]
-    if not matched:
-        return []
-    lines = ["", "Measured against published (percent; Δ = measured - published, in points):", "",
-             "| variant | published row | " + " | ".join(_link(g) for g in GROUPS) + " |",
-             "|---|---|" + "---|" * len(GROUPS)]
-    for ref in matched:
-        groups = by_model[ref["model"]]["groups"]
-        cells = []
-        for g in GROUPS:
-            mine, theirs = groups.get(g, {}).get("value"), ref["scores"].get(g)
-            if theirs is None:
-                cells.append("—")
-            elif mine is None:
-                cells.append(f"— / {theirs:.1f}")
-            else:
-                mark = f" ({partial(groups[g])})" if partial(groups[g]) else ""
-                cells.append(f"{100 * mine:.1f}{mark} / {theirs:.1f} (Δ {100 * mine - theirs:+.1f})")
-        lines.append(f"| {ref['model']} | {ref['name']} | " + " | ".join(cells) + " |")
-    return lines
+def capability(rows: Sequence[dict[str, Any]], forgetting: Sequence[Mapping[str, Any]] = ()) -> str | None:
+    """One bold line when some groups score zero for every variant: those columns measure the model's
+    size, not the variants; what the run can tell apart is said with it."""
+    zero = [g for g in GROUPS if any(g in r["groups"] for r in rows)
+            and all(r["groups"][g]["value"] == 0 for r in rows if g in r["groups"])]
+    if not zero:
+        return None
+    base = next((r for r in rows if r["model"] == "base"), rows[0])
+    size = f"{_params(base.get('parameters'))}-parameter " if base.get("parameters") else ""
+    names = ", ".join(GROUP_TITLES[g] for g in zero)
+    text = (f"**What this table can and cannot show: the {size}{base['model']} model and every variant of it score "
+            f"0 on {names}: they solve none of these problems, so these columns cannot tell the variants apart; "
+            "read them as the protocol running, not as a finding")
+    steps = [e["vs_previous"] for e in forgetting if e.get("vs_previous") and e["dataset"].count("/") == 1]
+    if steps:
+        shown = sum(1 for d in steps if d["ci_low"] > 0 or d["ci_high"] < 0)
+        text += (f"; what each curriculum step changed shows in the held-out losses below ({shown} of {len(steps)} "
+                 "paired differences against the previous step exclude 0)")
+    return text + ".**"
 
 
 def markdown(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, Any]], confidence: float,
-             allowed_truncation: float = 0.0) -> str:
+             allowed_truncation: float = 0.0, forgetting: Sequence[Mapping[str, Any]] = ()) -> str:
     level = round(100 * confidence)
     head = ["model", *(_link(g) for g in GROUPS), "truncated", "size (MB)", "parameters"]
     lines = [f"Scores in percent with {level} % confidence intervals; groups as in the paper's Table 2 "
              "(commonsense: PIQA, WinoGrande, ARC-e, ARC-c, SIQA; coding: HumanEval and MBPP pass@1; "
              "(k/n) marks a group with only k of its n benchmarks measured). Each group links to the "
              f"protocol cards of its benchmarks ({PROTOCOL}). *truncated*: share of requests whose prompt "
-             "was cut to fit the model's context.", "",
+             "was cut to fit the model's context; ⚑ names what a cell holds beyond its name. Micro or macro mean "
+             f"per group: the group's protocol card.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    line = capability(rows, forgetting)
+    if line:
+        lines[1:1] = ["", line]
     if allowed_truncation > 0:
         lines.insert(1, f"\n**Truncated prompts allowed up to {100 * allowed_truncation:.1f} % per benchmark "
                         "(evaluate.max_truncated_share): numbers below are not comparable with published ones.**")
     for r in rows:
-        cells = [r["model"], *(_cell(r["groups"].get(g)) for g in GROUPS), _share(r.get("truncated_share")),
+        cells = [r["model"], *(_group_cell(r, g) for g in GROUPS), _share(r.get("truncated_share")),
                  _mb(r.get("size_bytes")), _params(r.get("parameters"))]
         lines.append("| " + " | ".join(cells) + " |")
     for ref in references:
         size = f"{ref['size_gb'] * 1000:.0f}" if ref.get("size_gb") else "—"
-        cells = [f"{ref['name']} (published)", *(_ref_value(ref, g) for g in GROUPS), "—", size, "—"]
+        cells = [f"{ref['name']} (published)", *(_ref_value(ref, g, confidence) for g in GROUPS), "—", size, "—"]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {ref['name']}" + (f" ({ref['model']})" if ref.get("model") else "") + ": "
              + "; ".join(x for x in (ref.get("source"), ref.get("protocol")) if x) for ref in references
              if ref.get("source") or ref.get("protocol")]
     if notes:
         lines += ["", "Published rows:", "", *notes]
-    lines += comparison(rows, references)
+    lines += compare.comparison(rows, references, confidence, PROTOCOL)
     benches = [b for b in BENCHMARKS if any(b in r["benchmarks"] for r in rows)]
     lines += ["", "Per benchmark (primary metric; code: pass@1 greedy, pass@10 from sampled completions, "
+              "pass@1 sampled: expected pass@1 of one random sample, the baseline CodeT and LEVER rerank from; "
               "CodeT and LEVER: expected pass@1 of the reranked samples; after `cut`: share of truncated "
               "prompts):", "",
               "| model | " + " | ".join(f"[{b}]({PROTOCOL}#{b})" for b in benches) + " |",
@@ -188,7 +214,8 @@ def markdown(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, A
         lines.append("| " + " | ".join(cells) + " |")
     for ref in references:
         if any(b in ref["scores"] for b in benches):
-            lines.append(f"| {ref['name']} (published) | " + " | ".join(_ref_value(ref, b) for b in benches) + " |")
+            lines.append(f"| {ref['name']} (published) | "
+                         + " | ".join(_ref_value(ref, b, confidence) for b in benches) + " |")
     return "\n".join(lines) + "\n"
 
 
