@@ -1,11 +1,10 @@
 """Benchmark: the floor under `make test`'s time on this machine.
 
-Three parts of the suite are there because other issues ask for them, and cost the same whatever
-the rest of the suite does:
+Three parts of the suite cost the same whatever the rest of the suite does:
 - micro_dag: the session fixture, the whole workflow on the micro config (tests/conftest.py);
 - real_width: one Phi-2-wide layer through GPTQ, a LoRA step, merge and the TFLite export
-  (tests/test_real_width.py `build`; issue #21 counts it against the suite's budget);
-- slurm: tests/test_slurm.py, the workflow through a real one-node SLURM cluster (issue #23).
+  (tests/test_real_width.py `build`);
+- slurm: tests/test_slurm.py, the workflow through a real one-node SLURM cluster.
 
 This runs each alone, one after the other, then the whole suite as `make test` runs it (set-up
 and lint excluded), and records each one's wall time and the machine's busy core-seconds
@@ -44,7 +43,7 @@ TESTS = ROOT / "tests"
 PARTS = ("micro_dag", "real_width", "slurm", "suite")
 FIXED = ("micro_dag", "real_width", "slurm")
 CORES = 2
-BUDGET_S = 300  # the issue's five minutes of test time
+BUDGET_S = 300  # the target: `make test` in five minutes
 
 
 def busy_seconds(stat: str) -> float:

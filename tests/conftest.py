@@ -466,7 +466,7 @@ def submit_to_stub(cmd: list[str], env: dict[str, str], record: Path, timeout: f
     return (record / "args").read_text().rstrip("\0").split("\0")
 
 
-# --- The micro study run once through the real Snakemake DAG (issue 22) -----------------------------
+# --- The micro study run once through the real Snakemake DAG ----------------------------------------
 VENV_BIN = Path(sys.executable).parent
 
 

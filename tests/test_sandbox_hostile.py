@@ -1,4 +1,5 @@
-"""Issue #16's attacks, as root and as an unprivileged user: none may read, reach or exhaust the host.
+"""Attacks by generated programs, as root and as an unprivileged user: none may read, reach or exhaust
+the host.
 
 The root half runs the sandbox in this process. The non-root half runs it in a child evaluator
 under a free uid (no passwd entry, so no system change), with a home and working directory of
@@ -130,7 +131,7 @@ class Host:
 
 
 def check(outcomes: dict[str, dict[str, Any]], host: Host) -> None:
-    """Every attack of issue #16 refused, each in the way that proves it was the sandbox."""
+    """Every attack refused, each in the way that proves it was the sandbox."""
     read = outcomes["read"]
     assert SECRET not in read["stdout"] and read["stdout"].count("FileNotFoundError") == 2, read
     conn = outcomes["connect"]["stdout"]

@@ -61,21 +61,16 @@ onerror:
 # Scheduler requests of the heavy rules, scaled by the model's size (config: compute).
 COMPUTE = config["compute"]
 # The fine-tuned model's chain (quantize -> finetune steps -> merge -> export -> app) is the DAG's
-# longest. Without a priority, Snakemake fills free cores with evaluate jobs first and the chain
-# waits: on the 2-core default run, quantize started 77 s and the second finetune step 218 s after
-# their inputs were ready. With it (quantize, finetune, merge) the five finetune steps ran back to
-# back and merge started 202 s earlier. data feeds quantize and every finetune step. The distillation
-# pair waits for its teacher, the last fine-tuned model, and two variants' evaluate jobs wait for it:
-# without a priority distill_control started 225 s after its teacher was ready, and the run ended
-# on one core for 48 s (its variant's evaluation, then the report).
+# longest: without a priority, Snakemake fills free cores with evaluate jobs first and the chain
+# waits. data feeds quantize and every finetune step. The distillation pair waits for its teacher,
+# the last fine-tuned model, and two variants' evaluate jobs wait for it, so it shares the priority.
 CRITICAL_PATH_PRIORITY = 10
-# export (and so the app) ahead of evaluate jobs, behind the critical path: with the critical
-# priority the base model's export jumped ahead of data and quantize (112 s); with none it ran last,
-# alone on one core for 55 s after every evaluate job had ended.
+# export (and so the app) ahead of evaluate jobs, behind the critical path: above it, the base
+# model's export would delay data and quantize; with none, it would run last, alone on one core.
 BEFORE_EVALUATE_PRIORITY = 1
 # GGUF files are leaves (nothing in the DAG reads them), evaluate jobs are not (the report waits for
 # all of them): the GGUF jobs go last, beside the last evaluate job, instead of leaving it alone on
-# one core at the end of the run (48 s of one core in a run where they went first).
+# one core at the end of the run.
 LEAF_PRIORITY = -1
 
 

@@ -24,7 +24,7 @@ rule gguf:
         model="|".join(re.escape(m) for m in GGUF["models"]) or "^$",
     priority: LEAF_PRIORITY
     threads: COMPUTE["threads"]
-    # the float model and one GGUF file in memory at a time: ~10 GB for Phi-2 (sophia/resources.py)
+    # the float model and one GGUF file in memory at a time (sophia/resources.py)
     resources:
         mem_mb=mem_mb("gguf"),
         runtime=runtime("gguf"),

@@ -30,7 +30,7 @@ rule mobile:
         "results/benchmarks/mobile.tsv",
     threads: 1
     resources:
-        mem_mb=mem_mb("mobile"),  # it reads and hashes the whole bundle: 1.8 GB for a 0.6 GB one
+        mem_mb=mem_mb("mobile"),  # it reads and hashes the whole bundle
         runtime=runtime("mobile"),
     shell:
         "{params.node} {params.build} --bundle {input.bundle}/bundle --out {output} > {log} 2>&1"

@@ -1,7 +1,7 @@
 """Loading causal LMs and measuring them: device choice, perplexity, logits on a fixed batch.
 
-Shared by every stage that compares models (quantize now; finetune, evaluate, export later),
-so "perplexity" means the same computation everywhere.
+Shared by every stage that loads or compares models (quantize, finetune, distill, evaluate, the
+export's merge, gguf's parity), so "perplexity" means the same computation everywhere.
 """
 
 from __future__ import annotations
@@ -50,13 +50,12 @@ def load(path: str | Path, dev: torch.device | None = None, trainable: bool = Fa
             # quantization error itself, for every group size (and it keeps gradients, see finetune).
             kwargs["quantization_config"] = GPTQConfig(bits=qcfg["bits"], backend="gptq_torch")
             # That kernel wraps its dequantizer in torch.compile; on CPU, inductor recompiles per
-            # layer shape and train/eval mode, which made one forward pass of the embedded model
-            # 30x slower (3.8 s vs 0.12 s). Eager dequantization is the fast path here.
+            # layer shape and train/eval mode, many times slower than eager dequantization.
             import torch._dynamo
 
             torch._dynamo.config.disable = True
-            # Its dequantizer otherwise runs on every forward pass, which made a decoding step of the
-            # embedded model 3x slower than the float model's. The kernel's own cache keeps the
+            # Its dequantizer otherwise runs on every forward pass, so each decoding step would pay
+            # for the whole model's dequantization. The kernel's own cache keeps the
             # dequantized weights (the same tensors, so the same numbers) while in eval mode; training
             # mode still dequantizes per pass. Read when each layer is built, hence before loading.
             os.environ["GPTQ_TORCH_CACHE_WEIGHTS"] = "1"

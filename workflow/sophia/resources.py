@@ -11,13 +11,10 @@ from collections.abc import Mapping
 from typing import Any
 
 # stage: (memory MB: fixed + per GB of fp16 weights, runtime min: fixed + per GB)
-# Checked against the real-width rehearsal (benchmarks/real_width.py: Phi-2's layer shapes at 3 and
-# 4 layers, peak RSS extrapolated per layer to 32; README "Scaling to the real model"). It changed:
-# - export 12000 -> 16000 MB per GB: litert-torch's conversion of full Phi-2 needs ~88 GB, 75 GB was asked;
-# - evaluate (its job trains the verifier too) 2000 -> 4500 per GB: ~25 and ~28 GB predicted on a CPU, 15 GB was asked;
-# - gguf gets its own scale (it had export's, 75 GB): ~10 GB predicted;
-# - mobile had a fixed 1000 MB: the app build reads and hashes the bundle, 1.8 GB at 4 layers,
-#   ~12.6 GB predicted for Phi-2's 2.8 GB int8 bundle.
+# Checked against the real-width rehearsal (benchmarks/real_width.py: Phi-2's layer shapes at two
+# depths, peak RSS extrapolated per layer to 32; its record is benchmarks/results/real_width.json):
+# export covers litert-torch's conversion of the full model, evaluate the verifier its job trains,
+# and mobile the app build, which reads and hashes the whole bundle.
 SCALE: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
     "base_model": ((4000, 3000), (60, 10)),
     "quantize": ((8000, 6000), (60, 30)),

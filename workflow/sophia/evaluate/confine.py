@@ -1,4 +1,4 @@
-"""The bubblewrap command line that confines one generated program (DESIGN §7, README "Sandbox").
+"""The bubblewrap command line that confines one generated program (docs/sandbox.md).
 
 What the program sees is built up from nothing, not hidden from a copy of the host: read-only
 `/usr` (with the merged-/usr `/bin`, `/lib*` links), the interpreter's prefixes, four files of

@@ -122,7 +122,7 @@ def evaluate(lm: Any, bench: Benchmark, spec: dict[str, Any], root: Path | None,
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from lm_eval.tasks import TaskManager
 
-    # Restricting the index to the benchmark's folder starts in 0.04 s instead of ~10 s.
+    # Restricted to the benchmark's folder: indexing every task lm-eval ships takes seconds.
     tm = TaskManager(include_defaults=False, include_path=[str(tasks_root() / bench.task_dir)])
     # With per-subtask budgets each task carries its own; a global override would replace them.
     per_task = bool(spec.get("subtask_max_gen_toks"))
@@ -139,9 +139,8 @@ def simple_evaluate(**kwargs: Any) -> dict[str, Any]:
     """`lm_eval.simple_evaluate`, with torch's environment report made once per process.
 
     lm-eval adds `torch.utils.collect_env`'s report to every result, and that report runs `pip list`
-    in a subprocess: about 1 s of CPU per call, on each of an evaluate job's nine benchmarks (8.5 s of
-    a 65 s job in a profile). The environment cannot change within a process; the report stays in
-    every result, the same text."""
+    in a subprocess, once per benchmark of an evaluate job. The environment cannot change within a
+    process; the report stays in every result, the same text."""
     import lm_eval
     import torch.utils.collect_env as collect_env
 

@@ -1,4 +1,4 @@
-"""Run untrusted generated programs (DESIGN §7, README "Sandbox").
+"""Run untrusted generated programs (docs/sandbox.md).
 
 Every program gets a fresh `python -I` interpreter (never a fork of the evaluator, which holds
 the model), a cleared environment, closed stdin, rlimits (address space, CPU seconds, file size,

@@ -30,12 +30,11 @@ def onnx2tf(onnx_path: Path, out: Path, graph: str, precisions: list[str], log: 
     converter writes each precision with the settings onnx2tf's own CLI uses.
 
     Why not the CLI: it converts its float files through `from_keras_model`, which serializes the
-    whole Keras model to a temporary SavedModel on each call, 35 s each for fp32 and fp16 of the
-    ~100 s per graph on the embedded default (py-spy: 75 % of the run), and the SavedModel it also
-    writes (-osd) is never used. The concrete function with a plain `tf.Module` as its trackable
-    takes about 3 s per file and gives logits bitwise-equal to the CLI's fp32, fp16 and
-    dynamic-range files (which it made after onnxsim; skipping onnxsim changed nothing there), and
-    every file gets the `serving_default` signature (the CLI's dynamic-range file had none).
+    whole Keras model to a temporary SavedModel on each call (most of a conversion's time), and
+    the SavedModel it also writes (-osd) is never used. The concrete function with a plain
+    `tf.Module` as its trackable skips that, gives logits bitwise-equal to the CLI's fp32, fp16
+    and dynamic-range files, and gives every file the `serving_default` signature (the CLI's
+    dynamic-range file has none).
     """
     import onnx2tf as o2t
     import tensorflow as tf

@@ -44,7 +44,7 @@ def lora_config(spec: dict[str, Any], model_type: str) -> Any:
 
 def optimizer(choice: str) -> str:
     """Paged 8-bit AdamW (bitsandbytes) needs CUDA; on CPU the plain PyTorch AdamW. bitsandbytes is
-    installed only where a GPU is (envs/cuda.txt): importing it costs every CPU job 2 s."""
+    installed only where a GPU is (envs/cuda.txt): importing it would slow every CPU job's start."""
     picked = choice
     if choice == "auto":
         picked = "paged_adamw_8bit" if torch.cuda.is_available() else "adamw_torch"
