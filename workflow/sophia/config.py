@@ -260,6 +260,11 @@ def check_distill(cfg: Mapping[str, Any]) -> None:
             references.check_vocabularies(references.known_vocab(spec["teacher"], cfg["base_model"]),
                                           references.known_vocab(spec["student"], cfg["base_model"]), where,
                                           spec["teacher"], spec["student"])
+            # the workflow's own variants and scratch students share the base's tokenizer by construction
+            if {references.kind(spec["teacher"]), references.kind(spec["student"])} & {"hub", "path"}:
+                references.check_token_maps(references.known_token_map(spec["teacher"], cfg["base_model"]),
+                                            references.known_token_map(spec["student"], cfg["base_model"]), where,
+                                            spec["teacher"], spec["student"])
 
 
 def validate_section(spec: Mapping[str, Any], definition: str, where: str) -> dict[str, Any]:

@@ -95,6 +95,49 @@ def known_vocab(ref: Mapping[str, Any], base_model: Mapping[str, Any]) -> int | 
     return None
 
 
+def token_map_of(model: str | Path, revision: str = "main", local_only: bool = False) -> dict[str, int] | None:
+    """A model's token -> id map from its tokenizer (a folder, or the hub: only the local cache with
+    `local_only`); None where it cannot be read without downloading."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model), revision=revision, local_files_only=local_only)
+    except (OSError, ValueError):
+        if local_only or Path(model).is_dir():
+            return None
+        raise
+    return dict(tok.get_vocab())
+
+
+def known_token_map(ref: Mapping[str, Any], base_model: Mapping[str, Any]) -> dict[str, int] | None:
+    """The token -> id map a reference will have, where it can be read before any job runs (the
+    workflow's own variants and scratch students carry the base model's tokenizer)."""
+    k = kind(ref)
+    if k == "path":
+        return token_map_of(ref["path"])
+    if k == "hub":
+        return token_map_of(ref["hub"], ref.get("revision", "main"), local_only=True)
+    if base_model.get("path"):
+        return token_map_of(base_model["path"])
+    if base_model.get("hub"):
+        return token_map_of(base_model["hub"], base_model.get("revision", "main"), local_only=True)
+    return None
+
+
+def check_token_maps(teacher: Mapping[str, int] | None, student: Mapping[str, int] | None, where: str,
+                     teacher_ref: Mapping[str, Any], student_ref: Mapping[str, Any]) -> None:
+    """Token-level KD compares the two distributions id by id: equal sizes are not enough, every
+    token must have the same id in both tokenizers."""
+    if teacher is None or student is None or teacher == student:
+        return
+    differ = sorted(t for t in set(teacher) | set(student) if teacher.get(t) != student.get(t))
+    example = ", ".join(f"{t!r}: {teacher.get(t)} vs {student.get(t)}" for t in differ[:3])
+    raise ConfigError(
+        f"{where}.method: token-level KD needs one vocabulary (the same token -> id map), but teacher "
+        f"{describe(teacher_ref)} ({len(teacher)} tokens) and student {describe(student_ref)} ({len(student)} tokens) "
+        f"disagree on {len(differ)} tokens (teacher id vs student id: {example}); use method: sequence")
+
+
 def check_vocabularies(teacher: int | None, student: int | None, where: str, teacher_ref: Mapping[str, Any],
                        student_ref: Mapping[str, Any]) -> None:
     if teacher is not None and student is not None and teacher != student:

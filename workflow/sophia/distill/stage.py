@@ -45,7 +45,7 @@ def training_rows(d: dict[str, Any], control: bool, teacher: Any, teacher_tok: A
     if kept.is_file():
         return records.read(kept)
     answers = data.teacher_answers(teacher, teacher_tok, rows, d["sequence"]["max_new_tokens"],
-                                   d["sequence"]["batch_size"])
+                                   d["sequence"]["batch_size"], d["sequence"]["num_beams"])
     checkpoints.mkdir(parents=True, exist_ok=True)
     kept.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in answers), encoding="utf-8")
     return answers
@@ -87,6 +87,9 @@ def run_stage(spec: dict[str, Any], teacher_src: str | Path, teacher_adapter: Pa
     s_vocab = references.vocab_of(student_src, d["student"].get("revision") or "main")
     if d["method"] == "token" and not control:
         references.check_vocabularies(t_vocab, s_vocab, where, d["teacher"], d["student"])
+        references.check_token_maps(references.token_map_of(teacher_src, d["teacher"].get("revision") or "main"),
+                                    references.token_map_of(student_src, d["student"].get("revision") or "main"),
+                                    where, d["teacher"], d["student"])
     train_rows = ft.read_split(data_dir, phase["tasks"], "train")
     eval_rows = ft.read_split(data_dir, phase["tasks"], "eval")
 

@@ -35,8 +35,9 @@ def tokenize(tokenizer: Any, rows: Sequence[dict[str, str]], max_length: int) ->
     out = []
     eos = [tokenizer.eos_token_id]
     for r in rows:
-        prompt = tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]
-        full = tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"] + eos
+        # the tokenizer's own special tokens (a BOS where it adds one), as fine-tuning and evaluation see them
+        prompt = tokenizer(r["prompt"])["input_ids"]
+        full = tokenizer(r["prompt"] + r["completion"])["input_ids"] + eos
         # BPE may merge across the boundary: the answer starts where the two tokenizations part
         n = next((i for i, (a, b) in enumerate(zip(prompt, full, strict=False)) if a != b), min(len(prompt), len(full)))
         labels = [-100] * n + full[n:]
