@@ -15,101 +15,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tiers
 import yaml
 from micro_dag import MicroDag, order_for_workers, shared_tmp
 from sophia import tracking
+from tiers import fast_tier_guard  # noqa: F401  (an autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "workflow" / "resources" / "data"
 EVAL_FIXTURES = ROOT / "workflow" / "resources" / "eval" / "hub"
 LANGUAGES = ["C++", "Java", "Ruby", "Rust", "Bash"]
 
-# Small enough to build in seconds on one core; same code path as the embedded default.
-MICRO_SCRATCH: dict[str, Any] = {
-    "seed": 0,
-    "threads": 1,
-    "corpus": {"max_files": 12, "eval_files": 2},
-    "tokenizer": {"vocab_size": 400},
-    "architecture": {
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "max_position_embeddings": 768,  # the tiny-codes fixture rows run to ~730 micro tokens
-    },
-    "training": {"steps": 6, "batch_size": 4, "seq_len": 32, "log_every": 2, "warmup_steps": 2},
-}
-
-
-# hidden 64 / intermediate 128: group size 32 divides both.
-MICRO_QUANTIZE: dict[str, Any] = {
-    "bits": 4,
-    "group_size": 32,
-    "calibration": {"dataset": "alpaca", "task": "instruct", "n_samples": 16, "max_length": 64},
-    "eval": {"max_samples": 5, "max_length": 64, "logit_samples": 4},
-}
-
-
-MICRO_FINETUNE: dict[str, Any] = {
-    "lora": {"r": 8, "alpha": 16},
-    "training": {"batch_size": 4, "logging_steps": 1, "eval_steps": 2, "save_steps": 2, "learning_rate": 0.001},
-    "phases": {
-        "alpaca": {"dataset": "alpaca", "tasks": ["instruct"], "epochs": 1, "max_length": 64},
-        "tiny_codegen": {"dataset": "tiny", "tasks": ["codegen"], "epochs": 1, "max_length": 256},
-        "tiny_summary": {"dataset": "tiny", "tasks": ["summary"], "epochs": 1, "max_length": 640},
-        "tiny_mixed": {"dataset": "tiny", "tasks": ["codegen", "summary"], "epochs": 1, "max_length": 640},
-    },
-    "curricula": {
-        "alpaca": ["alpaca"],
-        "tiny": ["tiny_codegen", "tiny_summary"],
-        "alpaca-tiny": ["alpaca", "tiny_mixed"],
-        "tiny-alpaca": ["tiny_codegen", "tiny_summary", "alpaca"],
-    },
-}
+MICRO_CONFIG = ROOT / ".test" / "config.yaml"
 
 
 def micro_config() -> dict[str, Any]:
-    """A complete workflow config on the bundled fixture data, with absolute paths so it runs
-    from any working directory."""
-    return {
-        "base_model": {"scratch": copy.deepcopy(MICRO_SCRATCH)},
-        "datasets": {
-            "alpaca": {
-                "format": "code_alpaca",
-                "path": str(FIXTURES / "codealpaca_mini.jsonl"),
-                "tasks": {"instruct": {"n_train": 20, "n_eval": 5}},
-            },
-            "tiny": {
-                "format": "tiny_codes",
-                "path": str(FIXTURES / "tiny_codes_mini.jsonl"),
-                "languages": list(LANGUAGES),
-                "tasks": {"codegen": {"n_train": 10, "n_eval": 5}, "summary": {"n_train": 10, "n_eval": 5}},
-            },
-        },
-        "quantize": copy.deepcopy(MICRO_QUANTIZE),
-        "finetune": copy.deepcopy(MICRO_FINETUNE),
-        "evaluate": {
-            "models": ["base", "gptq+alpaca"],
-            "dataset_root": str(EVAL_FIXTURES),
-            "benchmarks": {"piqa": {"limit": 2},
-                           "humaneval": {"limit": 2, "max_gen_toks": 8, "n_samples": 2, "k": [1, 2]}},
-            "sandbox": {"timeout_s": 5},
-            "rerank": {"n_tests": 2, "max_gen_toks": 8},
-        },
-        "verifier": {"n_samples": 2, "limit": 4, "max_gen_toks": 8},
-        "export": {
-            "models": ["gptq+alpaca"],
-            "window": 32,
-            "kv_cache": 48,
-            "bundle_precision": "fp32",
-            "parity": {"inputs": 2, "teacher_forced_steps": 16, "greedy_prompts": 2, "greedy_tokens": 8},
-        },
-        "mobile": {"model": "gptq+alpaca"},
-        # one thread per job: two jobs side by side, as in the embedded default (config.yaml)
-        "compute": {"threads": 1},
-        "reference_prompts": ["Give me a program that checks if a number is prime.", "Reverse a string."],
-        "generation": {"max_new_tokens": 8},
-    }
+    """The micro study (.test/config.yaml), a fresh copy per call, with its paths (relative to the
+    project root there) made absolute so it runs from any working directory."""
+    cfg = yaml.safe_load(MICRO_CONFIG.read_text())
+    for dataset in cfg["datasets"].values():
+        dataset["path"] = str(ROOT / dataset["path"])
+    cfg["evaluate"]["dataset_root"] = str(ROOT / cfg["evaluate"]["dataset_root"])
+    return cfg
 
 
 @pytest.fixture(scope="session")
@@ -181,15 +108,22 @@ def write_config(workdir: Path, cfg: dict[str, Any]) -> None:
 MICRO_DAG = pytest.StashKey[bool]()
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """micro_dag.order_for_workers: for two workers, SLURM first, then by the micro output a file reads."""
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
+    """Before the other hooks (`-m` deselects among them): mark each test's tier by what it uses
+    (tiers.mark_by_fixtures). After them: micro_dag.order_for_workers on the tests left, for two
+    workers, SLURM first, then by the micro output a file reads; the micro study starts only if a
+    selected test reads it."""
+    tiers.mark_by_fixtures(items)
+    yield
     config.stash[MICRO_DAG] = order_for_workers(items)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def micro_dag_started(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> MicroDag | None:
-    """Starts the micro DAG at the session's first test when any collected test reads it; every
-    other worker attaches to the same run. pytest_sessionfinish stops it if it is still running."""
+def _micro_dag_start(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> MicroDag | None:
+    """Starts the micro study at the session's first test when any selected test reads it, so it runs
+    while the tests that do not read it run; every other worker attaches to the same run.
+    pytest_sessionfinish stops it if it is still running."""
     if not request.config.stash.get(MICRO_DAG, False):
         return None
     root = shared_tmp(tmp_path_factory) / "micro"
@@ -207,20 +141,21 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def micro_run(micro_dag_started: MicroDag | None) -> MicroRun:
-    """Every stage's real output, made once: tests that only read an output read this run's, so the
-    suite builds each heavy artifact (base, GPTQ, adapters, ONNX/TFLite, app) exactly once."""
-    assert micro_dag_started is not None, "pytest_collection_modifyitems starts the micro DAG for its tests"
-    result = micro_dag_started.wait()
-    if result.returncode != 0:
-        pytest.fail(f"the micro workflow failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
-    return MicroRun(micro_dag_started.workdir, result)
+def micro_dag(_micro_dag_start: MicroDag | None) -> MicroDag:
+    """The micro study in progress: `.output(rel)` waits for one output only."""
+    assert _micro_dag_start is not None, "the micro study starts for every selected test that reads it"
+    return _micro_dag_start
 
 
 @pytest.fixture(scope="session")
-def micro_dag(micro_dag_started: MicroDag | None) -> MicroDag:
-    assert micro_dag_started is not None, "pytest_collection_modifyitems starts the micro DAG for its tests"
-    return micro_dag_started
+def micro_run(micro_dag: MicroDag) -> MicroRun:
+    """The micro study once it has ended, every stage's real output made once: tests that only read an
+    output read this run's, so the suite builds each heavy artifact (base, GPTQ, adapters,
+    ONNX/TFLite, app) exactly once."""
+    result = micro_dag.wait()
+    if result.returncode != 0:
+        pytest.fail(f"the micro workflow failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    return MicroRun(micro_dag.workdir, result)
 
 
 @pytest.fixture(scope="session")
@@ -490,12 +425,6 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 2400,
                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     cmd, full = snakemake_command(workdir, *args, env=env)
     return subprocess.run(cmd, env=full, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="session")
-def micro_workflow(micro_run: MicroRun) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """The session's micro DAG run as (workdir, result), for the MLflow UI and README tests."""
-    return micro_run.workdir, micro_run.result
 
 
 GGUF_SPEC: dict[str, Any] = {

@@ -11,44 +11,54 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 
 import pytest
 
 TIMEOUT_S = 2400
-# What a test reads of the micro DAG, by when it is ready: the fixtures that wait for one output each
-# (the base model and data a minute in; GPTQ; the merged and exported model near the end), and those
-# that wait for the whole run (every stage, its MLflow store, Snakemake's own records).
-EARLY = ("micro_model", "micro_data", "micro_gguf")
-LATE = ("micro_gptq", "micro_merged", "micro_export")
-WHOLE = ("micro_run", "micro_workflow")
-SLURM = ("slurm_run", "slurm_cluster", "mlflow_server")
+
+
+class Rank(IntEnum):
+    """When a test file can run, by the latest output of the micro study it reads."""
+
+    SLURM = 0  # first: its worker mostly waits for the cluster's jobs (run by slurmd)
+    EARLY = 1  # the base model and data, a minute in (and the GGUF built from them)
+    NONE = 2  # reads nothing of the micro study
+    LATE = 3  # GPTQ, the merged and the exported model, near the end
+    WHOLE = 4  # the whole run: every stage, its MLflow store, Snakemake's own records
+
+
+# The fixtures that decide a test's rank, latest first.
+RANK_FIXTURES = (
+    (Rank.SLURM, ("slurm_run", "slurm_cluster", "mlflow_server")),
+    (Rank.WHOLE, ("micro_run",)),
+    (Rank.LATE, ("micro_gptq", "micro_merged", "micro_export")),
+    (Rank.EARLY, ("micro_model", "micro_data", "micro_gguf")),
+)
+
+
+def rank(item: pytest.Item) -> Rank:
+    names = set(getattr(item, "fixturenames", ()))
+    return next((r for r, fixtures in RANK_FIXTURES if names & set(fixtures)), Rank.NONE)
 
 
 def order_for_workers(items: list[pytest.Item]) -> bool:
     """Sort the session's tests for two workers (`make test`: pytest-xdist hands out one file at a
-    time, in this order); return whether any test reads the micro DAG. The SLURM file goes first: its
-    worker mostly waits for the cluster's jobs (run by slurmd) while the other runs the rest. The
-    micro DAG starts at the session's first test, and a test that reads one of its outputs waits
-    only for that output (MicroDag.output). So a file goes by the latest output it reads: the files
-    on the earliest outputs come next (the real-width fixture's minutes then overlap the DAG), then
-    the files that read none, then those on GPTQ and the exported model, then those on the whole
-    run. Within a file, the same order."""
-    def rank(item: pytest.Item) -> int:
-        names = set(getattr(item, "fixturenames", ()))
-        for i, group in enumerate((SLURM, WHOLE, LATE, EARLY)):
-            if names & set(group):
-                return (-1, 4, 2, 0)[i]
-        return 1
-
-    files: dict[Path, list[int]] = {}
-    for item in items:
-        files.setdefault(item.path, []).append(rank(item))
-    # a file's latest need: its micro outputs, or 1 when it reads none of them
-    key = {path: -1 if -1 in ranks else max((r for r in ranks if r != 1), default=1) for path, ranks in files.items()}
+    time, in this order); return whether any test reads the micro study. The micro study starts at
+    the session's first test, and a test that reads one of its outputs waits only for that output
+    (MicroDag.output), so a file goes by the latest output any of its tests reads (Rank): the tests
+    that read early outputs and those that read none then run while the study is still going.
+    Within a file, the same order."""
+    ranks = {item: rank(item) for item in items}
+    by_file: dict[Path, set[Rank]] = {}
+    for item, r in ranks.items():
+        by_file.setdefault(item.path, set()).add(r)
+    files = {path: Rank.SLURM if Rank.SLURM in rs else max(rs - {Rank.NONE}, default=Rank.NONE)
+             for path, rs in by_file.items()}
     first = {path: i for i, path in enumerate(files)}
-    items.sort(key=lambda i: (key[i.path], first[i.path], rank(i)))
-    return any(r in (0, 2, 4) for ranks in files.values() for r in ranks)
+    items.sort(key=lambda i: (files[i.path], first[i.path], ranks[i]))
+    return any(r in (Rank.EARLY, Rank.LATE, Rank.WHOLE) for r in ranks.values())
 
 
 def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MICRO_SCRATCH, runs_of
+from conftest import micro_config, runs_of
 from sophia import checkpoint
 from sophia.base_model import corpus
 from sophia.base_model.stage import run_stage
@@ -15,7 +15,7 @@ from sophia.errors import ConfigError, ModelError
 
 
 def scratch_spec(**training: Any) -> dict[str, Any]:
-    spec = {"scratch": copy.deepcopy(MICRO_SCRATCH)}
+    spec = {"scratch": micro_config()["base_model"]["scratch"]}
     spec["scratch"]["training"].update(training)
     return spec
 

@@ -8,13 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import (
-    MICRO_FINETUNE,
-    assert_resumed_like_straight,
-    config_error,
-    isolated_tracking,
-    kill_after_checkpoint,
-)
+from conftest import assert_resumed_like_straight, config_error, isolated_tracking, kill_after_checkpoint, micro_config
 from sophia import references
 from sophia.distill import trainer as kd
 from sophia.distill.stage import run_stage
@@ -26,7 +20,7 @@ STUDENT = {"scratch": {"seed": 0, "architecture": {"hidden_size": 32, "intermedi
 
 
 def distill_spec(method: str = "token", **training: Any) -> dict[str, Any]:
-    phase = copy.deepcopy(MICRO_FINETUNE["phases"]["alpaca"])
+    phase = micro_config()["finetune"]["phases"]["alpaca"]
     return {
         "name": "micro",
         "distill": {"teacher": {"variant": "base"}, "student": copy.deepcopy(STUDENT), "phase": "alpaca",
@@ -188,6 +182,7 @@ def cut(text: str) -> str:
     return cut_at_stop(text)
 
 
+@pytest.mark.e2e  # a Snakemake dry run
 def test_default_plans_the_student_after_its_teacher(tmp_path: Path) -> None:
     from conftest import ROOT
     from test_scaleout import dry_run, jobs

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import copy
 import json
 import sys
 from pathlib import Path
@@ -8,14 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import (
-    MICRO_FINETUNE,
-    MicroRun,
-    assert_resumed_like_straight,
-    config_error,
-    kill_after_checkpoint,
-    micro_config,
-)
+from conftest import MicroRun, assert_resumed_like_straight, config_error, kill_after_checkpoint, micro_config
 from sophia import lm
 from sophia.errors import ConfigError
 from sophia.finetune import curricula, lora
@@ -23,7 +15,7 @@ from sophia.finetune.stage import run_stage
 
 
 def step_spec(chain: str, **training: Any) -> dict[str, Any]:
-    ft = copy.deepcopy(MICRO_FINETUNE)
+    ft = micro_config()["finetune"]
     ft["training"].update(training)
     return {
         "chain": chain,
@@ -43,10 +35,11 @@ def data_dir(micro_data: list[Path], name: str) -> Path:
 
 
 def test_shared_prefixes_are_trained_once() -> None:
-    steps = curricula.steps(MICRO_FINETUNE["curricula"])
+    chains = micro_config()["finetune"]["curricula"]
+    steps = curricula.steps(chains)
     assert steps == ["alpaca", "tiny_codegen", "tiny_codegen/tiny_summary", "alpaca/tiny_mixed",
                      "tiny_codegen/tiny_summary/alpaca"]
-    assert curricula.finals(MICRO_FINETUNE["curricula"])["tiny-alpaca"] == "tiny_codegen/tiny_summary/alpaca"
+    assert curricula.finals(chains)["tiny-alpaca"] == "tiny_codegen/tiny_summary/alpaca"
     assert curricula.parent("a/b/c") == "a/b" and curricula.parent("a") is None
     assert curricula.phase_of("a/b/c") == "c"
 

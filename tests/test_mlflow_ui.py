@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import NO_MLFLOW_JOBS, ROOT, VENV_BIN
+from conftest import NO_MLFLOW_JOBS, ROOT, VENV_BIN, MicroRun
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = ROOT / "test-artifacts"
@@ -34,8 +34,8 @@ def _client(workdir: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def study(micro_workflow: tuple[Path, Any]) -> dict[str, Any]:
-    workdir, result = micro_workflow
+def study(micro_run: MicroRun) -> dict[str, Any]:
+    workdir, result = micro_run.workdir, micro_run.result
     assert result.returncode == 0, result.stderr[-3000:]
     client = _client(workdir)
     exp = client.get_experiment_by_name("sophia")

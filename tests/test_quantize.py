@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import copy
 import json
 import math
 from pathlib import Path
@@ -8,14 +7,14 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import MICRO_QUANTIZE, config_error, runs_of
+from conftest import config_error, micro_config, runs_of
 from sophia import generate, lm
 from sophia.errors import ConfigError, DataError
 from sophia.quantize.stage import run_stage
 
 
 def stage_spec(**quantize: Any) -> dict[str, Any]:
-    q = copy.deepcopy(MICRO_QUANTIZE)
+    q = micro_config()["quantize"]
     q.update(quantize)
     return {"quantize": q, "reference_prompts": ["Give me a program that checks if a number is prime."],
             "generation": {"max_new_tokens": 8, "batch_size": 8}}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EXPORT_SPEC, MICRO_FINETUNE, MICRO_QUANTIZE, benchmark_script, isolated_tracking
+from conftest import EXPORT_SPEC, benchmark_script, isolated_tracking, micro_config
 from safetensors.torch import load_file
 
 PHI2 = {"hidden_size": 2560, "intermediate_size": 10240, "num_attention_heads": 32, "partial_rotary_factor": 0.4,
@@ -48,10 +48,10 @@ def build(micro_model: Path, micro_data: list[Path], root: Path) -> dict[str, Pa
     PhiForCausalLM(cfg).save_pretrained(paths["base"])
     tok.save_pretrained(paths["base"])
     data = {d.name: d for d in micro_data}
-    q = {**copy.deepcopy(MICRO_QUANTIZE), "group_size": GROUP,
+    q = {**micro_config()["quantize"], "group_size": GROUP,
          "calibration": {"dataset": "alpaca", "task": "instruct", "n_samples": 4, "max_length": 64},
          "eval": {"max_samples": 2, "max_length": 64, "logit_samples": 2}}
-    ft = copy.deepcopy(MICRO_FINETUNE)
+    ft = micro_config()["finetune"]
     step = {"chain": "alpaca", "phase": {**ft["phases"]["alpaca"], "max_length": 48},
             "lora": {"r": RANK, "alpha": 16, "dropout": 0.05, "target_modules": []},
             # no warmup: a one-step run's only step would have a learning rate of 0

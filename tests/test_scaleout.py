@@ -22,6 +22,9 @@ from sophia import tracking
 from sophia.config import model_variants, validate
 from sophia.evaluate import protocol
 
+# dry runs of whole studies: each starts Snakemake
+pytestmark = pytest.mark.e2e
+
 # 6 models, plus a distilled student and its SFT control (8 variants): one evaluate job per variant,
 # each training the variant's verifier and writing all 9 benchmarks
 STUDY = {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5, "evaluate": 8, "report": 1,
@@ -99,7 +102,7 @@ def test_paper_config_keeps_the_papers_settings() -> None:
     assert cfg["datasets"]["tiny"]["languages"] == ["C++", "Java", "Ruby", "Rust", "Bash"]
     assert cfg["quantize"]["bits"] == 4 and cfg["finetune"]["lora"]["r"] == 64
     assert all(not b.get("limit") for b in cfg["evaluate"]["benchmarks"].values())
-    bbh = cfg["evaluate"]["benchmarks"]["bbh"]  # budgets that fit Phi-2's 2048 tokens (README)
+    bbh = cfg["evaluate"]["benchmarks"]["bbh"]  # budgets that fit Phi-2's 2048 tokens (docs/evaluation.md)
     assert bbh["max_gen_toks"] == 512 and bbh["subtask_max_gen_toks"] == {
         "salient_translation_error_detection": 256, "geometric_shapes": 24}
     assert cfg["evaluate"]["benchmarks"]["humaneval"]["k"] == [1, 10]

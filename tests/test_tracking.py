@@ -92,6 +92,7 @@ with tracking.stage_run("stress", f"w{i}", {f"p{k}": k for k in range(30)}) as r
 """
 
 
+@pytest.mark.e2e  # processes writing to one store at once: a load test
 def test_parallel_writers_lose_nothing(mlflow_store: str, tmp_path: Path) -> None:
     """Snakemake runs jobs as parallel processes against one SQLite file; none may lose data:
     metrics, tags, artifacts, LoggedModels and their metrics, dataset inputs, registry versions,

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import MicroRun, micro_config, snakemake, write_config
@@ -25,13 +24,8 @@ def planned_jobs(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-@pytest.fixture(scope="module")
-def workflow_run(micro_run: MicroRun) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    return micro_run.workdir, micro_run.result
-
-
-def test_full_run_produces_every_output(workflow_run: tuple[Path, Any]) -> None:
-    workdir, result = workflow_run
+def test_full_run_produces_every_output(micro_run: MicroRun) -> None:
+    workdir, result = micro_run.workdir, micro_run.result
     assert result.returncode == 0, result.stderr[-3000:]
     base = workdir / "results" / "models" / "base"
     assert (base / "model.safetensors").is_file() and (base / "README.md").is_file()
@@ -83,10 +77,10 @@ def test_full_run_produces_every_output(workflow_run: tuple[Path, Any]) -> None:
     assert not list((workdir / "results" / "eval").rglob(cache.HIT))
 
 
-def test_mlflow_runs_nest_and_link(workflow_run: tuple[Path, Any]) -> None:
+def test_mlflow_runs_nest_and_link(micro_run: MicroRun) -> None:
     from mlflow import MlflowClient
 
-    workdir, _ = workflow_run
+    workdir = micro_run.workdir
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("sophia")
     assert exp.artifact_location == (workdir / "results" / "mlartifacts").resolve().as_uri()
@@ -131,14 +125,14 @@ def test_mlflow_runs_nest_and_link(workflow_run: tuple[Path, Any]) -> None:
         parent.info.run_id, "report")}
 
 
-def test_second_run_has_nothing_to_do(workflow_run: tuple[Path, Any]) -> None:
-    workdir, _ = workflow_run
+def test_second_run_has_nothing_to_do(micro_run: MicroRun) -> None:
+    workdir = micro_run.workdir
     assert planned_jobs(snakemake(workdir, "-n")) == {}
 
 
-def test_snakemake_report_builds(workflow_run: tuple[Path, Any]) -> None:
+def test_snakemake_report_builds(micro_run: MicroRun) -> None:
     """`snakemake --report` gives one page with the table, plots and protocol cards by stage."""
-    workdir, _ = workflow_run
+    workdir = micro_run.workdir
     result = snakemake(workdir, "--report", "results/report.html")
     assert result.returncode == 0, result.stderr[-3000:]
     added = re.findall(r"^Adding (\S+) \(", result.stdout + result.stderr, re.M)
@@ -147,8 +141,8 @@ def test_snakemake_report_builds(workflow_run: tuple[Path, Any]) -> None:
     assert all(f'"{c}"' in page for c in ("base_model", "finetune", "report")) and "Protocol cards" in page
 
 
-def test_changed_data_setting_reruns_only_that_dataset(workflow_run: tuple[Path, Any]) -> None:
-    workdir, _ = workflow_run
+def test_changed_data_setting_reruns_only_that_dataset(micro_run: MicroRun) -> None:
+    workdir = micro_run.workdir
     cfg = micro_config()
     cfg["datasets"]["alpaca"]["tasks"]["instruct"]["n_train"] = 19
     write_config(workdir, cfg)
