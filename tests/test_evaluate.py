@@ -320,19 +320,6 @@ def test_truncation_counts_each_request_as_lm_eval_cuts(micro_lm: Any) -> None:
     assert out["max_gen_toks"] == [256, 300] and out["per_task"]["t"]["truncated"] == expected
 
 
-def test_generated_tokens_count_each_document_once() -> None:
-    from sophia.evaluate import context
-
-    class Words:
-        def __call__(self, text: str) -> Any:
-            return type("Enc", (), {"input_ids": text.split()})()
-
-    row = {"doc_id": 0, "resps": [["The answer is 4 ."]]}
-    samples = {"gsm8k_cot": [{**row, "filter": "strict-match"}, {**row, "filter": "flexible-extract"}],
-               "humaneval": [{"doc_id": 0, "filter": "all", "resps": [["a b", "c"]]}]}
-    assert context.generated_tokens(samples, Words()) == 5 + 3
-
-
 def test_a_benchmark_that_scores_nothing_is_an_error() -> None:
     rows = [{"doc_id": 0, "filter": "flexible-extract", "metrics": ["exact_match"], "exact_match": 1.0}]
     with pytest.raises(EvalError, match=r"gsm8k: no sample scored metric 'exact_match' under filter "

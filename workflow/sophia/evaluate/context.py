@@ -75,17 +75,34 @@ def truncation(samples: Samples, lm: Any) -> dict[str, Any]:
             "per_task": {t: v for t, v in per_task.items() if v["truncated"]}}
 
 
-def generated_tokens(samples: Samples, tokenizer: Any) -> int:
-    """Tokens the model generated: each (task, document) once, whatever the number of filters."""
-    seen: set[tuple[str, Any]] = set()
-    total = 0
-    for task, rows in samples.items():
-        for row in rows:
-            if (task, row["doc_id"]) in seen:
-                continue
-            seen.add((task, row["doc_id"]))
-            for resps in row["resps"]:
-                for r in (resps if isinstance(resps, list) else [resps]):
-                    if isinstance(r, str):
-                        total += len(tokenizer(r).input_ids)
-    return total
+def generated_in_row(tail: list[int], pad: int | None, eos: int | None, stop: list[str], decode: Any) -> int:
+    """Tokens generate() produced for one row (the ids after its prompt). A row that finished before
+    the batch's longest is padded to its length: the padding is not generated. Where the pad token is
+    the EOS token, a row that ended on EOS generated one of them, while a row stopped by a stop string
+    did not: its decoded text says which."""
+    n = len(tail)
+    while n and tail[n - 1] == pad:
+        n -= 1
+    if n < len(tail) and pad is not None and pad == eos:
+        text = decode(tail[:n])
+        if not any(s and s in text for s in stop):
+            n += 1
+    return n
+
+
+class GenerationCounter:
+    """Counts the tokens an lm-eval HF model generates, from the output ids of each generate() call
+    (not by tokenising the decoded, stop-cut text again, which misses what followed the stop string
+    and can merge or split tokens differently)."""
+
+    def __init__(self, lm: Any) -> None:
+        self.total = 0
+        self._lm, self._inner = lm, lm._model_generate
+        lm._model_generate = self._generate
+
+    def _generate(self, context: Any, max_length: int, stop: list[str], **kwargs: Any) -> Any:
+        cont = self._inner(context, max_length, stop, **kwargs)
+        tok = self._lm.tokenizer
+        for row in cont[:, context.shape[1]:].tolist():
+            self.total += generated_in_row(row, tok.pad_token_id, tok.eos_token_id, stop or [], tok.decode)
+        return cont

@@ -158,10 +158,11 @@ def evaluate_benchmark(espec: dict[str, Any], job: Loaded, benchmark: str, out: 
             atomic_dir(out) as tmp:
         start = time.perf_counter()
         lm_obj = harness.hf_lm(model, tok, espec["batch_size"])
+        counter = context.GenerationCounter(lm_obj)
         res = harness.evaluate(lm_obj, bench, bspec, root, espec["seed"], confirm_unsafe_code=bench.code)
         seconds = time.perf_counter() - start
         samples = res["samples"]
-        n_gen = context.generated_tokens(samples, tok)
+        n_gen = counter.total
         cut = context.truncation(samples, lm_obj)
         log.info("%s on %s: %d of %d requests truncated to fit %d tokens (%.1f %%)", model_id, benchmark,
                  cut["truncated"], cut["requests"], cut["max_length"], 100 * cut["share"])
