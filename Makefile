@@ -28,7 +28,8 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION ?= false
 # builds everything the tests use, the SLURM cluster and the browser included.
 setup-check: $(STAMP)
 setup-run: $(STAMP) $(EXPORT_STAMP) $(NODE_STAMP) $(LLAMA_STAMP) system-run
-	@if $(PY) envs/needs.py $(CONFIG) | grep -qx litert; then $(MAKE) --no-print-directory $(LITERT_STAMP); fi
+	@needs=$$($(PY) envs/needs.py $(CONFIG)) || exit 1; \
+	  if grep -qx litert <<<"$$needs"; then $(MAKE) --no-print-directory $(LITERT_STAMP); fi
 setup: setup-run $(LITERT_STAMP) system
 
 CONFIG ?= config.yaml
@@ -63,7 +64,6 @@ define venv
 	@test -x $(1)/bin/python || python3 -m venv $(1)
 	$(1)/bin/python -m pip install --quiet --disable-pip-version-check -r $(2) $(3)
 	$(1)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
-	@touch $@
 endef
 
 # envs/cuda.txt (bitsandbytes) only where a GPU is: CPU jobs would import it for nothing.
@@ -71,6 +71,7 @@ $(STAMP): envs/main.txt envs/cuda.txt envs/constraints.txt pyproject.toml
 	$(call venv,$(VENV),envs/main.txt,-c envs/constraints.txt)
 	if nvidia-smi -L >/dev/null 2>&1; then \
 	  $(PY) -m pip install --quiet --disable-pip-version-check -r envs/cuda.txt -c envs/constraints.txt; fi
+	@touch $@
 
 # llama-cpp-python (stage gguf, `sophia serve`): an sdist that compiles llama.cpp; its wheel is built
 # once into ~/.cache/sophia and reused, and the same sdist supplies llama.cpp's GGUF converter.
@@ -81,10 +82,12 @@ $(LLAMA_STAMP): $(STAMP) envs/llama.txt envs/llama_cpp.sh
 # The export stage converts in its own environment (onnx2tf's pins conflict with the main one).
 $(EXPORT_STAMP): envs/export.txt pyproject.toml
 	$(call venv,$(EXPORT_VENV),envs/export.txt)
+	@touch $@
 
 # export.backend litert_torch (direct PyTorch -> TFLite, for models past onnx2tf's 2 GB limit).
 $(LITERT_STAMP): envs/litert.txt pyproject.toml
 	$(call venv,$(LITERT_VENV),envs/litert.txt)
+	@touch $@
 
 run: setup-run
 	snakemake --cores $(CORES) --configfile $(CONFIG)
