@@ -7,12 +7,14 @@ module; it imports no stage.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sophia.errors import ConfigError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,19 +82,21 @@ def vocab_of(model: str | Path, revision: str = "main", local_only: bool = False
     return int(cfg.get_text_config().vocab_size)
 
 
+def before_any_job(ref: Mapping[str, Any], base_model: Mapping[str, Any], read: Callable[..., T]) -> T | None:
+    """What `read(model, revision, local_only)` tells of the model a reference will be, where that
+    needs no job and no download: a path as it is, a hub id from the local cache only. The
+    workflow's own variants and scratch students carry the base model's tokenizer."""
+    source = ref if kind(ref) in ("path", "hub") else base_model
+    if source.get("path"):
+        return read(source["path"])
+    if source.get("hub"):
+        return read(source["hub"], source.get("revision", "main"), local_only=True)
+    return None
+
+
 def known_vocab(ref: Mapping[str, Any], base_model: Mapping[str, Any]) -> int | None:
     """The vocabulary size a reference will have, where it can be read before any job runs."""
-    k = kind(ref)
-    if k == "path":
-        return vocab_of(ref["path"])
-    if k == "hub":
-        return vocab_of(ref["hub"], ref.get("revision", "main"), local_only=True)
-    # The workflow's own models and scratch students all carry the base model's tokenizer.
-    if base_model.get("path"):
-        return vocab_of(base_model["path"])
-    if base_model.get("hub"):
-        return vocab_of(base_model["hub"], base_model.get("revision", "main"), local_only=True)
-    return None
+    return before_any_job(ref, base_model, vocab_of)
 
 
 def token_map_of(model: str | Path, revision: str = "main", local_only: bool = False) -> dict[str, int] | None:
@@ -110,18 +114,8 @@ def token_map_of(model: str | Path, revision: str = "main", local_only: bool = F
 
 
 def known_token_map(ref: Mapping[str, Any], base_model: Mapping[str, Any]) -> dict[str, int] | None:
-    """The token -> id map a reference will have, where it can be read before any job runs (the
-    workflow's own variants and scratch students carry the base model's tokenizer)."""
-    k = kind(ref)
-    if k == "path":
-        return token_map_of(ref["path"])
-    if k == "hub":
-        return token_map_of(ref["hub"], ref.get("revision", "main"), local_only=True)
-    if base_model.get("path"):
-        return token_map_of(base_model["path"])
-    if base_model.get("hub"):
-        return token_map_of(base_model["hub"], base_model.get("revision", "main"), local_only=True)
-    return None
+    """The token -> id map a reference will have, where it can be read before any job runs."""
+    return before_any_job(ref, base_model, token_map_of)
 
 
 def check_token_maps(teacher: Mapping[str, int] | None, student: Mapping[str, int] | None, where: str,
