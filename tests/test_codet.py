@@ -34,7 +34,8 @@ def released_ranking(passed: Sequence[frozenset[int]], weight: str,
     return sorted(ranked, key=lambda x: x[1], reverse=True)
 
 
-def released_choose_count(sorted_solution_scores: list[tuple[list[int], float]], topk: int) -> list[tuple[list[int], int]]:
+def released_choose_count(sorted_solution_scores: list[tuple[list[int], float]],
+                          topk: int) -> list[tuple[list[int], int]]:
     """`_turn_solution_scores_into_choose_count` of microsoft/CodeT src/evaluation.py (wrapped case)."""
     result = []
     last_score = sorted_solution_scores[0][1]

@@ -1,5 +1,7 @@
-"""CodeT and LEVER rankers on constructed candidates whose answers are known by hand, the test
-prompt and its leak check, and the batched sandbox runner with its cache."""
+"""LEVER's ranker and verifiers on constructed candidates whose answers are known by hand, the
+test prompt and its leak check, the engine's shared-context likelihoods, and the variant job that
+trains a verifier and reranks with it (CodeT: tests/test_codet.py; the batch runner:
+tests/test_execbatch.py)."""
 
 from __future__ import annotations
 
@@ -12,56 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import config_error, runs_of
-from sophia.evaluate import codet, execbatch, lever, rerank, sandbox, testgen
-from sophia.evaluate.execcache import Cache
-from sophia.evaluate.scoring import pass_at_k
-
-S = frozenset
-
-
-def test_codet_ties_are_an_exact_expectation() -> None:
-    # Groups {0,1}: 2 solutions x 2 tests = 4 (one right); {2}: 4 solutions x 1 test = 4 (one right).
-    passed = [S({0, 1}), S({0, 1}), S({2}), S({2}), S({2}), S({2})]
-    correct = [True, False, True, False, False, False]
-    assert codet.pass_at_1(passed, correct) == pytest.approx(2 / 6)
-    # Round robin, k=2: one from each tied group: 1 - (1/2)(3/4).
-    assert codet.pass_at_k(passed, correct, 2) == pytest.approx(1 - 0.5 * 0.75)
-    # k=1: a random one of the two tied groups, then a random member.
-    assert codet.pass_at_k(passed, correct, 1) == pytest.approx(0.5 * 0.5 + 0.5 * 0.25)
-    # The square-root weight breaks the tie: 2 x sqrt(2) > 1 x sqrt(4).
-    assert codet.pass_at_1(passed, correct, "sqrt") == pytest.approx(0.5)
-
-
-def test_codet_wrong_solutions_agreeing_on_wrong_tests_win() -> None:
-    # Three wrong solutions agree on two (wrong) tests; the right one passes a single right test.
-    passed = [S({1, 2}), S({1, 2}), S({1, 2}), S({0})]
-    correct = [False, False, False, True]
-    assert codet.pass_at_1(passed, correct) == 0.0  # 2 x 3 = 6 beats 1 x 1 = 1
-    assert codet.pass_at_k(passed, correct, 2) == 1.0  # round robin reaches the second group
-    assert codet.pass_at_k(passed, correct, 1) == 0.0
-
-
-def test_codet_without_valid_tests_falls_back_to_the_unranked_expectation() -> None:
-    passed = [S()] * 10
-    correct = [True] * 3 + [False] * 7
-    assert codet.pass_at_1(passed, correct) == pytest.approx(0.3)
-    for k in (1, 2, 5, 10):
-        assert codet.pass_at_k(passed, correct, k) == pytest.approx(pass_at_k(10, 3, k))
-    assert codet.pass_at_1([], []) is None
-
-
-def test_codet_round_robin_over_exhausted_groups() -> None:
-    # Scores: A {0,1,2} x1 = 3 (wrong), B {0} x2 = 2 (one right of 2), C {} x3 = 0 (all right).
-    passed = [S({0, 1, 2}), S({0}), S({0}), S(), S(), S()]
-    correct = [False, True, False, True, True, True]
-    # k=3: A, B, C once each: C always right.
-    assert codet.pass_at_k(passed, correct, 3) == 1.0
-    # k=2: A then one of B (1/2).
-    assert codet.pass_at_k(passed, correct, 2) == pytest.approx(0.5)
-    # k=4: A exhausted after round 1; round 2 takes B's second: B both -> certain.
-    assert codet.pass_at_k(passed, correct, 4) == 1.0
-    with pytest.raises(ValueError, match="weight"):
-        codet.pass_at_1(passed, correct, "log")
+from sophia.evaluate import engine, execbatch, lever, rerank, testgen
 
 
 def test_lever_sums_equal_execution_results_and_breaks_ties_at_random() -> None:
@@ -166,49 +119,20 @@ def test_shared_context_likelihoods_equal_full_forwards() -> None:
     ctx = "def add(a, b):\n    "
     pairs = ([(ctx, c) for c in ["return a + b", "", "r", "return a - b\n", "pass", "return b + a  # same"]]
              + [("x = ", "1"), ("y" * 60, "long enough to be cut from the left")])
-    got = rerank.mean_logprobs(model, _CharTokenizer(), pairs, batch_size=4)
+    eng = engine.HFEngine(model, _CharTokenizer(), batch_size=4)
+    got = eng.mean_logprobs(pairs, "logprobs")
     shared = sum(tokens)
     tokens.clear()
-    want = rerank.full_logprobs(model, _CharTokenizer(), pairs, batch_size=4)
+    want = engine.HFEngine(model, _CharTokenizer(), batch_size=4).full_logprobs(pairs)
     assert [n for _, n in got] == [n for _, n in want] == [12, 0, 1, 13, 4, 20, 1, 35]
     assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in want], abs=1e-5)
-    assert got[1][0] == rerank.MIN_LOGPROB
+    assert got[1][0] == engine.MIN_LOGPROB
     assert shared < sum(tokens) / 2
-
-
-@pytest.fixture(scope="module")
-def box() -> sandbox.Sandbox:
-    isolation = "bwrap" if sandbox.bwrap_available() else "process"
-    return sandbox.Sandbox(sandbox.Limits(timeout_s=10), isolation)
-
-
-def test_batch_runner_survives_a_crashing_test_and_caches(box: sandbox.Sandbox, tmp_path: Path) -> None:
-    solution = ("import os, sys\n"
-                "def f(x):\n"
-                "    if x == 3:\n        os._exit(7)\n"
-                "    if x == 4:\n        while True: pass\n"
-                "    if x == 5:\n        print('x' * 100000)\n        sys.exit(0)\n"
-                "    return 1 / x\n")
-    tests = ["assert f(1) == 1", "assert f(2) == 1", "assert f(0) == 1", "assert f(3) == 1",
-             "assert f(1) == 1.0", "assert f(4) == 1", "assert g(1)", "assert f(5) == 1", "assert f(1) == 1"]
-    cache = Cache(tmp_path / "cache.sqlite")
-    runner = execbatch.Runner(box, 0.5, cache, workers=2)
-    broken = "def g(:\n"
-    results = runner.run([(solution, tests), (broken, tests[:2]), ("def f(x): return 1\n", [])])
-    assert results[0].error is None
-    assert results[0].codes == "PFZCPTNXP"  # os._exit loses the process: the rest run in a new one
-    assert results[0].passed() == {0, 4, 8}
-    assert results[1].error == "SyntaxError" and results[1].codes == "DD"
-    assert results[2].error is None and results[2].codes == ""
-    first = runner.stats.to_dict()
-    assert first["processes"] == 4 and first["restarts"] == 1 and first["cached_tests"] == 0
-    # A rerun with one more test runs only that one (in one process), the rest come from the cache.
-    again = execbatch.Runner(box, 0.5, Cache(tmp_path / "cache.sqlite"), workers=2)
-    results = again.run([(solution, [*tests, "assert f(-1) == -1"]), (broken, tests[:2])])
-    assert results[0].codes == "PFZCPTNXPP" and results[1].codes == "DD"
-    stats = again.stats.to_dict()
-    assert stats["processes"] == 1 and stats["executed_tests"] == 1 and stats["cached_tests"] == 9
-    assert stats["cached_definitions"] == 2
+    # The one pair longer than the window (60 + 35 > 64) is counted as cut, and gated.
+    assert eng.cuts.report()["per_task"] == {"logprobs": {"requests": 8, "truncated": 1}}
+    with pytest.raises(Exception, match="max_truncated_share"):
+        rerank.gate(eng.cuts.report(rerank.PURPOSES), 0.1, "humaneval reranking")
+    rerank.gate(eng.cuts.report(rerank.PURPOSES), 0.125, "humaneval reranking")
 
 
 def test_variant_job_trains_the_verifier_then_reranks_loading_the_model_once(
@@ -218,7 +142,7 @@ def test_variant_job_trains_the_verifier_then_reranks_loading_the_model_once(
     from the cache, and a verifier setting retrains it and recomputes only the benchmark that reads it."""
     from sophia import evaluate_job
     from sophia.evaluate import stage
-    from sophia.verifier.model import Verifier
+    from sophia.evaluate.verifier_features import Verifier
 
     loads: list[Path] = []
     real_load = stage.load_model
@@ -244,7 +168,7 @@ def test_variant_job_trains_the_verifier_then_reranks_loading_the_model_once(
     info = json.loads((vout / "verifier.json").read_text())
     assert info["split"] == "train" and info["problems"] == 4 and info["candidates"] == 8
     assert {"verifier.json", "calibration.png", "candidates.jsonl"} <= {p.name for p in vout.iterdir()}
-    assert Verifier.load(vout).predict([]) == []
+    assert Verifier.load(vout).predict_rows([]) == []
     scores = done.scores["mbpp"]
     m = scores["metrics"]
     assert {"codet_pass@1", "codet_pass@2", "lever_pass@1"} <= set(m) and m["lever_pass@1"]["n"] == 2
@@ -278,15 +202,15 @@ def _rows(values: list[tuple[float, float]]) -> list[dict[str, float]]:
 
 @pytest.mark.parametrize("kind", ["logistic", "gbt"])
 def test_verifier_learns_constructed_labels_and_round_trips(kind: str, tmp_path: Path) -> None:
-    from sophia.verifier.model import Verifier
+    from sophia.evaluate.verifier_features import Verifier
 
     rows = _rows([(i / 99, -1.0) for i in range(100)])  # trees need 20 per leaf
     labels = [r["test=P"] > 0.5 for r in rows]
     v = Verifier.fit(kind, rows, labels, seed=0)
-    low, high = v.predict(_rows([(0.0, -1.0), (1.0, -1.0)]))
+    low, high = v.predict_rows(_rows([(0.0, -1.0), (1.0, -1.0)]))
     assert v.kind == kind and low < 0.5 < high
     v.save(tmp_path, {"note": "test"})
-    assert Verifier.load(tmp_path).predict(_rows([(1.0, -1.0)])) == pytest.approx([high])
+    assert Verifier.load(tmp_path).predict_rows(_rows([(1.0, -1.0)])) == pytest.approx([high])
     info = json.loads((tmp_path / "verifier.json").read_text())
     info["features"] = info["features"][:-1]
     (tmp_path / "verifier.json").write_text(json.dumps(info))
@@ -295,10 +219,10 @@ def test_verifier_learns_constructed_labels_and_round_trips(kind: str, tmp_path:
 
 
 def test_verifier_of_one_class_is_the_base_rate_and_says_so(tmp_path: Path) -> None:
-    from sophia.verifier.model import Verifier
+    from sophia.evaluate.verifier_features import Verifier
 
     v = Verifier.fit("logistic", _rows([(0.1, -1.0), (0.9, -2.0)]), [False, False], seed=0)
-    assert v.kind == "constant" and v.predict(_rows([(1.0, 0.0)])) == [0.25]  # (0 + 1) / (2 + 2)
+    assert v.kind == "constant" and v.predict_rows(_rows([(1.0, 0.0)])) == [0.25]  # (0 + 1) / (2 + 2)
     v.save(tmp_path, {})
     assert Verifier.load(tmp_path).kind == "constant" and not (tmp_path / "verifier.joblib").exists()
     with pytest.raises(Exception, match="missing"):
@@ -306,16 +230,22 @@ def test_verifier_of_one_class_is_the_base_rate_and_says_so(tmp_path: Path) -> N
 
 
 def test_held_out_auc_splits_whole_problems() -> None:
+    import torch
     from sophia.evaluate.rerank import Problem
     from sophia.verifier import stage as vstage
 
     train, held = vstage.held_out_split(8, 0.25, seed=0)
     assert len(held) == 2 and sorted(train + held) == list(range(8))
     # Each problem: one right candidate passing all generated tests, one wrong passing none.
-    problems = [Problem({"task_id": i}, "", ["a", "b"], correct=[True, False]) for i in range(8)]
+    problems = [Problem({"task_id": i}, "", ["a", "b"], correct=[True, False],
+                        results=[execbatch.Result(None, "P", [""]), execbatch.Result(None, "F", [""])],
+                        logprobs=[(-1.0, 3), (-1.0, 3)]) for i in range(8)]
     rows = [_rows([(1.0, -1.0), (0.0, -1.0)]) for _ in problems]
-    held_out = vstage.assess("logistic", problems, rows, seed=0, share=0.25)
+    vspec = {"kind": "logistic", "seed": 0, "held_out": 0.25}
+    held_out = vstage.assess("features", vspec, problems, rows, [[]] * 8, Path("."), torch.device("cpu"),
+                             engine.Cuts(64))
     assert held_out["auc"] == 1.0 and held_out["held_out_problems"] == 2 and held_out["held_out_candidates"] == 4
+    assert held_out["reranked_pass@1"] == 1.0 and held_out["seconds"] > 0
     assert len(held_out["calibration"]["predicted"]) == len(held_out["calibration"]["observed"]) == 2
 
 
@@ -323,4 +253,14 @@ def test_rerank_and_verifier_config_errors_name_the_key() -> None:
     assert "evaluate.rerank.weight" in config_error(lambda e: e["rerank"].update(weight="log"), "evaluate")
     assert "evaluate.rerank.n_test" in config_error(lambda e: e["rerank"].update(n_test=3), "evaluate")
     assert "verifier.kind" in config_error(lambda v: v.update(kind="svm"), "verifier")
+    assert "verifier.model" in config_error(lambda v: v.update(model="t5"), "verifier")
+    assert "verifier.lm.lora_r" in config_error(lambda v: v.update(lm={"lora_r": 0}), "verifier")
+    assert "evaluate.selfdebug.rounds" in config_error(lambda e: e.update(selfdebug={"rounds": -1}), "evaluate")
+    assert "evaluate.selfdebug.template" in config_error(lambda e: e.update(selfdebug={"template": "$program"}),
+                                                         "evaluate")
+    from sophia.errors import ConfigError
+    from sophia.evaluate import selfdebug
+
+    with pytest.raises(ConfigError, match=r"evaluate.selfdebug.template: KeyError\('tests'\)"):
+        selfdebug.check({"template": "$program $tests $prompt"})
     assert "verifier.n_samples" in config_error(lambda v: v.update(n_samples=1), "verifier")

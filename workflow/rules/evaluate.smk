@@ -50,16 +50,17 @@ def eval_spec():
     """The settings that reach an evaluate job: every benchmark's, and the sandbox and reranking only
     when a code benchmark runs. Any benchmark's change reruns the job; the cache recomputes only
     benchmarks whose own part (sophia.evaluate.cache.benchmark_spec) changed."""
-    section = {k: v for k, v in EVALUATE.items() if k not in ("models", "sandbox", "rerank")}
+    section = {k: v for k, v in EVALUATE.items() if k not in ("models", "sandbox", "rerank", "selfdebug")}
     if CODE_BENCHMARKS:
         section["sandbox"] = EVALUATE["sandbox"]
         section["rerank"] = EVALUATE["rerank"]
+        section["selfdebug"] = EVALUATE["selfdebug"]
     return spec({"evaluate": section})
 
 
 def verifier_spec():
     """The verifier's own settings plus what shapes its candidates' features (tests, sandbox, data)."""
-    section = {k: EVALUATE[k] for k in ("dataset_root", "batch_size", "sandbox", "rerank")}
+    section = {k: EVALUATE[k] for k in ("dataset_root", "batch_size", "max_truncated_share", "sandbox", "rerank")}
     return spec({"verifier": VERIFIER, "evaluate": section})
 
 

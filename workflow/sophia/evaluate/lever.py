@@ -16,7 +16,7 @@ import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 
-from sophia.evaluate.execbatch import CRASH, FAIL, NOT_LOADED, PASS, TIMEOUT
+from sophia.evaluate.execbatch import CRASH, FAIL, LETTERS, NOT_LOADED, PASS, TIMEOUT
 
 # Per-test outcome letters whose share is a feature (the exception types a model makes most).
 TEST_LETTERS = (PASS, FAIL, TIMEOUT, CRASH, "N", "Y", "V", "I", "K", "A", "Z", "R")
@@ -27,6 +27,31 @@ FEATURES = (
     *(f"test={t}" for t in (*TEST_LETTERS, "other")),
     "passed", "agreement", "codet_score",
 )
+
+
+SHOWN_TESTS = 8  # generated tests the LM verifier reads per program (the window is small)
+
+
+def execution_text(tests: Sequence[str], error: str | None, error_detail: str, codes: str,
+                   details: Sequence[str]) -> str:
+    """A program's execution result as the LM verifier reads it: what it returned or raised on
+    the generated tests (LEVER's execution result), or why it did not load."""
+    if error is not None:
+        return f"does not load: {error_detail or error}"
+    if not tests:
+        return "loads; no generated test to run"
+    lines = []
+    for test, code, detail in list(zip(tests, codes, details, strict=True))[:SHOWN_TESTS]:
+        outcome = LETTERS.get(code, "other")
+        lines.append(f"{test}  # {outcome}" + (f"; {detail}" if detail else ""))
+    if len(tests) > SHOWN_TESTS:
+        lines.append(f"# ... {len(tests) - SHOWN_TESTS} more tests, {codes.count(PASS)} of {len(tests)} passed")
+    return "\n".join(lines)
+
+
+def verifier_text(problem: str, program: str, execution: str) -> str:
+    """LEVER's verifier input: the problem, the program and its execution result."""
+    return f"# Problem\n{problem.strip()}\n# Program\n{program.strip()}\n# Execution result\n{execution}\n"
 
 
 def execution_key(error: str | None, codes: str) -> Hashable:

@@ -26,7 +26,7 @@ from sophia import lm, tracking
 from sophia.atomic import atomic_dir
 from sophia.config import check_pass_at_k, validate_section
 from sophia.errors import ConfigError, EvalError
-from sophia.evaluate import cache, context, harness, protocol, rerank, results, sandbox
+from sophia.evaluate import cache, context, engine, harness, protocol, rerank, results, sandbox, selfdebug, verifier_lm
 from sophia.evaluate.benchmarks import BENCHMARKS
 from sophia.evaluate.results import EXECUTIONS, SAMPLES, SCORES
 from sophia.lm import load_variant as load_model
@@ -54,6 +54,13 @@ class Loaded:
     inputs: dict[str, Path]
     box: sandbox.Sandbox | None
     verifier: Path | None
+    _verifier: Any = None
+
+    def load_verifier(self) -> Any:
+        """The LEVER verifier, loaded on first use (an LM verifier loads a model of its own)."""
+        if self._verifier is None and self.verifier is not None:
+            self._verifier = verifier_lm.load(self.verifier, self.dev)
+        return self._verifier
 
 
 def make_sandbox(espec: dict[str, Any]) -> sandbox.Sandbox:
@@ -85,6 +92,7 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
     for b in names:
         if BENCHMARKS[b].code:
             check_pass_at_k(b, espec["benchmarks"][b])  # before any generation
+    selfdebug.check(espec["selfdebug"])
     inputs: dict[str, Path] = {"model": model_dir, **({"adapter": adapter} if adapter is not None else {})}
     root = Path(espec["dataset_root"]) if espec["dataset_root"] else None
     done = Evaluation()
@@ -182,9 +190,13 @@ def evaluate_benchmark(espec: dict[str, Any], job: Loaded, benchmark: str, out: 
         result = results.score(bench, bspec, samples, espec["confidence"], box, espec["sandbox"]["workers"])
         records = result.pop("records", None)
         scores.update(result)
-        if records is not None:  # CodeT and LEVER reranking of the sampled solutions
+        if records is not None:  # CodeT and LEVER reranking, self-debugging, of the sampled solutions
             assert box is not None
-            rerank.attach(scores, tmp, samples, records, model, tok, box, espec, verifier)
+            eng = engine.HFEngine(model, tok, espec["batch_size"])
+            measured = rerank.attach(scores, tmp, samples, records, eng, box, espec,
+                                     job.load_verifier() if verifier is not None else None,
+                                     transfer=benchmark != rerank.VERIFIER_BENCHMARK)
+            selfdebug.attach(scores, samples, records, measured, benchmark, eng, box, espec)
             with open(tmp / EXECUTIONS, "w", encoding="utf-8") as fh:
                 for r in records:
                     fh.write(json.dumps(r, ensure_ascii=False) + "\n")

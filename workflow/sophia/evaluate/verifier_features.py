@@ -1,4 +1,5 @@
-"""The verifier itself: P(correct | problem, program, execution result) from scikit-learn.
+"""LEVER's verifier as a feature model (`verifier.model: features`): P(correct | problem, program,
+execution result) from scikit-learn on the hand-made features of `lever.features`.
 
 `logistic` (standardised features, L2 logistic regression) or `gbt` (histogram gradient-boosted
 trees). When the training candidates are all wrong (or all right), as for a model that never
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from sophia.errors import DataError
+from sophia.evaluate import rerank
 from sophia.evaluate.lever import FEATURES
 
 KINDS = ("logistic", "gbt")
@@ -27,8 +29,11 @@ def matrix(rows: Sequence[Mapping[str, float]]) -> np.ndarray:
 
 
 class Verifier:
-    def __init__(self, kind: str, estimator: Any = None, base_rate: float | None = None) -> None:
-        self.kind, self.estimator, self.base_rate = kind, estimator, base_rate
+    model = "features"
+
+    def __init__(self, kind: str, estimator: Any = None, base_rate: float | None = None,
+                 folder: Path | None = None) -> None:
+        self.kind, self.estimator, self.base_rate, self.folder = kind, estimator, base_rate, folder
 
     @classmethod
     def fit(cls, kind: str, rows: Sequence[Mapping[str, float]], labels: Sequence[bool], seed: int) -> Verifier:
@@ -52,7 +57,11 @@ class Verifier:
         est.fit(matrix(rows), y)
         return cls(kind, est)
 
-    def predict(self, rows: Sequence[Mapping[str, float]]) -> list[float]:
+    def predict(self, problems: Sequence[rerank.Problem], weight: str, cuts: Any = None) -> list[list[float]]:
+        """P(correct) of every candidate of every problem (the interface `rerank.attach` calls)."""
+        return [self.predict_rows(rerank.features(p, weight)) for p in problems]
+
+    def predict_rows(self, rows: Sequence[Mapping[str, float]]) -> list[float]:
         if not rows:
             return []
         if self.estimator is None:
@@ -64,8 +73,9 @@ class Verifier:
 
         if self.estimator is not None:
             joblib.dump(self.estimator, folder / MODEL_FILE)
-        (folder / INFO_FILE).write_text(json.dumps({"kind": self.kind, "base_rate": self.base_rate,
-                                                    "features": list(FEATURES), **info}, indent=2) + "\n")
+        head = {"verifier_model": self.model, "kind": self.kind, "base_rate": self.base_rate,
+                "features": list(FEATURES)}
+        (folder / INFO_FILE).write_text(json.dumps({**head, **info}, indent=2) + "\n")
 
     @classmethod
     def load(cls, folder: Path) -> Verifier:
@@ -78,5 +88,5 @@ class Verifier:
         if info.get("features") != list(FEATURES):
             raise DataError(f"{path}: trained on other features than this code computes; retrain it")
         if info["kind"] == "constant":
-            return cls("constant", base_rate=info["base_rate"])
-        return cls(info["kind"], joblib.load(Path(folder) / MODEL_FILE))
+            return cls("constant", base_rate=info["base_rate"], folder=Path(folder))
+        return cls(info["kind"], joblib.load(Path(folder) / MODEL_FILE), folder=Path(folder))
