@@ -40,10 +40,12 @@ def cpu_model() -> str:
 
 
 def machine() -> dict[str, Any]:
-    """Cores (all, and those this process may use), RAM, CPU model, OS and Python."""
+    """Cores (all, and those this process may use), RAM, CPU model, OS and Python, and the load average
+    when the record was written (timings on a busy machine are slower; the reader should know)."""
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {"cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)), "ram_gb": round(ram / 2**30, 1),
-            "cpu_model": cpu_model(), "os": platform.platform(), "python": platform.python_version()}
+            "cpu_model": cpu_model(), "os": platform.platform(), "python": platform.python_version(),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def stamp() -> dict[str, Any]:
@@ -64,7 +66,7 @@ def markdown(name: str, info: Mapping[str, Any], body: str) -> str:
     return (f"# {name}\n\n"
             f"- command: `{info['command']}`\n"
             f"- machine: {m['cores']} cores ({m['usable_cores']} usable), {m['ram_gb']} GiB RAM, {m['cpu_model']}, "
-            f"{m['os']}, Python {m['python']}\n"
+            f"{m['os']}, Python {m['python']}; load average {m['load_average']} (1, 5, 15 min) at the end\n"
             f"- date: {info['date']}\n- commit: `{info['commit']}`\n\n{body}")
 
 
