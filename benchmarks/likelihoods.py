@@ -25,9 +25,9 @@ os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "sophia-benchmarks")
 import torch
 from record import save
 from sophia import lm
-from sophia.evaluate import rerank
+from sophia.evaluate import engine, rerank
 
-WAYS = {"shared_context": rerank.mean_logprobs, "full": rerank.full_logprobs}
+WAYS = {"shared_context": engine.HFEngine.mean_logprobs, "full": engine.HFEngine.full_logprobs}
 
 
 def candidates(eval_dir: Path) -> list[tuple[str, str]]:
@@ -69,7 +69,7 @@ def main() -> None:
         for way, fn in WAYS.items():
             tokens.clear()
             start = time.perf_counter()
-            values[way] = fn(model, tok, pairs, args.batch_size)
+            values[way] = fn(engine.HFEngine(model, tok, args.batch_size), pairs)
             seconds[way].append(time.perf_counter() - start)
             ran[way] = sum(tokens)
     diff = max(abs(a[0] - b[0]) for a, b in zip(values["shared_context"], values["full"], strict=True))

@@ -141,8 +141,7 @@ def test_variant_job_trains_the_verifier_then_reranks_loading_the_model_once(
     load; a rerun for an evaluate-only setting restores the verifier (same run) and the code benchmark
     from the cache, and a verifier setting retrains it and recomputes only the benchmark that reads it."""
     from sophia import evaluate_job
-    from sophia.evaluate import stage
-    from sophia.evaluate.verifier_features import Verifier
+    from sophia.evaluate import stage, verifier_lm
 
     loads: list[Path] = []
     real_load = stage.load_model
@@ -151,10 +150,13 @@ def test_variant_job_trains_the_verifier_then_reranks_loading_the_model_once(
     # the micro model's 768-token context cuts MBPP's 3-shot prompts: allowed here on purpose
     evaluate = {"dataset_root": str(root), "sandbox": {"timeout_s": 5}, "max_truncated_share": 1.0,
                 "rerank": {"n_tests": 2, "max_gen_toks": 8, "cache": str(tmp_path / "cache.sqlite")},
+                "selfdebug": {"rounds": 1, "max_gen_toks": 8},
                 "benchmarks": {"mbpp": {"limit": 2, "max_gen_toks": 8, "n_samples": 3, "k": [1, 2]},
                                "piqa": {"limit": 2}}}
-    vspec = {"evaluate": {k: evaluate[k] for k in ("dataset_root", "sandbox", "rerank")},
-             "verifier": {"n_samples": 2, "limit": 4, "max_gen_toks": 8}}
+    # LEVER's LM verifier; the micro model solves no train problem, so the reference solutions are
+    # the positives it learns from
+    vspec = {"evaluate": {k: evaluate[k] for k in ("dataset_root", "sandbox", "rerank", "max_truncated_share")},
+             "verifier": {"model": "lm", "n_samples": 2, "limit": 4, "max_gen_toks": 8, "gold_positives": True}}
     vout, out, cache_root = tmp_path / "verifier" / "base", tmp_path / "eval" / "base", tmp_path / "cache"
 
     def job(espec: dict[str, Any], verifier: dict[str, Any]) -> Any:
@@ -166,19 +168,31 @@ def test_variant_job_trains_the_verifier_then_reranks_loading_the_model_once(
     done = job(evaluate, vspec)
     assert loads == [micro_model] and done.computed == ["mbpp", "piqa"]
     info = json.loads((vout / "verifier.json").read_text())
-    assert info["split"] == "train" and info["problems"] == 4 and info["candidates"] == 8
-    assert {"verifier.json", "calibration.png", "candidates.jsonl"} <= {p.name for p in vout.iterdir()}
-    assert Verifier.load(vout).predict_rows([]) == []
+    assert info["split"] == "train" and info["problems"] == 4 and info["candidates"] == 4 * 3
+    assert info["verifier_model"] == "lm" and info["kind"] == "lm" and info["training"]["steps"] > 0
+    # held-out problems: the LM verifier's AUC, reranked pass@1 and cost beside the feature model's
+    for held in (info["held_out"], info["compared"]["features"]):
+        assert held["auc"] is not None and held["reranked_pass@1"] is not None and held["seconds"] > 0
+    assert info["held_out"]["model"] == "lm" and info["compared"]["features"]["model"] == "features"
+    assert {"verifier.json", "calibration.png", "candidates.jsonl", "adapter", "head.pt"} <= {
+        p.name for p in vout.iterdir()}
+    assert isinstance(verifier_lm.load(vout), verifier_lm.LMVerifier)
     scores = done.scores["mbpp"]
     m = scores["metrics"]
-    assert {"codet_pass@1", "codet_pass@2", "lever_pass@1"} <= set(m) and m["lever_pass@1"]["n"] == 2
-    assert scores["rerank"]["cost"]["processes"] >= 1
+    assert {"codet_pass@1", "codet_pass@2", "lever_pass@1", "pass@1_sampled", "selfdebug_pass@1_round1"} <= set(m)
+    assert m["lever_pass@1"]["n"] == 2 and "transfer_from" not in m["lever_pass@1"]  # trained on MBPP itself
+    assert scores["rerank"]["verifier_kind"] == "lm" and scores["rerank"]["cost"]["processes"] >= 1
+    assert scores["selfdebug"]["rounds"][0]["revised"] > 0 and scores["selfdebug"]["tokens"] > 0
+    assert scores["protocol"]["selfdebug"].startswith("1 rounds") and scores["protocol"]["lever"] == "verifier lm"
     assert len((out / "mbpp" / "rerank.jsonl").read_text().splitlines()) == 2
     assert all("codet_pass@1" in p for p in scores["problems"])
     names = {r.data.tags["sophia.stage"]: r.data.metrics for r in runs_of(mlflow_store)}
     logged = set(names["evaluate"])
-    assert {"codet_pass_at_1", "codet_pass_at_1.stderr", "lever_pass_at_1", "rerank.processes"} <= logged
-    assert "candidates" in names["verifier"]
+    assert {"codet_pass_at_1", "codet_pass_at_1.stderr", "lever_pass_at_1", "rerank.processes",
+            "selfdebug_pass_at_1_round1", "selfdebug_pass_at_1_round1.ci_low", "selfdebug.round1.tokens",
+            "selfdebug.pass_at_1", "rerank.truncated_share"} <= logged
+    assert {"candidates", "held_out.auc", "held_out.features.auc", "held_out.reranked_pass_at_1"} <= set(
+        names["verifier"])
     verifier_run = json.loads((vout / "mlflow_run.json").read_text())["run_id"]
 
     piqa3 = {**evaluate, "benchmarks": {**evaluate["benchmarks"], "piqa": {"limit": 3}}}
@@ -264,3 +278,40 @@ def test_rerank_and_verifier_config_errors_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"evaluate.selfdebug.template: KeyError\('tests'\)"):
         selfdebug.check({"template": "$program $tests $prompt"})
     assert "verifier.n_samples" in config_error(lambda v: v.update(n_samples=1), "verifier")
+
+
+def test_table_and_card_mark_lever_transfer_and_show_selfdebug_rounds() -> None:
+    from sophia.evaluate import protocol
+    from sophia.report import table
+
+    def s(v: float) -> dict[str, Any]:
+        return {"value": v, "stderr": 0.1, "ci_low": v - 0.1, "ci_high": v + 0.1, "n": 3}
+
+    m = {"pass@1": s(0.2), "pass@1_sampled": s(0.3), "codet_pass@1": s(0.4),
+         "lever_pass@1": {**s(0.5), "transfer_from": "mbpp train"},
+         "selfdebug_pass@1_round2": {**s(0.7), "tokens": 30, "executions": 12}, "selfdebug_pass@1_round1": s(0.6)}
+    text = table._reranked_text(m)
+    assert text.index("CodeT") < text.index("LEVER ⚑ transfer from mbpp train")
+    assert text.index("self-debug round 1") < text.index("self-debug round 2")
+    assert text.endswith("(30 tokens, 12 executions)")
+    assert "⚑" not in table._reranked_text({"lever_pass@1": s(0.5)})
+    scores = {"metrics": m, "rerank": {"settings": {"n_tests": 4, "max_asserts": 5, "weight": "sqrt",
+                                                    "test_timeout_s": 1.0}, "engine": "hf", "verifier_kind": "lm"},
+              "selfdebug": {"settings": {"rounds": 2, "template": "$program\n$feedback\n$prompt"}}}
+    card = protocol.execution_in_the_loop(scores)
+    assert card["lever"] == "verifier lm; transfer result (verifier trained on mbpp train)"
+    assert "weight sqrt" in card["reranking"] and card["selfdebug"].startswith("2 rounds")
+    assert "$feedback" in card["selfdebug"]
+
+
+def test_report_shows_the_lm_verifier_beside_the_feature_model(tmp_path: Path) -> None:
+    from sophia.report import table
+
+    held = {"model": "lm", "auc": 0.75, "reranked_pass@1": 0.5, "seconds": 3.0, "held_out_problems": 1}
+    (tmp_path / "verifier.json").write_text(json.dumps({"kind": "lm", "held_out": held, "compared": {
+        "features": {**held, "model": "features", "auc": None, "seconds": 0.1}}}))
+    summary = rerank.verifier_held_out(tmp_path)
+    assert summary["lm"]["auc"] == 0.75 and summary["features"]["auc"] is None
+    lines = table.verifier_lines([{"model": "base", "verifiers": {"humaneval": summary}}, {"model": "gptq"}])
+    assert lines[-2:] == ["| base | lm | 0.750 | 50.0 | 3.0 |", "| base | features | — | 50.0 | 0.1 |"]
+    assert rerank.verifier_held_out(None) is None and table.verifier_lines([{"model": "gptq"}]) == []

@@ -75,6 +75,7 @@ def test_rounds_revise_only_failing_programs_and_score_each_round(tmp_path: Path
     assert done["metrics"]["selfdebug_pass@1_round1"]["value"] == pytest.approx(2 / 3)
     assert done["metrics"]["selfdebug_pass@1_round2"]["value"] == 1.0
     assert [r["tokens"] for r in done["rounds"]] == [14, 7] and done["rounds"][0]["gold_executions"] == 2
+    assert done["metrics"]["selfdebug_pass@1_round2"]["tokens"] == 21  # spent up to that round
     assert done["feedback_tests"] == 3  # two doctest examples and the generated test
     assert "# assert add(2, 3) == 5  # AssertionError; returned -1" in eng.prompts[0]
     assert eng.prompts[0].endswith(DOC["prompt"])

@@ -91,6 +91,28 @@ def card(bench: Benchmark, bspec: Mapping[str, Any], res: Mapping[str, Any], n_i
     }
 
 
+def execution_in_the_loop(scores: Mapping[str, Any]) -> dict[str, Any]:
+    """A code benchmark's reranking and self-debugging settings: how CodeT scored, which LEVER
+    verifier reranked and whether it is a transfer result (trained on another benchmark's train
+    split), the self-debugging rounds and their feedback template."""
+    out: dict[str, Any] = {}
+    rr = scores.get("rerank") or {}
+    if rr.get("settings"):
+        s = rr["settings"]
+        out["reranking"] = (f"CodeT: {s['n_tests']} test completions x {s['max_asserts']} asserts, "
+                            f"weight {s['weight']}, {s['test_timeout_s']:g} s per test; engine {rr.get('engine')}")
+        lever = scores.get("metrics", {}).get("lever_pass@1")
+        if lever is not None:
+            transfer = lever.get("transfer_from")
+            out["lever"] = (f"verifier {rr.get('verifier_kind')}"
+                            + (f"; transfer result (verifier trained on {transfer})" if transfer else ""))
+    sd = scores.get("selfdebug") or {}
+    if sd.get("settings"):
+        settings = sd["settings"]
+        out["selfdebug"] = f"{settings['rounds']} rounds, greedy revisions; template: {settings['template']}"
+    return out
+
+
 def params(card_: Mapping[str, Any]) -> dict[str, str]:
     """The card as MLflow params (`protocol.<field>`), every value a string."""
     return {f"protocol.{k}": str(v) for k, v in card_.items() if v is not None}
@@ -98,7 +120,7 @@ def params(card_: Mapping[str, Any]) -> dict[str, str]:
 
 FIELDS = ("tasks", "lm_eval_version", "dataset", "split", "items_scored", "limit", "shots", "max_gen_toks",
           "stop", "score", "aggregate", "execution_limits", "context_tokens", "truncated_share", "truncated_allowed",
-          "cpu_caps", "short_budget_subtasks")
+          "cpu_caps", "short_budget_subtasks", "reranking", "lever", "selfdebug")
 
 
 def _fmt(field: str, v: Any) -> str:

@@ -145,6 +145,18 @@ def record(p: Problem, p_verifier: Sequence[float] | None) -> dict[str, Any]:
         for i, (ok, r, (lp, nt)) in enumerate(zip(p.correct, p.results, p.logprobs, strict=True))]}
 
 
+def verifier_held_out(folder: Path | None) -> dict[str, Any] | None:
+    """The verifier's own held-out measures (AUC, reranked pass@1, seconds), and the feature model's
+    beside an LM verifier, from its verifier.json: the report shows them with the LEVER column."""
+    path = Path(folder) / "verifier.json" if folder else None
+    if path is None or not path.is_file():
+        return None
+    info = json.loads(path.read_text(encoding="utf-8"))
+    keep = ("auc", "brier", "reranked_pass@1", "seconds", "held_out_problems", "held_out_candidates")
+    measured = {info["held_out"].get("model", info.get("kind")): info["held_out"], **(info.get("compared") or {})}
+    return {name: {k: h.get(k) for k in keep} for name, h in measured.items()}
+
+
 def gate(cut: dict[str, Any], allowed: float, where: str) -> None:
     """Reranking's own prompts obey evaluate.max_truncated_share like the benchmark's."""
     from sophia.evaluate.results import check_truncation
@@ -192,11 +204,14 @@ def attach(scores: dict[str, Any], out: Path, samples: dict[str, list[dict[str, 
     for name in names:
         scores["metrics"][name] = summarize([r[name] for r in rows.values() if r.get(name) is not None],
                                             espec["confidence"])
+    if "lever_pass@1" in scores["metrics"] and transfer:  # the table and card say so beside the number
+        scores["metrics"]["lever_pass@1"]["transfer_from"] = f"{VERIFIER_BENCHMARK} train"
     for row in scores.get("problems", []):
         row.update({k: v for k, v in rows.get(row["problem"], {}).items() if k != "problem"})
     n_tests = [len(p.tests) for p in problems]
     scores["rerank"] = {
         "settings": rspec, "verifier": getattr(verifier, "folder", None) and str(verifier.folder),
+        "verifier_held_out": verifier_held_out(getattr(verifier, "folder", None)),
         "verifier_kind": verifier.kind if verifier else None, "lever_transfer": bool(verifier and transfer),
         "engine": engine.name, "valid_tests": sum(n_tests), "problems_without_tests": sum(n == 0 for n in n_tests),
         "truncation": {**cut, "allowed": espec["max_truncated_share"]},

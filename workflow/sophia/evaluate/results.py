@@ -179,7 +179,25 @@ def mlflow_metrics(scores: dict[str, Any]) -> dict[str, float]:
     for key, value in scores.get("rerank", {}).get("cost", {}).items():
         if isinstance(value, (int, float)):
             out[f"rerank.{key}"] = float(value)
+    if "truncation" in scores.get("rerank", {}):
+        out["rerank.truncated_share"] = float(scores["rerank"]["truncation"]["share"])
+    debug = scores.get("selfdebug", {})
+    for r in debug.get("rounds", []):  # what each self-debugging round cost
+        for key in ("revised", "tokens", "feedback_executions", "gold_executions", "seconds"):
+            out[f"selfdebug.round{r['round']}.{key}"] = float(r[key])
+    for key in ("tokens", "executions"):
+        if key in debug:
+            out[f"selfdebug.{key}"] = float(debug[key])
     return out
+
+
+def selfdebug_series(scores: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
+    """pass@1 after each self-debugging round as one MLflow series (step = round, 0 = the samples)."""
+    rounds = scores.get("selfdebug", {}).get("rounds", [])
+    start = scores["metrics"].get("pass@1_sampled", {}).get("value")
+    if not rounds or start is None:
+        return {}
+    return {"selfdebug.pass_at_1": [(0, float(start)), *((r["round"], float(r["pass@1"])) for r in rounds)]}
 
 
 def write_samples(path: Path, samples: dict[str, list[dict[str, Any]]]) -> None:

@@ -133,6 +133,9 @@ def run(problems: Sequence[Any], bench_name: str, engine: Engine, runner: execba
         rounds.append({"round": r, "revised": len(todo), "tokens": sum(g.tokens for g in revised),
                        "feedback_executions": runner.stats.executed_tests - before, "gold_executions": len(gold),
                        "seconds": time.perf_counter() - start, "pass@1": metrics[name]["value"]})
+        # what this round cost so far, beside its score (the report's cell)
+        metrics[name]["tokens"] = sum(x["tokens"] for x in rounds)
+        metrics[name]["executions"] = sum(x["feedback_executions"] + x["gold_executions"] for x in rounds)
     return {"metrics": metrics, "rounds": rounds, "feedback_tests": sum(len(t) for t in feedback_tests),
             "completions": completions}
 

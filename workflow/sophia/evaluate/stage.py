@@ -203,6 +203,7 @@ def evaluate_benchmark(espec: dict[str, Any], job: Loaded, benchmark: str, out: 
         scores["score"] = scores["metrics"][bench.metric]
         scores["protocol"] = protocol.card(bench, bspec, res, scores["score"]["n"], cut,
                                            espec["max_truncated_share"], limits, scores["dataset_root"])
+        scores["protocol"].update(protocol.execution_in_the_loop(scores))
         results.write_samples(tmp / SAMPLES, samples)
         (tmp / SCORES).write_text(json.dumps(scores, indent=2, default=str) + "\n", encoding="utf-8")
         run.write_record(tmp, "evaluate", f"{model_id}:{benchmark}")
@@ -215,6 +216,7 @@ def evaluate_benchmark(espec: dict[str, Any], job: Loaded, benchmark: str, out: 
         scored = {k: v for k, v in metrics.items() if k in results.model_metric_names(scores)}
         run.log_metrics({k: v for k, v in metrics.items() if k not in scored})
         run.log_metrics(scored, model_id=logged_model, dataset=bench_set)
+        run.log_series(results.selfdebug_series(scores))
         run.log_params({**protocol.params(scores["protocol"]),
                         **{f"execution.{k}": v for k, v in (limits or {}).items()}})
         s = scores["score"]

@@ -205,6 +205,9 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
         model, tok = variant.get()
         lm_obj = harness.hf_lm(model, tok, espec["batch_size"])
         problems, generation_cut = train_candidates(lm_obj, espec, vspec)
+        if vspec["gold_positives"]:  # a small model may solve no train problem: nothing to learn from
+            for p in problems:
+                p.completions.append(p.doc["code"])
         gold = box.run_many([code.program(p.doc, c) for p in problems for c in p.completions], sb["workers"])
         labels = iter(o.passed for o in gold)
         for p in problems:
@@ -223,6 +226,7 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
         labels_all = [c for p in problems for c in p.correct]
         info = {"model": model_id, "split": SPLIT, "problems": len(problems), "candidates": len(labels_all),
                 "positives": int(sum(labels_all)), "valid_tests": sum(len(p.tests) for p in problems),
+                "gold_positives": vspec["gold_positives"],
                 "requested_model": vspec["model"], "requested_kind": vspec["kind"], "held_out": held,
                 "compared": compared, "training": fitted.stats or None, "truncation": cut,
                 "execution": runner.stats.to_dict(), "tokens": tokens, "engine": eng.name,
