@@ -37,6 +37,9 @@ def test_key_follows_exactly_what_shapes_one_benchmark() -> None:
     assert piqa and piqa == cache.key(espec(piqa={"limit": 2}, humaneval={**CODE, "limit": 3}), "gptq+x", "piqa",
                                       IDENTITY)  # another benchmark's setting
     assert piqa == cache.key({**spec, "sandbox": {**spec["sandbox"], "timeout_s": 9}}, "gptq+x", "piqa", IDENTITY)
+    debugged = {**spec, "selfdebug": {**spec["selfdebug"], "rounds": 1}}  # code benchmarks only
+    assert piqa == cache.key(debugged, "gptq+x", "piqa", IDENTITY)
+    assert cache.key(debugged, "gptq+x", "humaneval", IDENTITY) != cache.key(spec, "gptq+x", "humaneval", IDENTITY)
     assert piqa == cache.key(spec, "gptq+x", "piqa", {**IDENTITY, "inputs": {**IDENTITY["inputs"], "verifier": "v2"}})
     changed = [
         cache.key(espec(piqa={"limit": 1}, humaneval=CODE), "gptq+x", "piqa", IDENTITY),  # its own setting
