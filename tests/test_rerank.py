@@ -291,7 +291,7 @@ def test_table_and_card_mark_lever_transfer_and_show_selfdebug_rounds() -> None:
          "lever_pass@1": {**s(0.5), "transfer_from": "mbpp train"},
          "selfdebug_pass@1_round2": {**s(0.7), "tokens": 30, "executions": 12}, "selfdebug_pass@1_round1": s(0.6)}
     text = table._reranked_text(m)
-    assert text.index("CodeT") < text.index("LEVER ⚑ transfer from mbpp train")
+    assert text.index("pass@1 sampled") < text.index("CodeT") < text.index("LEVER ⚑ transfer from mbpp train")
     assert text.index("self-debug round 1") < text.index("self-debug round 2")
     assert text.endswith("(30 tokens, 12 executions)")
     assert "⚑" not in table._reranked_text({"lever_pass@1": s(0.5)})

@@ -18,6 +18,22 @@ GROUP_TITLES = {"bbh": "BBH", "commonsense": "Commonsense", "math": "Math", "cod
 # Code benchmarks' reranked top-1 scores (evaluate.rerank), shown after pass@10 beside their fair
 # baseline: the expected pass@1 of one random sample from the same n samples they rerank (not greedy).
 RERANKED = {"pass@1_sampled": "pass@1 sampled", "codet_pass@1": "CodeT", "lever_pass@1": "LEVER"}
+SELFDEBUG = "selfdebug_pass@1_round"  # + r: pass@1 of the same samples after r self-debugging rounds
+
+
+def _rounds(m: Mapping[str, Any]) -> list[int]:
+    return sorted(int(k.removeprefix(SELFDEBUG)) for k in m if k.startswith(SELFDEBUG))
+
+
+def _reranked_text(m: Mapping[str, Any]) -> str:
+    """pass@1 sampled, CodeT, LEVER (marked where its verifier was trained on another benchmark),
+    then pass@1 after each self-debugging round."""
+    text = ""
+    for name, title in RERANKED.items():
+        if name in m:
+            transfer = m[name].get("transfer_from")
+            text += f"; {title}{f' ⚑ transfer from {transfer}' if transfer else ''} {_cell(m[name])}"
+    return text + "".join(f"; self-debug round {r} {_cell(m[SELFDEBUG + str(r)])}" for r in _rounds(m))
 
 
 def read_scores(eval_dirs: Sequence[Path]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -70,6 +86,8 @@ def build_rows(scores: Mapping[str, Mapping[str, dict[str, Any]]], models: Seque
         rows.append({"model": model, "groups": group_scores(per_bench, confidence),
                      "benchmarks": {b: s["metrics"] for b, s in per_bench.items()},
                      "protocol": {b: s["protocol"] for b, s in per_bench.items() if s.get("protocol")},
+                     "verifiers": {b: s["rerank"]["verifier_held_out"] for b, s in per_bench.items()
+                                   if (s.get("rerank") or {}).get("verifier_held_out")},
                      "truncation": cut,
                      "truncated_share": sum(t["truncated"] for t in cut.values()) / requests if requests else None,
                      **sizes.get(model, {})})
@@ -193,8 +211,9 @@ def markdown(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, A
     benches = [b for b in BENCHMARKS if any(b in r["benchmarks"] for r in rows)]
     lines += ["", "Per benchmark (primary metric; code: pass@1 greedy, pass@10 from sampled completions, "
               "pass@1 sampled: expected pass@1 of one random sample, the baseline CodeT and LEVER rerank from; "
-              "CodeT and LEVER: expected pass@1 of the reranked samples; after `cut`: share of truncated "
-              "prompts):", "",
+              "CodeT and LEVER: expected pass@1 of the reranked samples (LEVER ⚑ transfer: its verifier was "
+              "trained on another benchmark's train split); self-debug round r: pass@1 of the same samples "
+              "after r rounds of revision from execution feedback; after `cut`: share of truncated prompts):", "",
               "| model | " + " | ".join(f"[{b}]({PROTOCOL}#{b})" for b in benches) + " |",
               "|---|" + "---|" * len(benches)]
     for r in rows:
@@ -207,7 +226,7 @@ def markdown(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, A
             text = _cell(m.get(BENCHMARKS[b].metric))
             if "pass@10" in m:
                 text += f"; pass@10 {_cell(m['pass@10'])}"
-            text += "".join(f"; {title} {_cell(m[name])}" for name, title in RERANKED.items() if name in m)
+            text += _reranked_text(m)
             if b in r["truncation"]:
                 text += f"; cut {_share(r['truncation'][b]['share'])}"
             cells.append(text)
@@ -216,7 +235,24 @@ def markdown(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, A
         if any(b in ref["scores"] for b in benches):
             lines.append(f"| {ref['name']} (published) | "
                          + " | ".join(_ref_value(ref, b, confidence) for b in benches) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + verifier_lines(rows)) + "\n"
+
+
+def verifier_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Each model's LEVER verifier measured on held-out MBPP train problems, the LM verifier beside
+    the feature model where both were measured."""
+    found = [(r["model"], next(iter(r["verifiers"].values()))) for r in rows if r.get("verifiers")]
+    if not found:
+        return []
+    lines = ["", "LEVER's verifier of each model on held-out MBPP train problems (AUC; reranked pass@1: "
+             "LEVER's pick on those problems; seconds to train and score):", "",
+             "| model | verifier | AUC | reranked pass@1 | seconds |", "|---|---|---|---|---|"]
+    for model, held in found:
+        for name, h in held.items():
+            auc = "—" if h.get("auc") is None else f"{h['auc']:.3f}"
+            seconds = "—" if h.get("seconds") is None else f"{h['seconds']:.1f}"
+            lines.append(f"| {model} | {name} | {auc} | {_pct(h.get('reranked_pass@1'))} | {seconds} |")
+    return lines
 
 
 def write_csv(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, Any]], path: Path) -> None:
@@ -230,6 +266,8 @@ def write_csv(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, 
         if BENCHMARKS[b].code:
             fields += [f"{b}_pass@10"]
             fields += [f"{b}_{name}{part}" for name in RERANKED for part in ("", "_ci_low", "_ci_high")]
+            rounds = sorted({n for r in rows if b in r["benchmarks"] for n in _rounds(r["benchmarks"][b])})
+            fields += [f"{b}_{SELFDEBUG}{n}{part}" for n in rounds for part in ("", "_ci_low", "_ci_high")]
     fields += ["truncated_share", "size_bytes", "parameters"]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
@@ -248,7 +286,7 @@ def write_csv(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, 
                     row[f"{b}_truncated_share"] = r["truncation"][b]["share"]
                 if BENCHMARKS[b].code and "pass@10" in m:
                     row[f"{b}_pass@10"] = m["pass@10"]["value"]
-                for name in RERANKED:
+                for name in [*RERANKED, *(SELFDEBUG + str(n) for n in _rounds(m))]:
                     if BENCHMARKS[b].code and name in m:
                         row.update({f"{b}_{name}{part}": m[name].get(key) for part, key in
                                     (("", "value"), ("_ci_low", "ci_low"), ("_ci_high", "ci_high"))})
