@@ -33,7 +33,11 @@ def _reranked_text(m: Mapping[str, Any]) -> str:
         if name in m:
             transfer = m[name].get("transfer_from")
             text += f"; {title}{f' ⚑ transfer from {transfer}' if transfer else ''} {_cell(m[name])}"
-    return text + "".join(f"; self-debug round {r} {_cell(m[SELFDEBUG + str(r)])}" for r in _rounds(m))
+    for r in _rounds(m):
+        s = m[SELFDEBUG + str(r)]
+        cost = f" ({s['tokens']} tokens, {s['executions']} executions)" if "tokens" in s else ""
+        text += f"; self-debug round {r} {_cell(s)}{cost}"
+    return text
 
 
 def read_scores(eval_dirs: Sequence[Path]) -> dict[str, dict[str, dict[str, Any]]]:
