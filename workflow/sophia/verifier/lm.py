@@ -22,6 +22,14 @@ from sophia.evaluate.verifier_lm import Classifier, LMVerifier, batch, encode, h
 MAX_POS_WEIGHT = 20.0
 
 
+def linear_layers(model: Any) -> list[str]:
+    """Names of every linear layer but the output head, float or quantized (a GPTQ checkpoint's
+    layers are gptqmodel's QuantLinear, which peft's "all-linear" shortcut does not select)."""
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if "Linear" in type(module).__name__ and name and not name.endswith("lm_head")}
+    return sorted(names)
+
+
 def train(base_model: Path, texts: Sequence[str], labels: Sequence[bool], lspec: dict[str, Any], seed: int,
           dev: torch.device, cuts: Any = None) -> tuple[LMVerifier, dict[str, Any]]:
     """A fresh LoRA + head on `base_model` fitted to the labelled texts; (verifier, training stats)."""
@@ -30,7 +38,8 @@ def train(base_model: Path, texts: Sequence[str], labels: Sequence[bool], lspec:
     start = time.perf_counter()
     torch.manual_seed(seed)
     model, tok = lm.load(base_model, dev, trainable=True)
-    cfg = LoraConfig(r=lspec["lora_r"], lora_alpha=2 * lspec["lora_r"], lora_dropout=0.0, target_modules="all-linear")
+    cfg = LoraConfig(r=lspec["lora_r"], lora_alpha=2 * lspec["lora_r"], lora_dropout=0.0,
+                     target_modules=linear_layers(model))
     model = get_peft_model(model, cfg)
     clf = Classifier(model, hidden_size(model)).to(dev)
     max_length = window(model, lspec["max_length"])
