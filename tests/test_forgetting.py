@@ -63,6 +63,9 @@ def test_answer_loss_is_the_answer_tokens_nll_whatever_the_batch(scratch: Path) 
     # independently: the model's own mean loss over the answer tokens (labels -100 on the prompt)
     ids, start = losses.encode(tok, rows[0]["prompt"], rows[0]["completion"], 128)
     assert ids[-1] == tok.eos_token_id and 0 < start < len(ids)
+    # the loss starts exactly at the answer: the prompt before it, the answer and EOS after it
+    assert tok.decode(ids[:start]) == rows[0]["prompt"]
+    assert tok.decode(ids[start:]) == rows[0]["completion"] + tok.eos_token
     labels = torch.tensor([[-100] * start + ids[start:]])
     with torch.no_grad():
         mean = model(input_ids=torch.tensor([ids]), labels=labels).loss.item()
@@ -168,6 +171,10 @@ def test_paired_interval_finds_a_shift_the_independent_ones_hide() -> None:
     assert d["ci_high"] < 0 and fg.excludes_zero(d)
     noise = _examples([v + rng.normal(0, 0.3) for v in base])
     assert not fg.excludes_zero(fg.interval(noise, b, "s", 0.9, 2000, 0))
+    # one example has no spread to resample: a value, no interval, never "excludes 0"
+    one = fg.interval(_examples([5.0]), _examples([4.0]), "s", 0.9, 200, 0)
+    assert one["value"] == pytest.approx(1.0) and one["ci_low"] is None and not fg.excludes_zero(one)
+    assert fg.cell(one, signed=True) == "+1.0000 (n=1)"
     # only shared examples are paired
     assert fg.interval(a, {"0": (50.0, 10)}, "s", 0.9, 200, 0)["n"] == 1
     assert fg.interval(a, {"x": (50.0, 10)}, "s", 0.9, 200, 0) is None

@@ -220,3 +220,12 @@ def test_the_default_table_says_in_one_bold_line_what_it_can_and_cannot_show() -
     assert "0 on Coding:" in table.markdown(rows, [], 0.9)
     rows[1] = _row("gptq", {**zero, "gsm8k": [1, 0], "humaneval": [1, 0]})
     assert "What this table" not in table.markdown(rows, [], 0.9)
+
+
+def test_reference_items_and_differences_name_only_its_own_scores() -> None:
+    from conftest import config_error
+
+    def add(cfg: dict[str, Any]) -> None:
+        cfg["report"] = {"reference": [{"name": "study", "model": "base", "scores": {"humaneval": 32.66},
+                                        "items": {"coding": 20}}]}
+    assert "report.reference[0].items: coding not among its scores (humaneval)" in config_error(add)

@@ -72,13 +72,15 @@ def interval(a: Example, b: Example | None, split: str, confidence: float, resam
     if b is not None:
         nb, tb = (np.array([b[i][k] for i in ids], dtype=float) for k in (0, 1))
         value, boot = value - nb.sum() / tb.sum(), boot - _ratios(nb, tb, idx)
+    if len(ids) < 2:  # every resample is the one example: no interval to speak of
+        return {"value": float(value), "ci_low": None, "ci_high": None, "n": len(ids)}
     tail = (1 - confidence) / 2
     low, high = np.quantile(boot, [tail, 1 - tail])
     return {"value": float(value), "ci_low": float(low), "ci_high": float(high), "n": len(ids)}
 
 
 def excludes_zero(d: Mapping[str, Any] | None) -> bool:
-    return d is not None and (d["ci_low"] > 0 or d["ci_high"] < 0)
+    return d is not None and d["ci_low"] is not None and (d["ci_low"] > 0 or d["ci_high"] < 0)
 
 
 def matrix(rows: Mapping[str, dict[str, Any]], confidence: float, resamples: int, seed: int) -> list[dict[str, Any]]:
@@ -123,6 +125,8 @@ def cell(d: Mapping[str, Any] | None, signed: bool = False) -> str:
     """`value [low, high]`; a difference whose interval excludes 0 is bold."""
     if d is None:
         return "—"
+    if d["ci_low"] is None:
+        return f"{_num(d['value'], signed)} (n={d['n']})"
     text = f"{_num(d['value'], signed)} [{_num(d['ci_low'], signed)}, {_num(d['ci_high'], signed)}]"
     return f"**{text}**" if signed and excludes_zero(d) else text
 
@@ -139,6 +143,8 @@ def _find(entries: Sequence[dict[str, Any]], variant: str, split: str) -> dict[s
 def verdict(d: Mapping[str, Any] | None) -> str:
     if d is None:
         return "not measured"
+    if d["ci_low"] is None:
+        return f"{_num(d['value'], True)} nats on {d['n']} example: no interval, no change shown"
     text = f"{_num(d['value'], True)} nats [{_num(d['ci_low'], True)}, {_num(d['ci_high'], True)}]"
     if not excludes_zero(d):
         return text + ", inside its interval: no change shown"

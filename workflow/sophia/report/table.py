@@ -175,7 +175,7 @@ def capability(rows: Sequence[dict[str, Any]], forgetting: Sequence[Mapping[str,
             "read them as the protocol running, not as a finding")
     steps = [e["vs_previous"] for e in forgetting if e.get("vs_previous") and e["dataset"].count("/") == 1]
     if steps:
-        shown = sum(1 for d in steps if d["ci_low"] > 0 or d["ci_high"] < 0)
+        shown = sum(1 for d in steps if d["ci_low"] is not None and (d["ci_low"] > 0 or d["ci_high"] < 0))
         text += (f"; what each curriculum step changed shows in the held-out losses below ({shown} of {len(steps)} "
                  "paired differences against the previous step exclude 0)")
     return text + ".**"
