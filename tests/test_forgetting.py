@@ -205,9 +205,10 @@ def test_report_matrix_table_sentences_and_heatmap(tmp_path: Path) -> None:
     folders = [_folder(tmp_path, "base", {"base": (None, None, base)}),
                _folder(tmp_path, "gptq", {"gptq": (None, "base", base)}),
                _folder(tmp_path, "gptq+tiny", {"gptq+tiny": ("c/s", "step:c", step2), "step:c": ("c", "gptq", step1)}),
+               _folder(tmp_path, "gptq+three", {"gptq+three": ("c/s/a", "gptq+tiny", shift(step2, 0.3, 0.0))}),
                _folder(tmp_path, "sft+x", {"sft+x": (None, None, base)}, tokenizer="other")]
     rows = fg.read(folders)
-    assert list(rows) == ["base", "gptq", "step:c", "gptq+tiny", "sft+x"]
+    assert list(rows) == ["base", "gptq", "step:c", "gptq+tiny", "gptq+three", "sft+x"]
     entries = fg.matrix(rows, 0.9, 1000, 0)
     get = {(e["variant"], e["dataset"]): e for e in entries}
     assert get[("step:c", "tiny/codegen")]["vs_previous"]["ci_high"] < 0
@@ -216,7 +217,11 @@ def test_report_matrix_table_sentences_and_heatmap(tmp_path: Path) -> None:
     assert get[("sft+x", "tiny/codegen")]["vs_base"] is None  # another tokenizer: no paired difference
     chains = {k: r["chain"] for k, r in rows.items()}
     phases = {"c": {"dataset": "tiny", "tasks": ["codegen"]}, "s": {"dataset": "tiny", "tasks": ["summary"]}}
-    md = fg.markdown(entries, chains, 0.9, {"tiny": ["c", "s"]}, phases)
+    md = fg.markdown(entries, chains, 0.9, {"tiny": ["c", "s"], "three": ["c", "s", "a"]},
+                     {**phases, "a": {"dataset": "alpaca", "tasks": ["instruct"]}})
+    three = next(line for line in md.splitlines() if line.startswith("- **three**"))
+    assert "The third step (a) on the earlier steps' data: on tiny/codegen +0.3" in three
+    assert "a cost (the loss rose); on tiny/summary" in three and three.endswith("no change shown.")
     sentence = next(line for line in md.splitlines() if line.startswith("- **tiny**"))
     assert "c on tiny/codegen -0.2" in sentence and "a gain" in sentence
     assert "The second step (s) on the first step's data: on tiny/codegen" in sentence

@@ -167,18 +167,24 @@ def log_metrics(run: tracking.Run, summary: Mapping[str, Any], rows: list[dict[s
         path = inputs.get("adapter") if label == summary["model_id"] else inputs.get(f"step.{label}")
         model = tracking.model_id_of(path or inputs["model"], label if label == summary["model_id"] else None)
         prefix = "" if label == summary["model_id"] else f"{label}."
+        plain: dict[str, float] = {}
+        linked = []
         for split, s in row["splits"].items():
             if s["loss"] is None:
                 continue
             name = tracking.metric_name(f"{prefix}heldout_loss.{split.replace('/', '.')}")
             if split.count("/") == 1 and model:
-                dataset, _ = split.split("/")
+                dataset = split.split("/")[0]
                 ds = tracking_data.from_records([{"id": r["id"], "split": r["split"]} for r in rows
                                                  if r["split"] == split], split, Path(data[dataset]).resolve())
-                run.log_datasets([(ds, "forgetting")], model_ids=(model,))
-                run.log_metrics({name: s["loss"]}, model_id=model, dataset=ds)
+                linked.append((name, s["loss"], ds))
             else:
-                run.log_metrics({name: s["loss"]})
+                plain[name] = s["loss"]
+        run.log_metrics(plain)  # one write for the row's language splits (and all of a row without a model)
+        if linked:
+            run.log_datasets([(ds, "forgetting") for _, _, ds in linked], model_ids=(model,))
+        for name, value, ds in linked:
+            run.log_metrics({name: value}, model_id=model, dataset=ds)
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, Path]:

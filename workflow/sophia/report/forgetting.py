@@ -151,6 +151,9 @@ def verdict(d: Mapping[str, Any] | None) -> str:
     return text + (", a cost (the loss rose)" if d["value"] > 0 else ", a gain (the loss fell)")
 
 
+ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"]
+
+
 def _label_of(chain: str, entries: Sequence[dict[str, Any]], chains: Mapping[str, str | None]) -> str | None:
     found = sorted((lbl for lbl, c in chains.items() if c == chain), key=lambda lbl: lbl.startswith(STEP))
     return found[0] if found else None
@@ -158,8 +161,8 @@ def _label_of(chain: str, entries: Sequence[dict[str, Any]], chains: Mapping[str
 
 def curriculum_sentences(entries: Sequence[dict[str, Any]], chains: Mapping[str, str | None],
                          curricula: Mapping[str, Sequence[str]], phases: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Per curriculum: each step on its own training data against the step before it, and what the
-    second step cost on the first step's data."""
+    """Per curriculum: each step on its own training data against the step before it, and what each
+    later step did to the earlier steps' data (the second step on the first step's data first)."""
     lines = []
     for name, steps in curricula.items():
         labels = [_label_of("/".join(steps[: i + 1]), entries, chains) for i in range(len(steps))]
@@ -173,11 +176,16 @@ def curriculum_sentences(entries: Sequence[dict[str, Any]], chains: Mapping[str,
                 own.append(f"{step} on {split} {verdict(e['vs_previous'] if e else None)}")
         text = (f"- **{name}** ({' → '.join(steps)}): each step on its own data against the step before: "
                 + "; ".join(own))
-        if len(steps) > 1:
-            first = [f"{phases[steps[0]]['dataset']}/{t}" for t in phases[steps[0]]["tasks"]]
-            costs = [f"on {split} {verdict(e['vs_previous'] if (e := _find(entries, labels[1], split)) else None)}"
-                     for split in first] if labels[1] else ["not measured"]
-            text += f". The second step ({steps[1]}) on the first step's data: " + "; ".join(costs)
+        for i in range(1, len(steps)):
+            own_data = {f"{phases[steps[i]]['dataset']}/{t}" for t in phases[steps[i]]["tasks"]}
+            earlier = [f"{phases[p]['dataset']}/{t}" for p in steps[:i] for t in phases[p]["tasks"]]
+            earlier = [d for d in dict.fromkeys(earlier) if d not in own_data]
+            if not earlier:
+                continue
+            costs = [f"on {split} {verdict(e['vs_previous'] if (e := _find(entries, labels[i], split)) else None)}"
+                     for split in earlier] if labels[i] else ["not measured"]
+            whose = "the first step's data" if i == 1 else "the earlier steps' data"
+            text += f". The {ORDINALS[i]} step ({steps[i]}) on {whose}: " + "; ".join(costs)
         lines.append(text + ".")
     return lines
 
