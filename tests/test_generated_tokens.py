@@ -68,3 +68,34 @@ def test_counts_what_the_real_model_generates(tmp_path: Path) -> None:
     assert len(answers) == 3
     with pytest.raises(AssertionError):  # re-tokenising the cut answers is a different count here
         assert sum(len(tok(a)["input_ids"]) for a in answers) == expected
+
+
+class FakeGenerator:
+    """generate() returning the prompt plus fixed rows, as a batch padded with the EOS token."""
+
+    def __init__(self, rows: list[list[int]]) -> None:
+        self.rows = rows
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def parameters(self) -> Any:
+        return iter([self.weight])
+
+    def generate(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return torch.cat([input_ids, torch.tensor(self.rows)], dim=1)
+
+
+def test_reference_answers_count_the_eos_that_ended_them(tmp_path: Path) -> None:
+    from sophia import generate
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(scratch_model.build(tmp_path / "m"))
+    tok.pad_token = tok.eos_token
+    eos, word = tok.eos_token_id, tok("x", add_special_tokens=False)["input_ids"][0]
+    stop = tok("\nInstruct:", add_special_tokens=False)["input_ids"]
+    rows = [[word, word, eos, eos, eos, eos][:4 + len(stop)],  # ended on EOS: 3 generated
+            ([word, *stop] + [eos] * 8)[:4 + len(stop)],       # stopped by "\nInstruct:": no EOS generated
+            [word] * (4 + len(stop))]                           # ran to its budget
+    rows = [r + [eos] * (4 + len(stop) - len(r)) for r in rows]
+    got = generate.answer(FakeGenerator(rows), tok, ["a", "b", "c"], max_new_tokens=4 + len(stop))
+    assert [(g["new_tokens"], g["finish"]) for g in got] == [(3, "eos"), (1 + len(stop), "stop"),
+                                                           (4 + len(stop), "length")]

@@ -49,7 +49,11 @@ def answer(
                 raw = tokenizer.decode(new, skip_special_tokens=True)
                 text = cut_at_stop(raw)
                 reason = "stop" if text != raw.strip() else ("eos" if len(new) < max_new_tokens else "length")
-                results.append({"request": request, "answer": text, "new_tokens": len(new), "finish": reason})
+                # counted from the output ids: an EOS that ended the answer was generated too, though
+                # it reads as the first pad where the pad token is the EOS token
+                ended_on_eos = reason == "eos" and tokenizer.pad_token_id == tokenizer.eos_token_id
+                results.append({"request": request, "answer": text, "new_tokens": len(new) + ended_on_eos,
+                                "finish": reason})
     finally:
         tokenizer.padding_side = side
     return results
