@@ -74,7 +74,7 @@ def test_study_plans_every_model_on_every_benchmark(name: str, tmp_path: Path) -
     text = dry_run(tmp_path, config, "--printshellcmds")
     assert job_counts(text) == PLANS[name]
     # every planned evaluate job runs the full protocol: no CPU caps, no cut prompts allowed
-    specs = [json.loads(shlex.split(m[1])[0]) for m in re.finditer(r"-m sophia\.variant --spec (.*)$", text, re.M)]
+    specs = [json.loads(shlex.split(m[1])[0]) for m in re.finditer(r"-m sophia\.evaluate_job --spec (.*)$", text, re.M)]
     assert len(specs) == 8  # 6 variants + a distilled student and its SFT control, all 9 benchmarks each
     for s in specs:
         assert len(s["evaluate"]["benchmarks"]) == 9
@@ -109,8 +109,9 @@ def test_paper_config_keeps_the_papers_settings() -> None:
     assert cfg["evaluate"]["sandbox"]["timeout_s"] == 3
     refs = {r["name"]: r for r in cfg["report"]["reference"]}
     assert refs["Phi-2 (Microsoft)"]["scores"] == {"bbh": 59.2, "commonsense": 68.8, "math": 61.1, "coding": 53.7}
+    # the study's coding score is HumanEval on 20 tasks: compared with HumanEval alone
     assert refs["GPTQ + alpaca-tiny (study)"]["scores"] == {"bbh": 52.12, "commonsense": 60.05, "math": 44,
-                                                             "coding": 23.61}
+                                                             "humaneval": 23.61}
     assert {r["model"] for r in refs.values()} == {"base", "gptq", "gptq+alpaca", "gptq+tiny", "gptq+alpaca-tiny",
                                                    "gptq+tiny-alpaca"}
     assert cfg["export"]["backend"] == "litert_torch" and cfg["mobile"]["model"] in cfg["export"]["models"]
@@ -184,9 +185,9 @@ def test_gpu_smoke_is_the_embedded_default_on_a_gpu(tmp_path: Path) -> None:
 
 
 def test_default_config_plans_one_evaluate_job_per_variant(tmp_path: Path) -> None:
-    """The model loads once per variant: one evaluate job trains the variant's verifier and writes
-    every benchmark's folder, with one log and one benchmark file per variant, and the result cache
-    both stages reuse."""
+    """The model loads once per variant: one evaluate job trains the variant's verifier, measures its
+    held-out losses (forgetting) and writes every benchmark's folder, with one log and one benchmark
+    file per variant, and the result cache both stages reuse."""
     cfg = validate(yaml.safe_load((ROOT / "config.yaml").read_text()))
     text = (ROOT / "config.yaml").read_text().replace("workflow/resources", f"{ROOT}/workflow/resources")
     (tmp_path / "default.yaml").write_text(text)
@@ -200,10 +201,10 @@ def test_default_config_plans_one_evaluate_job_per_variant(tmp_path: Path) -> No
         model = re.search(r"^\s+wildcards: model=(\S+)$", block, re.M)[1]
         outputs = re.search(r"^\s+output: (.*)$", block, re.M)[1].split(", ")
         assert sorted(outputs) == sorted([f"results/eval/{model}/{b}" for b in benchmarks]
-                                         + [f"results/verifier/{model}"]), model
+                                         + [f"results/verifier/{model}", f"results/forgetting/{model}"]), model
         assert re.search(rf"^\s+log: results/logs/evaluate/{re.escape(model)}\.log$", block, re.M), block
         assert re.search(rf"^\s+benchmark: results/benchmarks/eval/{re.escape(model)}\.tsv$", block, re.M), block
-        shell = re.search(r"-m sophia\.variant .*$", block, re.M)[0]
+        shell = re.search(r"-m sophia\.evaluate_job .*$", block, re.M)[0]
         assert re.findall(r"--benchmark (\w+)", shell) == benchmarks and "--cache results/cache " in shell
         assert f"--verifier results/verifier/{model} " in shell and "--verifier-spec " in shell
         assert f"--out results/eval/{model} " in shell
