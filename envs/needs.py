@@ -1,5 +1,6 @@
 """The optional environments a workflow config uses, one name a line, for the Makefile's set-up:
-`litert` when the export stage converts with litert-torch (.venv-litert, envs/litert.txt).
+`litert` when the export stage converts with litert-torch (.venv-litert, envs/litert.txt), `vllm` when
+evaluate.engine is vllm (.venv-vllm, envs/vllm.txt).
 
 Usage: .venv/bin/python envs/needs.py CONFIG
 A config that does not validate is reported here, before any environment is built for it."""
@@ -17,7 +18,8 @@ from sophia.errors import ConfigError
 
 def needs(config: dict[str, Any]) -> list[str]:
     cfg = validate(config)
-    return ["litert"] if cfg["export"]["models"] and cfg["export"]["backend"] == "litert_torch" else []
+    out = ["litert"] if cfg["export"]["models"] and cfg["export"]["backend"] == "litert_torch" else []
+    return out + (["vllm"] if cfg["evaluate"]["engine"] == "vllm" else [])
 
 
 def main(argv: list[str]) -> int:

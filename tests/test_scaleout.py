@@ -25,14 +25,16 @@ from sophia.evaluate import protocol
 # dry runs of whole studies: each starts Snakemake
 pytestmark = pytest.mark.e2e
 
-# 6 models, plus a distilled student and its SFT control (8 variants): one evaluate job per variant,
-# each training the variant's verifier and writing all 9 benchmarks
-STUDY = {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5, "evaluate": 8, "report": 1,
-         "all": 1, "distill": 1, "distill_control": 1}
+# 6 models, plus a distilled student and its SFT control (8 variants), each training its verifier
+# and writing all 9 benchmarks. Both studies evaluate with vLLM: one evaluate job per base model, the
+# float base (with the students' adapters on it) and the GPTQ model (with the 4 curricula's adapters).
+STUDY = {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5, "evaluate_vllm_base": 1, "evaluate_vllm_gptq": 1,
+         "report": 1, "all": 1, "distill": 1, "distill_control": 1}
 # the paper's study also builds the phone app from the tiny->alpaca curriculum (litert-torch route)
 PHONE = {"merge": 1, "export": 1, "mobile": 1, "gguf": 1}
 PLANS = {"paper": STUDY | PHONE, "deepseek-coder": STUDY}
-GPU_RULES = {"base_model", "quantize", "finetune", "evaluate", "distill", "distill_control"}
+GPU_RULES = {"base_model", "quantize", "finetune", "evaluate", "evaluate_vllm_base", "evaluate_vllm_gptq", "distill",
+             "distill_control"}
 
 
 def dry_run(workdir: Path, config: Path, *args: str) -> str:
@@ -74,8 +76,12 @@ def test_study_plans_every_model_on_every_benchmark(name: str, tmp_path: Path) -
     text = dry_run(tmp_path, config, "--printshellcmds")
     assert job_counts(text) == PLANS[name]
     # every planned evaluate job runs the full protocol: no CPU caps, no cut prompts allowed
-    specs = [json.loads(shlex.split(m[1])[0]) for m in re.finditer(r"-m sophia\.evaluate_job --spec (.*)$", text, re.M)]
-    assert len(specs) == 8  # 6 variants + a distilled student and its SFT control, all 9 benchmarks each
+    jobs_ = [shlex.split(m[1]) for m in re.finditer(r"-m sophia\.evaluate_vllm_job --spec (.*)$", text, re.M)]
+    specs = [json.loads(args[0]) for args in jobs_]
+    variants = [v["model_id"] for args in jobs_ for v in json.loads(args[args.index("--variants") + 1])]
+    # 6 variants + a distilled student and its SFT control, all 9 benchmarks each
+    assert sorted(variants) == sorted(model_variants(cfg["finetune"]["curricula"], cfg["distill"]))
+    assert len(specs) == 2 and all(s["evaluate"]["engine"] == "vllm" for s in specs)
     for s in specs:
         assert len(s["evaluate"]["benchmarks"]) == 9
         assert s["evaluate"]["max_truncated_share"] == 0

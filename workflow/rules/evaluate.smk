@@ -130,7 +130,8 @@ rule evaluate:
     benchmark:
         "results/benchmarks/eval/{model}.tsv"
     wildcard_constraints:
-        model="|".join(re.escape(m) for m in MODELS),
+        # engine vllm: every variant is made by its base model's job (evaluate_vllm.smk)
+        model="|".join(re.escape(m) for m in MODELS) if EVALUATE["engine"] == "hf" else "(?!)",
     threads: 1  # lm-eval scores one request batch at a time; two jobs share two cores better
     resources:
         mem_mb=mem_mb("evaluate"),  # one model in memory, benchmarks (and the verifier) one after the other
@@ -142,3 +143,6 @@ rule evaluate:
         " {params.benchmarks} {params.verifier_args} {params.forgetting_args}"
         " --cache " + RESULT_CACHE + " --threads {threads}"
         " --out results/eval/{wildcards.model:q} > {log} 2>&1"
+
+
+include: "evaluate_vllm.smk"

@@ -19,22 +19,26 @@ Without `--verifier-spec`, `--verifier` is read (a verifier made elsewhere), as 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sophia import lm
 from sophia.evaluate import stage as evaluate_stage
+from sophia.evaluate.backends import Served
 from sophia.forgetting import stage as forgetting_stage
 from sophia.verifier import stage as verifier_stage
 
 
 def run_job(spec: dict[str, Any], verifier_spec: dict[str, Any] | None, model_id: str, model_dir: Path,
             adapter: Path | None, benchmarks: Sequence[str], out: Path, verifier: Path | None,
-            cache_root: Path | None = None, forgetting: dict[str, Any] | None = None) -> evaluate_stage.Evaluation:
+            cache_root: Path | None = None, forgetting: dict[str, Any] | None = None,
+            served: Callable[[], Served] | None = None) -> evaluate_stage.Evaluation:
     """Train (or restore) the verifier into `verifier` when `verifier_spec` is given, then evaluate
     `benchmarks` into `out/<benchmark>/`, then (with `forgetting`: `{"spec", "steps", "data", "out"}`)
-    the held-out losses of the forgetting matrix. Caches: `cache_root/{verifier,evaluate,forgetting}/`."""
+    the held-out losses of the forgetting matrix. Caches: `cache_root/{verifier,evaluate,forgetting}/`.
+    `served` (evaluate.engine vllm): the variant on the vLLM server of its base model's job
+    (sophia.evaluate_vllm_job)."""
     variant = lm.SharedVariant(model_dir, adapter, lm.device(), loader=evaluate_stage.load_model)
     cache = {part: cache_root / part if cache_root is not None else None
              for part in ("verifier", "evaluate", "forgetting")}
@@ -43,7 +47,7 @@ def run_job(spec: dict[str, Any], verifier_spec: dict[str, Any] | None, model_id
             raise ValueError("a verifier spec needs the verifier's output folder")
         verifier_stage.run_stage(verifier_spec, model_id, model_dir, adapter, verifier, cache["verifier"], variant)
     done = evaluate_stage.run_stage(spec, model_id, model_dir, adapter, benchmarks, out, verifier, cache["evaluate"],
-                                    variant)
+                                    variant, served)
     if forgetting is not None:
         forgetting_stage.run_stage(forgetting["spec"], model_id, model_dir, adapter, forgetting["steps"],
                                    forgetting["data"], forgetting["out"], cache["forgetting"], variant)

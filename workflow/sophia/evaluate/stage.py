@@ -15,7 +15,7 @@ import gc
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,18 @@ from sophia import lm, tracking
 from sophia.atomic import atomic_dir
 from sophia.config import check_pass_at_k, validate_section
 from sophia.errors import ConfigError, EvalError
-from sophia.evaluate import cache, context, engine, harness, protocol, rerank, results, sandbox, selfdebug, verifier_lm
+from sophia.evaluate import (
+    backends,
+    cache,
+    context,
+    harness,
+    protocol,
+    rerank,
+    results,
+    sandbox,
+    selfdebug,
+    verifier_lm,
+)
 from sophia.evaluate.benchmarks import BENCHMARKS
 from sophia.evaluate.results import EXECUTIONS, SAMPLES, SCORES
 from sophia.lm import load_variant as load_model
@@ -55,6 +66,14 @@ class Loaded:
     box: sandbox.Sandbox | None
     verifier: Path | None
     _verifier: Any = None
+    # evaluate.engine vllm: the variant's served name on the job's vLLM server (model is then None)
+    served: Callable[[], backends.Served] | None = None
+
+    def backend(self, espec: dict[str, Any]) -> backends.Backend:
+        """The engine one benchmark run scores with (a fresh lm-eval model per benchmark)."""
+        if self.served is not None:
+            return backends.vllm(self.served(), self.tok, espec["batch_size"], espec["seed"])
+        return backends.hf(self.model, self.tok, espec["batch_size"])
 
     def load_verifier(self) -> Any:
         """The LEVER verifier, loaded on first use (an LM verifier loads a model of its own)."""
@@ -75,11 +94,14 @@ def make_sandbox(espec: dict[str, Any]) -> sandbox.Sandbox:
 
 def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Path | None,
               benchmarks: Sequence[str], out: Path, verifier: Path | None = None,
-              cache_dir: Path | None = None, variant: lm.SharedVariant | None = None) -> Evaluation:
+              cache_dir: Path | None = None, variant: lm.SharedVariant | None = None,
+              served: Callable[[], backends.Served] | None = None) -> Evaluation:
     """Evaluate the variant on `benchmarks` into `out/<benchmark>/`. Every benchmark is attempted:
     one that fails leaves no folder (and no cache entry) while the others finish; the first failure
     is raised at the end, so a rerun only recomputes what failed. `variant`: the model as another
-    stage of the same job already loaded it (sophia.evaluate_job), else it is loaded here."""
+    stage of the same job already loaded it (sophia.evaluate_job), else it is loaded here. `served`
+    (evaluate.engine vllm): the variant on the job's vLLM server, started on first call, so a job
+    whose benchmarks all come from the cache starts no engine."""
     espec = validate_section(spec["evaluate"], "evaluate", "evaluate")
     names = list(dict.fromkeys(benchmarks))
     if not names:
@@ -100,6 +122,8 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
     dev = lm.device()
     if cache_dir is not None:
         identity = cache.job_identity({**inputs, "verifier": verifier}, root, dev.type)
+        if espec["engine"] == "vllm":
+            identity["packages"]["vllm"] = backends.installed_vllm(Path(espec["vllm"]["python"]))
         for b in names:
             keys[b] = cache.key(espec, model_id, b, identity)
             entry = cache.lookup(cache_dir, keys[b]) if keys[b] else None
@@ -118,9 +142,16 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
     if not todo:
         return done
     box = make_sandbox(espec) if any(BENCHMARKS[b].code for b in todo) else None
-    variant = variant or lm.SharedVariant(model_dir, adapter, dev, loader=load_model)
-    model, tok = variant.get()
-    job = Loaded(model_id, model, tok, dev, inputs, box, verifier)
+    if espec["engine"] == "vllm":
+        if served is None:
+            raise ConfigError("evaluate.engine: vllm runs through sophia.evaluate_vllm_job (one vLLM server "
+                              "per base model), not this stage's CLI")
+        model, tok = None, backends.tokenizer(model_dir)
+    else:
+        variant = variant or lm.SharedVariant(model_dir, adapter, dev, loader=load_model)
+        model, tok = variant.get()
+        served = None
+    job = Loaded(model_id, model, tok, dev, inputs, box, verifier, served=served)
     failed: list[tuple[str, Exception]] = []
     # Everything so far (the imports, the model) lives as long as the job: the full collection after
     # each benchmark then skips it instead of walking it again.
@@ -155,7 +186,7 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
 
 def evaluate_benchmark(espec: dict[str, Any], job: Loaded, benchmark: str, out: Path) -> dict[str, Any]:
     """One benchmark on the loaded variant: its folder, its MLflow run; returns scores.json's content."""
-    model_id, model, tok, dev, box = job.model_id, job.model, job.tok, job.dev, job.box
+    model_id, dev, box = job.model_id, job.dev, job.box
     bench = BENCHMARKS[benchmark]
     bspec = espec["benchmarks"][benchmark]
     root = Path(espec["dataset_root"]) if espec["dataset_root"] else None
@@ -165,12 +196,12 @@ def evaluate_benchmark(espec: dict[str, Any], job: Loaded, benchmark: str, out: 
     with tracking.stage_run("evaluate", f"{model_id}:{benchmark}", params, inputs=job.inputs) as run, \
             atomic_dir(out) as tmp:
         start = time.perf_counter()
-        lm_obj = harness.hf_lm(model, tok, espec["batch_size"])
-        counter = context.GenerationCounter(lm_obj)
+        backend = job.backend(espec)
+        lm_obj = backend.lm
         res = harness.evaluate(lm_obj, bench, bspec, root, espec["seed"], confirm_unsafe_code=bench.code)
         seconds = time.perf_counter() - start
         samples = res["samples"]
-        n_gen = counter.total
+        n_gen = backend.generated()
         cut = context.truncation(samples, lm_obj)
         log.info("%s on %s: %d of %d requests truncated to fit %d tokens (%.1f %%)", model_id, benchmark,
                  cut["truncated"], cut["requests"], cut["max_length"], 100 * cut["share"])
@@ -178,7 +209,7 @@ def evaluate_benchmark(espec: dict[str, Any], job: Loaded, benchmark: str, out: 
         limits = vars(box.limits) if box else None
         scores: dict[str, Any] = {
             "model": model_id, "benchmark": benchmark, "group": bench.group, "primary": bench.metric,
-            "device": str(dev), "dataset_root": str(root) if root else None, "settings": bspec,
+            "device": str(dev), "engine": backend.label, "dataset_root": str(root) if root else None, "settings": bspec,
             "tasks": sorted(samples), "n_shot": res.get("n-shot", {}),
             "lm_eval_results": res["results"], "lm_eval_version": res.get("lm_eval_version"),
             "max_length": cut["max_length"], "truncation": {**cut, "allowed": espec["max_truncated_share"]},
@@ -192,7 +223,7 @@ def evaluate_benchmark(espec: dict[str, Any], job: Loaded, benchmark: str, out: 
         scores.update(result)
         if records is not None:  # CodeT and LEVER reranking, self-debugging, of the sampled solutions
             assert box is not None
-            eng = engine.HFEngine(model, tok, espec["batch_size"])
+            eng = backend.engine()
             measured = rerank.attach(scores, tmp, samples, records, eng, box, espec,
                                      job.load_verifier() if verifier is not None else None,
                                      transfer=benchmark != rerank.VERIFIER_BENCHMARK)
@@ -204,6 +235,7 @@ def evaluate_benchmark(espec: dict[str, Any], job: Loaded, benchmark: str, out: 
         scores["protocol"] = protocol.card(bench, bspec, res, scores["score"]["n"], cut,
                                            espec["max_truncated_share"], limits, scores["dataset_root"])
         scores["protocol"].update(protocol.execution_in_the_loop(scores))
+        scores["protocol"]["engine"] = backend.label
         results.write_samples(tmp / SAMPLES, samples)
         (tmp / SCORES).write_text(json.dumps(scores, indent=2, default=str) + "\n", encoding="utf-8")
         run.write_record(tmp, "evaluate", f"{model_id}:{benchmark}")
