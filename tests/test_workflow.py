@@ -54,6 +54,12 @@ def test_full_run_produces_every_output(micro_run: MicroRun) -> None:
     assert "[Coding](protocol.md#coding)" in table and "; cut " in table  # truncation and protocol links
     assert '<a id="humaneval"></a>' in (workdir / "results" / "report" / "protocol.md").read_text()
     assert (workdir / "results" / "report" / "benchmarks.png").stat().st_size > 0
+    # the forgetting matrix: every evaluated variant's held-out loss on every curriculum dataset
+    forgetting = (workdir / "results" / "report" / "forgetting.csv").read_text().splitlines()
+    cells = {tuple(line.split(",")[:2]) for line in forgetting[1:]}
+    splits = ("alpaca/instruct", "tiny/codegen", "tiny/summary")
+    assert {(m, d) for m in ("base", "gptq+alpaca") for d in splits} <= cells
+    assert (workdir / "results" / "report" / "forgetting.png").stat().st_size > 0 and "## Forgetting" in table
     for log in ("base_model.log", "data/alpaca.log", "data/tiny.log", "quantize.log", "report.log",
                 "evaluate/gptq+alpaca.log"):
         assert (workdir / "results" / "logs" / log).is_file()
@@ -119,6 +125,7 @@ def test_mlflow_runs_nest_and_link(micro_run: MicroRun) -> None:
     assert evaluation.tags["mlflow.parentRunId"] == parent.info.run_id
     assert {"pass_at_1", "pass_at_1.ci_low", "pass_at_2"} <= set(evaluation.metrics)
     assert len([n for n in runs if n.startswith("evaluate:")]) == 4
+    assert "heldout_loss.alpaca.instruct" in runs["forgetting:gptq+alpaca"].data.metrics  # forgetting matrix
     # the report lands on the invocation's own run
     assert {"report/base/commonsense", "report/gptq_alpaca/coding"} <= set(parent.data.metrics)
     assert {"report/table.md", "report/benchmarks.png"} <= {a.path for a in client.list_artifacts(
