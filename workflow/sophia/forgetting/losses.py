@@ -34,9 +34,11 @@ def answer_losses(model: Any, tok: Any, rows: Sequence[dict[str, Any]], max_leng
     dev = next(model.parameters()).device
     encoded = [encode(tok, r["prompt"], r["completion"], max_length) for r in rows]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    out: list[dict[str, Any]] = []
-    for i in range(0, len(encoded), batch_size):
-        chunk = encoded[i : i + batch_size]
+    # batches of similar lengths: a short answer padded to a whole program's length costs as much as it
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    out: list[dict[str, Any]] = [{}] * len(encoded)
+    for i in range(0, len(order), batch_size):
+        chunk = [encoded[k] for k in order[i : i + batch_size]]
         width = max(len(ids) for ids, _ in chunk)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -49,9 +51,9 @@ def answer_losses(model: Any, tok: Any, rows: Sequence[dict[str, Any]], max_leng
         target = ids[:, 1:].to(dev)
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none").cpu()
         keep = scored[:, 1:]
-        for j in range(len(chunk)):
+        for j, k in enumerate(order[i : i + batch_size]):
             n = int(keep[j].sum())
-            out.append({"nll": float(nll[j][keep[j]].sum()) if n else None, "tokens": n})
+            out[k] = {"nll": float(nll[j][keep[j]].sum()) if n else None, "tokens": n}
     return out
 
 
