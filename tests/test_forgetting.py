@@ -109,8 +109,8 @@ def test_stage_measures_its_steps_on_one_loaded_model_and_caches(scratch: Path, 
     data = _data(tmp_path / "data")
     spec = {"forgetting": {"max_length": None, "batch_size": 4}, "window": 128,
             "splits": {"alpaca": ["instruct"], "tiny": ["codegen"]},
-            "rows": [{"label": "gptq+tiny", "chain": "a/b", "previous": "step:a"},
-                     {"label": "step:a", "chain": "a", "previous": "gptq"}]}
+            "rows": [{"label": "gptq+tiny", "chain": "a/b/c", "previous": "step:a/b"},
+                     {"label": "step:a/b", "chain": "a/b", "previous": "gptq"}]}
     loads: list[Path] = []
 
     def loader(model_dir: Path, adapter: Path | None, dev: torch.device) -> Any:
@@ -119,21 +119,21 @@ def test_stage_measures_its_steps_on_one_loaded_model_and_caches(scratch: Path, 
 
     variant = lm.SharedVariant(scratch, own, torch.device("cpu"), loader=loader)
     out = tmp_path / "forgetting"
-    summary = fstage.run_stage(spec, "gptq+tiny", scratch, own, {"step:a": step}, data, out, tmp_path / "cache",
+    summary = fstage.run_stage(spec, "gptq+tiny", scratch, own, {"step:a/b": step}, data, out, tmp_path / "cache",
                                variant)
     assert len(loads) == 1
     rows = summary["rows"]
-    assert set(rows) == {"gptq+tiny", "step:a"} and rows["step:a"]["previous"] == "gptq"
+    assert set(rows) == {"gptq+tiny", "step:a/b"} and rows["step:a/b"]["previous"] == "gptq"
     assert set(rows["gptq+tiny"]["splits"]) == {"alpaca/instruct", "tiny/codegen", "tiny/codegen/Ruby",
                                                 "tiny/codegen/Bash"}
     assert rows["gptq+tiny"]["splits"]["alpaca/instruct"]["examples"] == 6
     # each row's own adapter: the step's losses are its adapter's, and the variant's come back after it
     model, tok = lm.load_variant(scratch, step, torch.device("cpu"))
     alone = fstage.summarise(fstage.measure(model, tok, fstage.eval_rows(spec["splits"], data), 128, 4))
-    assert rows["step:a"]["splits"]["alpaca/instruct"]["loss"] == pytest.approx(alone["alpaca/instruct"]["loss"],
+    assert rows["step:a/b"]["splits"]["alpaca/instruct"]["loss"] == pytest.approx(alone["alpaca/instruct"]["loss"],
                                                                                 rel=1e-5)
     assert rows["gptq+tiny"]["splits"]["alpaca/instruct"]["loss"] != pytest.approx(alone["alpaca/instruct"]["loss"])
-    assert variant.get()[0].active_adapter == "default" and "step:a" not in variant.get()[0].peft_config
+    assert variant.get()[0].active_adapter == "default" and list(variant.get()[0].peft_config) == ["default"]
     lines = (out / fstage.LOSSES).read_text().splitlines()
     assert len(lines) == 2 * 10 and json.loads(lines[0])["row"] == "gptq+tiny"
     # one metric per dataset on the variant's LoggedModel (the Models tab's columns)
@@ -141,13 +141,13 @@ def test_stage_measures_its_steps_on_one_loaded_model_and_caches(scratch: Path, 
     assert {("heldout_loss.alpaca.instruct", "alpaca/instruct"), ("heldout_loss.tiny.codegen", "tiny/codegen")} <= filed
     run = client.get_run(json.loads((out / "mlflow_run.json").read_text())["run_id"])
     assert {"heldout_loss.alpaca.instruct", "heldout_loss.tiny.codegen", "heldout_loss.tiny.codegen.Ruby",
-            "step_a.heldout_loss.alpaca.instruct"} <= set(run.data.metrics)
+            "step_a/b.heldout_loss.alpaca.instruct"} <= set(run.data.metrics)
     assert run.data.metrics["heldout_loss.alpaca.instruct"] == rows["gptq+tiny"]["splits"]["alpaca/instruct"]["loss"]
     # unchanged: restored from the cache without loading the model
     import shutil
 
     shutil.rmtree(out)
-    again = fstage.run_stage(spec, "gptq+tiny", scratch, own, {"step:a": step}, data, out, tmp_path / "cache",
+    again = fstage.run_stage(spec, "gptq+tiny", scratch, own, {"step:a/b": step}, data, out, tmp_path / "cache",
                              lm.SharedVariant(scratch, own, torch.device("cpu"),
                                               loader=lambda *a: pytest.fail("loaded the model for a cached output")))
     assert again == summary

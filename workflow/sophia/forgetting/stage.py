@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,7 +78,7 @@ def adapter_active(model: Any, label: str, path: Path | None) -> Iterator[None]:
     if not hasattr(model, "load_adapter") or not hasattr(model, "active_adapter"):
         raise ConfigError(f"forgetting: step {label} needs a LoRA variant to add its adapter to")
     own = model.active_adapter
-    name = label.replace(".", "_")
+    name = re.sub(r"\W", "_", label)  # module names: no dots (step:tiny_codegen/tiny_summary)
     model.load_adapter(str(path), adapter_name=name)
     model.set_adapter(name)
     try:
