@@ -377,3 +377,15 @@ def test_eos_ends_the_answer_with_stop() -> None:
     with serving(FakeModel(eos_after=3)) as s:
         r = oa(s.url).completions.create(model=NAME, prompt="x", max_tokens=10)
         assert r.choices[0].text == "hel" and r.choices[0].finish_reason == "stop" and EOS
+
+
+def test_a_bind_beyond_loopback_without_a_key_warns(caplog: pytest.LogCaptureFixture) -> None:
+    from sophia.serve.cli import bind_is_loopback
+
+    with caplog.at_level(logging.WARNING, logger="sophia.serve"):
+        assert bind_is_loopback("127.0.0.1", None) and bind_is_loopback("::1", None)
+        assert bind_is_loopback("localhost", None) and not caplog.messages
+        assert not bind_is_loopback("0.0.0.0", "key") and not caplog.messages
+        assert not bind_is_loopback("0.0.0.0", None)
+    assert caplog.messages == ["listening on 0.0.0.0 without --api-key: anyone who can reach this address can use "
+                               "the model"]

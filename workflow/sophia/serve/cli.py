@@ -70,6 +70,16 @@ def default_name(path: Path) -> str:
     return ollama_name(path.parent.name, kind)
 
 
+def bind_is_loopback(host: str, api_key: str | None) -> bool:
+    """Whether the Host allowlist applies; a wider bind without a key is allowed, with a warning."""
+    from sophia.serve.guard import is_loopback
+
+    loopback = is_loopback(host)
+    if not loopback and not api_key:
+        log.warning("listening on %s without --api-key: anyone who can reach this address can use the model", host)
+    return loopback
+
+
 def run(args: argparse.Namespace) -> None:
     if args.bench:
         from sophia.serve import bench
@@ -81,7 +91,6 @@ def run(args: argparse.Namespace) -> None:
     import uvicorn
 
     from sophia.serve.app import create_app
-    from sophia.serve.guard import is_loopback
     from sophia.serve.load import load
     from sophia.serve.shared import Limits
 
@@ -90,10 +99,9 @@ def run(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             raise SophiaError(f"{flag} must be at least 1, got {value}")
     path = gguf_file(args.model, args.type)
-    loopback = is_loopback(args.host)
-    if not loopback and not args.api_key:
-        log.warning("listening on %s without --api-key: anyone who can reach this address can use the model",
-                    args.host)
+    if args.timeout <= 0:
+        raise SophiaError(f"--timeout must be positive, got {args.timeout:g}")
+    loopback = bind_is_loopback(args.host, args.api_key)
     served = load(path, args.name or default_name(path), args.ctx, args.threads, args.gpu_layers, args.max_queue,
                   args.timeout, Limits(args.max_body, args.max_prompt_chars))
     log.info("serving %s as '%s' on http://%s:%d (Ollama /api/*, OpenAI /v1/*): context %d, %s GPU layers",

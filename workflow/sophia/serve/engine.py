@@ -177,6 +177,8 @@ class Engine:
         """Shutting down: every queued and running job ends at once."""
         with self._lock:
             jobs, self._waiting = [*self._waiting, *self._running], []
+        log.info("shutting down: %d running and %d queued requests cancelled", sum(j.started for j in jobs),
+                 sum(not j.started for j in jobs))
         for job in jobs:
             job.cancelled.set()
             if not job.started:

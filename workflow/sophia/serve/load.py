@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from sophia.gguf.modelfile import modelfile, template
@@ -34,6 +35,8 @@ def load(path: Path, name: str, n_ctx: int | None = None, threads: int | None = 
     """`n_ctx` None: min(training context, 4096); `gpu_layers` None: all where llama.cpp has a GPU backend."""
     import llama_cpp
 
+    # llama-cpp-python's log (every metadata key of the file) shows only errors, as with Llama(verbose=False)
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     if n_ctx is None:
         n_ctx = default_ctx(int(vocab_facts(path)["n_ctx_train"]))
     model = LlamaModel(path, n_ctx, threads, default_gpu_layers() if gpu_layers is None else gpu_layers)

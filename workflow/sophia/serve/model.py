@@ -42,7 +42,9 @@ class LlamaModel:
         self.llm = Llama(str(self.path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                          n_gpu_layers=gpu_layers, verbose=False)
         self.load_s = time.perf_counter() - start
-        self.n_ctx: int = self.llm.n_ctx()
+        # llama.cpp pads its context to a multiple of 256, but llama-cpp-python sizes its token
+        # buffer by the length asked for: the smaller one is what a request may fill
+        self.n_ctx: int = min(self.llm.n_ctx(), len(self.llm.input_ids))
         self.gpu_layers = gpu_layers
         self.metadata: dict[str, str] = dict(self.llm.metadata)
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
