@@ -37,7 +37,7 @@ from sophia.verifier import stage as vstage
 
 def evaluate(spec: dict, model: Path, verifier: Path, work: Path, tag: str) -> list[dict]:
     rows = []
-    for bench in ("humaneval", "mbpp"):
+    for bench in spec["evaluate"]["benchmarks"]:
         start = time.perf_counter()
         scores = stage.run_stage(spec, "base", model, None, [bench], work / tag, verifier).scores[bench]
         cost = scores["rerank"]["cost"]
@@ -92,6 +92,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cfg = validate(yaml.safe_load(args.config.read_text()))
+    if not args.synthetic_only and not {"humaneval", "mbpp"} & set(cfg["evaluate"]["benchmarks"]):
+        raise SystemExit(f"{args.config}: evaluate.benchmarks has neither humaneval nor mbpp: nothing to rerank")
     with tempfile.TemporaryDirectory(prefix="rerank-cost-") as tmp:
         work = Path(tmp)
         sb = cfg["evaluate"]["sandbox"]
@@ -100,7 +102,7 @@ def main() -> None:
             _finish(args, {"config": str(args.config), "synthetic": batch}, batch, "synthetic")
             return
         espec = {k: v for k, v in cfg["evaluate"].items() if k != "models"}
-        espec["benchmarks"] = {b: espec["benchmarks"][b] for b in ("humaneval", "mbpp")}
+        espec["benchmarks"] = {b: espec["benchmarks"][b] for b in ("humaneval", "mbpp") if b in espec["benchmarks"]}
         espec["rerank"] = {**espec["rerank"], "cache": str(work / "cache.sqlite")}
         start = time.perf_counter()
         info = vstage.run_stage({"evaluate": espec, "verifier": cfg["verifier"]}, "base", args.model, None,
