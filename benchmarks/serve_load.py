@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -149,24 +150,29 @@ def queue_times(log_text: str) -> tuple[list[float], dict[str, int]]:
     return [float(q) for q, _ in found], ends
 
 
-def sigterm_exit(url: str, name: str, proc: subprocess.Popen[bytes], streams: int) -> dict[str, Any]:
-    """Long streams in flight, then SIGTERM: seconds until the process is gone."""
-    started = threading.Semaphore(0)
+def sigterm_exit(url: str, name: str, proc: subprocess.Popen[bytes], streams: int,
+                 log_path: Path) -> dict[str, Any]:
+    """Streams asking for the whole context, SIGTERM once the first one flows and the others wait:
+    seconds until the process is gone, how many streams still ran to their end, what the server cancelled."""
+    flowing = threading.Event()
+    completed: list[bool] = []
 
     def stream() -> None:
         body = {"model": name, "prompt": "def", "raw": True, "stream": True, "options": {"num_predict": 100000}}
         try:
             with httpx.stream("POST", url + "/api/generate", json=body, timeout=60) as r:
-                for _ in r.iter_lines():
-                    started.release()
+                for line in r.iter_lines():
+                    flowing.set()
+                    if '"done": true' in line:
+                        completed.append(True)
         except httpx.HTTPError:
             pass
 
     threads = [threading.Thread(target=stream, daemon=True) for _ in range(streams)]
     for t in threads:
         t.start()
-    started.acquire(timeout=60)  # one is generating, the others wait in the queue
-    time.sleep(0.5)
+    flowing.wait(timeout=60)
+    time.sleep(0.3)  # the other streams reach the queue
     start = time.perf_counter()
     proc.send_signal(signal.SIGTERM)
     try:
@@ -174,7 +180,11 @@ def sigterm_exit(url: str, name: str, proc: subprocess.Popen[bytes], streams: in
     except subprocess.TimeoutExpired:
         proc.kill()
         code = proc.wait()
-    return {"streams_in_flight": streams, "exit_s": time.perf_counter() - start, "exit_code": code}
+    exit_s = time.perf_counter() - start
+    cancelled = re.findall(r"shutting down: (\d+) running and (\d+) queued requests cancelled", log_path.read_text())
+    running, queued = (int(x) for x in cancelled[-1]) if cancelled else (0, 0)
+    return {"streams": streams, "exit_s": exit_s, "exit_code": code, "streams_completed": len(completed),
+            "cancelled_running": running, "cancelled_queued": queued}
 
 
 def main() -> None:
@@ -194,8 +204,8 @@ def main() -> None:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = args.out.with_suffix(".server.log")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path = Path(tempfile.mkdtemp(prefix="serve_load-")) / "server.log"
+    load_before = os.getloadavg()
     proc = start_server(args, port, log_path)
     try:
         name = model_name(url)
@@ -209,7 +219,7 @@ def main() -> None:
         wall = time.perf_counter() - start
         time.sleep(1.0)  # the last cancelled jobs reach the log
         queued_s, ends = queue_times(log_path.read_text())
-        shutdown = sigterm_exit(url, name, proc, streams=3)
+        shutdown = sigterm_exit(url, name, proc, 8, log_path)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -226,24 +236,29 @@ def main() -> None:
         "latency_s": percentiles([r["latency_s"] for r in stayed]),
         "latency_s_streamed": percentiles([r["latency_s"] for r in stayed if r.get("stream")]),
         "queue_s": percentiles(queued_s), "engine_ends": ends,
-        "requests_per_s": len(rows) / wall, "sigterm": shutdown,
+        "requests_per_s": len(rows) / wall, "sigterm": shutdown, "server_log": str(log_path),
+        "load_average_before": load_before,  # other work on the machine: the latencies include it
         "lost_requests": lost[:20], "kinds": {f"{a}/{e}/{'stream' if s else 'once'}": sum(
             1 for r in stayed if (r.get("api"), r.get("endpoint"), r.get("stream")) == (a, e, s)) for a, e, s in KINDS},
     }
     lat, qs = result["latency_s"], result["queue_s"]
-    table = (f"{args.clients} clients x {args.requests} requests against `{args.model}` ({args.type}), "
+    which = f"`{args.model}` ({args.type})" if args.model.is_dir() else f"`{args.model}`"
+    table = (f"{args.clients} clients x {args.requests} requests against {which}, "
              f"{args.max_tokens} tokens per answer, mixed Ollama/OpenAI, completion/chat, streamed or not.\n\n"
              "| measure | value |\n|---|---|\n"
-             f"| requests (stayed / left mid-stream / left while queued) | {len(rows)} ({len(stayed)} / "
+             f"| requests (stayed / left mid-stream / left before any answer) | {len(rows)} ({len(stayed)} / "
              f"{result['left_mid_stream']} / {result['left_while_queued']}) |\n"
+             f"| of those left before any answer, still queued (dropped ungenerated) | "
+             f"{ends.get('cancelled in the queue', 0)} |\n"
              f"| lost (a request that stayed without a complete answer) | {len(lost)} |\n"
              f"| latency p50 / p95 (s) | {lat.get('p50', 0):.3f} / {lat.get('p95', 0):.3f} |\n"
              f"| queue time p50 / p95 (s, server log, {qs['n']} jobs) | {qs.get('p50', 0):.3f} / "
              f"{qs.get('p95', 0):.3f} |\n"
              f"| engine ends | {', '.join(f'{k} {v}' for k, v in sorted(ends.items()))} |\n"
              f"| throughput (requests/s) | {result['requests_per_s']:.1f} |\n"
-             f"| SIGTERM with {shutdown['streams_in_flight']} streams in flight: exit (s) | "
-             f"{shutdown['exit_s']:.2f} (code {shutdown['exit_code']}) |\n")
+             f"| SIGTERM while {shutdown['streams']} streams ran or waited: exit (s) | {shutdown['exit_s']:.2f} "
+             f"(signal exit code {shutdown['exit_code']}; {shutdown['streams_completed']} streams had finished, "
+             f"{shutdown['cancelled_running']} running and {shutdown['cancelled_queued']} queued cancelled) |\n")
     metrics = {"lost": len(lost), "latency_p50_s": lat.get("p50", 0), "latency_p95_s": lat.get("p95", 0),
                "queue_p50_s": qs.get("p50", 0), "queue_p95_s": qs.get("p95", 0), "sigterm_exit_s": shutdown["exit_s"]}
     save(args.out, result, name="serve_load", params={k: str(v) for k, v in vars(args).items()}, metrics=metrics,

@@ -119,7 +119,7 @@ async def watched(work: Awaitable[T], engine: Engine, job: Job, request: Request
     still queued at its deadline is refused."""
     task = asyncio.ensure_future(work)
     while not task.done():
-        await asyncio.wait({task}, timeout=0.25)
+        await asyncio.wait({task}, timeout=0.1)
         if task.done():
             break
         if await request.is_disconnected():
