@@ -66,11 +66,12 @@ def model_name(url: str) -> str:
     return ollama.Client(host=url).list().models[0].model
 
 
-def complete(url: str, name: str, kind: tuple[str, str, bool], prompt: str, max_tokens: int) -> dict[str, Any]:
+def complete(clients: tuple[ollama.Client, openai.OpenAI], name: str, kind: tuple[str, str, bool], prompt: str,
+             max_tokens: int) -> dict[str, Any]:
     """One request that stays to the end, through the official client; what came back, checked."""
     api, endpoint, stream = kind
     if api == "ollama":
-        c = ollama.Client(host=url, timeout=300)
+        c = clients[0]
         opts = {"num_predict": max_tokens, "temperature": 0}
         if endpoint == "completion":
             res: Any = c.generate(name, prompt, options=opts, stream=stream)
@@ -82,12 +83,12 @@ def complete(url: str, name: str, kind: tuple[str, str, bool], prompt: str, max_
         done = bool(last.done) and last.done_reason in ("stop", "length")
         return {"complete": done and (last.done_reason == "stop" or last.eval_count == max_tokens),
                 "tokens": last.eval_count, "text_chars": sum(len(t or "") for t in texts)}
-    c = openai.OpenAI(base_url=url + "/v1", api_key="unused", timeout=300, max_retries=0)
+    o = clients[1]
     if endpoint == "completion":
-        r = c.completions.create(model=name, prompt=prompt, max_tokens=max_tokens, temperature=0, stream=stream,
+        r = o.completions.create(model=name, prompt=prompt, max_tokens=max_tokens, temperature=0, stream=stream,
                                  **({"stream_options": {"include_usage": True}} if stream else {}))
     else:
-        r = c.chat.completions.create(model=name, messages=[{"role": "user", "content": prompt}], temperature=0,
+        r = o.chat.completions.create(model=name, messages=[{"role": "user", "content": prompt}], temperature=0,
                                       max_tokens=max_tokens, stream=stream,
                                       **({"stream_options": {"include_usage": True}} if stream else {}))
     chunks = list(r) if stream else [r]
@@ -113,6 +114,9 @@ def leave(url: str, name: str, when: str, prompt: str, max_tokens: int) -> dict[
 
 def client(i: int, args: argparse.Namespace, url: str, name: str, rows: list[dict[str, Any]]) -> None:
     rng = random.Random(args.seed * 1000 + i)
+    # one client object of each kind per simulated editor, kept across its requests as an editor does
+    clients = (ollama.Client(host=url, timeout=300),
+               openai.OpenAI(base_url=url + "/v1", api_key="unused", timeout=300, max_retries=0))
     for n in range(args.requests):
         roll = rng.random()
         kind = KINDS[rng.randrange(len(KINDS))]
@@ -126,7 +130,7 @@ def client(i: int, args: argparse.Namespace, url: str, name: str, rows: list[dic
                 row.update(plan="leave_queued", **leave(url, name, "queued", prompt, args.max_tokens))
             else:
                 row.update(plan="stay", api=kind[0], endpoint=kind[1], stream=kind[2],
-                           **complete(url, name, kind, prompt, args.max_tokens))
+                           **complete(clients, name, kind, prompt, args.max_tokens))
         except Exception as exc:
             row.update(error=f"{type(exc).__name__}: {exc}")
         row["latency_s"] = time.perf_counter() - start
