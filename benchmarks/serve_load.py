@@ -223,7 +223,7 @@ def main() -> None:
         wall = time.perf_counter() - start
         time.sleep(1.0)  # the last cancelled jobs reach the log
         queued_s, ends = queue_times(log_path.read_text())
-        shutdown = sigterm_exit(url, name, proc, 8, log_path)
+        shutdown = sigterm_exit(url, name, proc, 2 * args.clients, log_path)  # a full queue
     finally:
         if proc.poll() is None:
             proc.kill()
