@@ -389,3 +389,15 @@ def test_a_bind_beyond_loopback_without_a_key_warns(caplog: pytest.LogCaptureFix
         assert not bind_is_loopback("0.0.0.0", None)
     assert caplog.messages == ["listening on 0.0.0.0 without --api-key: anyone who can reach this address can use "
                                "the model"]
+
+
+def test_context_and_gpu_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """min(training context, 4096) as Ollama does; all layers on the GPU where llama.cpp has a backend."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from sophia.serve.model import default_ctx, default_gpu_layers
+
+    assert (default_ctx(16384), default_ctx(768), default_ctx(0)) == (4096, 768, 4096)
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
+    assert default_gpu_layers() == -1
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)
+    assert default_gpu_layers() == 0
