@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import ROOT, SlurmCluster, micro_config
+from cluster import SlurmCluster
+from conftest import ROOT, micro_config
 from sophia import cluster, tracking
 
 EXPERIMENT = "slurm-e2e"

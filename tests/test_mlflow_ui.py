@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import NO_MLFLOW_JOBS, ROOT, VENV_BIN, MicroRun
+from cluster import NO_MLFLOW_JOBS
+from conftest import ROOT, VENV_BIN, MicroRun
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = ROOT / "test-artifacts"

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, stub_sbatch, submit_to_stub
+from cluster import stub_sbatch, submit_to_stub
+from conftest import ROOT
 from sophia import tracking
 from sophia.config import model_variants, validate
 from sophia.evaluate import protocol

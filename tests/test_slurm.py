@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SlurmCluster, stub_sbatch, submit_to_stub
+from cluster import SlurmCluster, stub_sbatch, submit_to_stub
 from slurm_e2e import (
     EXPERIMENT,
     BackgroundSlurmRun,
