@@ -14,8 +14,7 @@ import httpx
 import ollama
 import openai
 import pytest
-from serve_fake import EOS, MID, NAME, PRE, SUF, FakeModel, serving
-from sophia.serve.fim import fit
+from serve_fake import EOS, NAME, FakeModel, serving
 from sophia.serve.shared import Limits
 
 
@@ -333,44 +332,6 @@ def test_each_request_starts_from_fresh_sampling_settings() -> None:
         ol(s.url).generate(NAME, "x", options={"num_predict": 1})
         seeds = [(sampling.seed, sampling.temperature) for _, sampling in model.seen]
         assert seeds == [(7, 0.9), (None, 0.0), (3, 0.0), (None, 0.0)]
-
-
-# --- fill-in-the-middle ---------------------------------------------------------------------------
-def test_fit_keeps_the_end_of_the_prefix_and_the_start_of_the_suffix() -> None:
-    prefix, suffix = list(range(100)), list(range(1000, 1100))
-    p, s = fit(prefix, suffix, 40)
-    assert p == prefix[-30:] and s == suffix[:10]
-    p, s = fit(prefix[:5], suffix, 40)  # a short prefix leaves its room to the suffix
-    assert p == prefix[:5] and s == suffix[:35]
-    p, s = fit(prefix, suffix[:3], 40)
-    assert p == prefix[-37:] and s == suffix[:3]
-    assert fit(prefix[:5], suffix[:5], 40) == (prefix[:5], suffix[:5]) and fit(prefix, suffix, 0) == ([], [])
-
-
-def test_fill_in_the_middle_prompt_is_built_truncated_and_not_special_parsed() -> None:
-    model = FakeModel(n_ctx=64, fim=True)
-    with serving(model) as s:
-        shown = ol(s.url).show(NAME)
-        assert shown.capabilities == ["completion", "insert"] and ".Suffix" in shown.template
-        r = ol(s.url).generate(NAME, "ab<|fim_suffix|>", suffix="cd", options={"num_predict": 2})
-        prompt = model.text(r.context[:-2])
-        assert prompt == "<s><|fim_prefix|>ab<|fim_suffix|><|fim_suffix|>cd<|fim_middle|>"
-        assert r.context[1] == PRE and r.context.count(SUF) == 1 and r.context[-3] == MID  # user text stays text
-        long_prefix, long_suffix = "P" * 50 + "near", "next" + "S" * 50
-        r = oa(s.url).completions.create(model=NAME, prompt=long_prefix, suffix=long_suffix, max_tokens=8)
-        tokens = model.seen[-1][0]
-        # 64 context - 1 BOS - 3 FIM tokens - 8 to generate = 52 tokens of text, a quarter for the suffix
-        assert len(tokens) == 64 - 8 and r.usage.prompt_tokens == 56
-        text = model.text(tokens)
-        assert text == "<s><|fim_prefix|>" + long_prefix[-39:] + "<|fim_suffix|>" + long_suffix[:13] + "<|fim_middle|>"
-
-
-def test_fill_in_the_middle_is_refused_without_fim_tokens() -> None:
-    with serving() as s:
-        with pytest.raises(ollama.ResponseError, match="no fill-in-the-middle tokens") as err:
-            ol(s.url).generate(NAME, "def f(", suffix=")")
-        assert err.value.status_code == 400
-        assert ol(s.url).show(NAME).capabilities == ["completion"]
 
 
 def test_eos_ends_the_answer_with_stop() -> None:
