@@ -53,7 +53,7 @@ class EngineOnDemand:
             if self.server is None:
                 self.server = vllm_server.start(self.model_dir, self.adapters, self.settings, self.seed,
                                                 self.log_path)
-            return Served(self.server.url, name, f"vllm {self.server.version}", self.model_dir, self.max_length())
+            return Served(self.server.url, name, self.server.version, self.model_dir, self.max_length())
         return get
 
     def close(self) -> None:
