@@ -229,8 +229,6 @@ def test_corrupted_model_fails_the_parity_gates(exported: Path, micro_merged: Pa
     # checks that go through the prefill (logits after it, greedy) fail with it
     kv = [f for f in failures if f.startswith("kv_fp32.tflite")]
     assert kv and all("after prefill" in f or "greedy" in f for f in kv), failures
-    assert not any("kv_fp32.tflite: max |logit diff| " in f or "kv_fp32.tflite: argmax agreement " in f
-                   for f in failures), failures
     assert all(f.startswith(("window_fp32.tflite", "kv_fp32.tflite")) for f in failures), failures
 
 
