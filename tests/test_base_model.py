@@ -73,7 +73,7 @@ def test_scratch_run_logs_curve_and_size(micro_model: Path, mlflow_store: str, t
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda s: s["scratch"]["architecture"].update(hidden_size=66), "not divisible by num_attention_heads"),
+        (lambda s: s["scratch"]["architecture"].update(hidden_size=65), "not divisible by num_attention_heads"),
         (lambda s: s["scratch"]["training"].update(seq_len=1024), "exceeds architecture.max_position_embeddings"),
         (lambda s: s.update(path="/x"), "set exactly one of hub, path, scratch"),
         (lambda s: s["scratch"].update(colour="red"), "base_model.scratch.colour: unknown key"),
