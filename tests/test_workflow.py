@@ -155,10 +155,11 @@ def test_changed_data_setting_reruns_only_that_dataset(micro_run: MicroRun) -> N
     write_config(workdir, cfg)
     try:
         result = snakemake(workdir, "-n")
-        # alpaca data feeds quantize (calibration), hence every step after it
+        # alpaca data feeds quantize (calibration), hence every step after it, and the base's own
+        # evaluate job too: its forgetting row reads the alpaca eval split
         # gptq+alpaca's merge, export, app and GGUF files follow quantize
         phone = {"merge": 1, "export": 1, "mobile": 1, "gguf": 1}
-        assert planned_jobs(result) == {"data": 1, "quantize": 1, "finetune": 5, "evaluate": 1, "report": 1,
+        assert planned_jobs(result) == {"data": 1, "quantize": 1, "finetune": 5, "evaluate": 2, "report": 1,
                                         "all": 1, **phone}
         assert "dataset=alpaca" in result.stdout and "dataset=tiny" not in result.stdout
         cfg["base_model"]["scratch"]["training"]["steps"] = 7
