@@ -25,7 +25,7 @@ class SlurmCluster:
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:
     """The one-node cluster of scripts/slurm-cluster.sh for the session. Starting is idempotent:
-    a cluster already up is reused and left running; one this session started is stopped at the end."""
+    a cluster already up is reused and left running; one this pytest run started is stopped at the end."""
     import getpass
     import shutil
     import subprocess

@@ -122,7 +122,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session", autouse=True)
 def _micro_dag_start(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> MicroDag | None:
-    """Starts the micro study at the session's first test when any selected test reads it, so it runs
+    """Starts the micro study at the run's first test when any selected test reads it, so it runs
     while the tests that do not read it run; every other worker attaches to the same run.
     pytest_sessionfinish stops it if it is still running."""
     if not request.config.stash.get(MICRO_DAG, False):

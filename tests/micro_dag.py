@@ -44,9 +44,9 @@ def rank(item: pytest.Item) -> Rank:
 
 
 def order_for_workers(items: list[pytest.Item]) -> bool:
-    """Sort the session's tests for two workers (`make test`: pytest-xdist hands out one file at a
+    """Sort the run's tests for two workers (`make test`: pytest-xdist hands out one file at a
     time, in this order); return whether any test reads the micro study. The micro study starts at
-    the session's first test, and a test that reads one of its outputs waits only for that output
+    the run's first test, and a test that reads one of its outputs waits only for that output
     (MicroDag.output), so a file goes by the latest output any of its tests reads (Rank): the tests
     that read early outputs and those that read none then run while the study is still going.
     Within a file, the same order."""

@@ -213,7 +213,7 @@ def test_failing_data_job_keeps_base_model_and_leaves_no_partial_output(micro_ru
     broken.write_bytes(b'{"instruction": "a", "input": "", "output": "b"}\n{"instruction": "\xff"}\n')
     cfg["datasets"]["alpaca"]["path"] = str(broken)
     write_config(tmp_path, cfg)
-    # the session's base model with Snakemake's record of it: up to date here, so it is not rebuilt
+    # the micro study's base model with Snakemake's record of it: up to date here, so it is not rebuilt
     shutil.copytree(micro_run.results / "models" / "base", tmp_path / "results" / "models" / "base")
     shutil.copytree(micro_run.workdir / ".snakemake" / "metadata", tmp_path / ".snakemake" / "metadata")
     result = snakemake(tmp_path)
