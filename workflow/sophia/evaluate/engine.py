@@ -72,7 +72,25 @@ def _mean(values: Sequence[float]) -> tuple[float, int]:
     return max(MIN_LOGPROB, mean), len(values)
 
 
-class HFEngine:
+class LeftCut:
+    """What every engine shares: user text tokenised without special tokens, and a prompt cut from
+    the left to leave room for the answer, the cut counted by purpose (needs tok, max_length, cuts)."""
+
+    tok: Any
+    max_length: int
+    cuts: Cuts
+
+    def tokens(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def _prompt(self, prompt: str, max_new_tokens: int, purpose: str) -> list[int]:
+        ids = self.tokens(prompt)
+        room = max(1, self.max_length - max_new_tokens)
+        self.cuts.add(purpose, len(ids) > room)
+        return ids[-room:]
+
+
+class HFEngine(LeftCut):
     """transformers on a loaded model (base, GPTQ or PEFT)."""
     name = "hf"
 
@@ -85,14 +103,6 @@ class HFEngine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def tokens(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
-
-    def _prompt(self, prompt: str, max_new_tokens: int, purpose: str) -> list[int]:
-        ids = self.tokens(prompt)
-        room = max(1, self.max_length - max_new_tokens)
-        self.cuts.add(purpose, len(ids) > room)
-        return ids[-room:]
 
     def _continuations(self, gen: torch.Tensor, start: int) -> list[Generated]:
         out = []

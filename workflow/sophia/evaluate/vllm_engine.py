@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sophia.errors import ModelError
-from sophia.evaluate.engine import Cuts, Generated, _mean
+from sophia.evaluate.engine import Cuts, Generated, LeftCut, _mean
 
 MAX_STOPS = 4  # vLLM's OpenAI protocol caps a request's stop strings
 
@@ -32,7 +32,7 @@ def post(url: str, payload: dict[str, Any], timeout: float = 3600) -> dict[str, 
                          ) from exc
 
 
-class VLLMEngine:
+class VLLMEngine(LeftCut):
     """One served model name (the base, or one LoRA adapter) of a running vLLM server."""
     name = "vllm"
 
@@ -41,14 +41,6 @@ class VLLMEngine:
         self.version = version
         self.cuts = Cuts(max_length)
 
-    def tokens(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
-
-    def _prompt(self, prompt: str, max_new_tokens: int, purpose: str) -> list[int]:
-        ids = self.tokens(prompt)
-        room = max(1, self.max_length - max_new_tokens)
-        self.cuts.add(purpose, len(ids) > room)
-        return ids[-room:]
 
     def complete(self, prompts: list[list[int]], **params: Any) -> list[dict[str, Any]]:
         """The completion choices of `prompts` (token ids), in prompt order then sample order."""
