@@ -88,12 +88,12 @@ def test_prefill_past_the_cache_end_writes_nothing() -> None:
 
 
 def test_unsupported_family_and_sizes_fail_early(monkeypatch: pytest.MonkeyPatch) -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import MistralConfig, MistralForCausalLM
 
-    llama = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2))
-    with pytest.raises(ModelError, match="model_type 'llama' is not supported"):
-        stage.check_convertible(llama, {"backend": "onnx2tf", "window": 8, "kv_cache": 8})
+    mistral = MistralForCausalLM(MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    with pytest.raises(ModelError, match=r"model_type 'mistral' is not supported \(supported: phi .*llama .*qwen2"):
+        stage.check_convertible(mistral, {"backend": "onnx2tf", "window": 8, "kv_cache": 8})
     with pytest.raises(ConfigError, match=r"export\.window: 512 exceeds"):
         stage.check_convertible(micro_phi(), {"backend": "onnx2tf", "window": 512, "kv_cache": 8})
     monkeypatch.setattr(stage, "weight_bytes", lambda model: 11 * 10**9)  # Phi-2 in float32

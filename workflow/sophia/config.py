@@ -86,6 +86,16 @@ def check_scratch(spec: Mapping[str, Any], where: str) -> None:
     if arch["hidden_size"] % arch["num_attention_heads"]:
         raise ConfigError(f"{where}.architecture: hidden_size {arch['hidden_size']} is not divisible "
                           f"by num_attention_heads {arch['num_attention_heads']}")
+    family = spec.get("family", "phi")
+    # the keys only one family's config reads (sophia.base_model.families, which config.py cannot import)
+    for key, families in (("partial_rotary_factor", ("phi",)), ("num_key_value_heads", ("llama", "qwen2"))):
+        if key in arch and family not in families:
+            raise ConfigError(f"{where}.architecture.{key}: applies to the {' and '.join(families)} family only "
+                              f"({where}.family is {family})")
+    kv_heads = arch.get("num_key_value_heads")
+    if kv_heads is not None and arch["num_attention_heads"] % kv_heads:
+        raise ConfigError(f"{where}.architecture.num_key_value_heads: {kv_heads} does not divide "
+                          f"num_attention_heads {arch['num_attention_heads']}")
     seq_len = spec["training"]["seq_len"]
     if seq_len > arch["max_position_embeddings"]:
         raise ConfigError(f"{where}.training.seq_len: {seq_len} exceeds architecture.max_position_embeddings "

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from sophia.base_model.families import FAMILIES
+
+TITLES = {"phi": "Phi", "llama": "Llama (DeepSeek-Coder layout)", "qwen2": "Qwen2 (Qwen2.5-Coder layout)"}
+
+
+def _tokens(name: str) -> str:
+    fam = FAMILIES[name]
+    text = f"`{fam.bos}` as BOS, `{fam.eos}` as EOS/PAD" if fam.bos else f"`{fam.eos}` as BOS/EOS/PAD"
+    if fam.fim:
+        text += "; fill-in-the-middle tokens " + ", ".join(f"`{t}`" for t in fam.fim)
+    return text
+
 
 def scratch_card(summary: dict[str, Any]) -> str:
     arch = summary["spec"]["scratch"]["architecture"]
     train = summary["spec"]["scratch"]["training"]
     t = summary["training"]
     params = sum(summary["parameters"].values())
-    return f"""# Sophia tiny Phi (scratch)
+    name = summary["spec"]["scratch"].get("family", "phi")
+    return f"""# Sophia tiny {TITLES[name]} (scratch)
 
-A **tiny test model** of the Phi family (`PhiForCausalLM`), built by Sophia's `base_model`
+A **tiny test model** of the {TITLES[name]} family (`{FAMILIES[name].model_class}`), built by Sophia's `base_model`
 stage so the whole workflow (GPTQ, LoRA, evaluation, export, phone app) runs offline in
 minutes on a CPU. It writes code-shaped text; it is **not** a useful coding assistant, and
 its benchmark scores measure the pipeline, not a model worth deploying.
@@ -21,7 +34,7 @@ its benchmark scores measure the pipeline, not a model worth deploying.
 - Architecture: hidden {arch['hidden_size']}, intermediate {arch['intermediate_size']},
   {arch['num_hidden_layers']} layers, {arch['num_attention_heads']} heads, context
   {arch['max_position_embeddings']}; {params:,} parameters (fp32).
-- Tokenizer: byte-level BPE, vocabulary {summary['vocab_size']}, `<|endoftext|>` as BOS/EOS/PAD.
+- Tokenizer: byte-level BPE, vocabulary {summary['vocab_size']}, {_tokens(name)}.
 - Data: {len(summary['corpus']['files'])} source files of the Python {summary['python_version']}
   standard library (digest `{summary['corpus']['digest']}`), {summary['corpus']['eval_files']}
   of them held out. Another Python version gives another corpus, hence another model.

@@ -1,4 +1,5 @@
-"""Build the tiny Phi-family model of the embedded default: tokenizer, init, short pretraining.
+"""Build the tiny model of the embedded default (Phi family, or Llama or Qwen2: families.py): init
+and short pretraining.
 
 nanoGPT-style loop rather than `transformers.Trainer`: a few hundred steps on random windows
 of one token stream need none of Trainer's machinery, and a plain loop keeps every source of
@@ -15,16 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import PhiConfig, PhiForCausalLM, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
 
 from sophia.base_model.corpus import Corpus
+from sophia.base_model.families import model_config
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class PretrainResult:
-    model: PhiForCausalLM
+    model: PreTrainedModel
     train_loss: list[tuple[int, float]] = field(default_factory=list)
     learning_rate: list[tuple[int, float]] = field(default_factory=list)
     eval_loss_before: float = math.nan
@@ -43,7 +45,7 @@ def token_stream(tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> torch.
 
 
 @torch.no_grad()
-def eval_loss(model: PhiForCausalLM, stream: torch.Tensor, seq_len: int, max_windows: int = 64) -> float:
+def eval_loss(model: PreTrainedModel, stream: torch.Tensor, seq_len: int, max_windows: int = 64) -> float:
     """Mean next-token loss over non-overlapping windows of the held-out stream."""
     model.eval()
     n = min(max_windows, (len(stream) - 1) // seq_len)
@@ -54,17 +56,13 @@ def eval_loss(model: PhiForCausalLM, stream: torch.Tensor, seq_len: int, max_win
     return float(sum(losses) / len(losses))
 
 
-def build_model(tokenizer: PreTrainedTokenizerFast, arch: Mapping[str, int], seed: int) -> PhiForCausalLM:
+def build_model(tokenizer: PreTrainedTokenizerFast, arch: Mapping[str, int], seed: int,
+                family: str = "phi") -> PreTrainedModel:
     torch.manual_seed(seed)
     eos = tokenizer.eos_token_id
-    cfg = PhiConfig(
-        vocab_size=len(tokenizer),
-        bos_token_id=eos,
-        eos_token_id=eos,
-        pad_token_id=eos,
-        **arch,
-    )
-    return PhiForCausalLM(cfg)
+    ids = {"vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id, "eos_token_id": eos,
+           "pad_token_id": eos}
+    return AutoModelForCausalLM.from_config(model_config(family, arch, ids))
 
 
 def pretrain(
@@ -73,10 +71,11 @@ def pretrain(
     arch: Mapping[str, int],
     training: Mapping[str, Any],
     seed: int,
+    family: str = "phi",
     on_log: Callable[[int, float, float], None] | None = None,
 ) -> PretrainResult:
     torch.use_deterministic_algorithms(True)
-    model = build_model(tokenizer, arch, seed)
+    model = build_model(tokenizer, arch, seed, family)
     seq_len = training["seq_len"]  # fits the window: sophia.config.check_scratch
     train = token_stream(tokenizer, corpus.train)
     held_out = token_stream(tokenizer, corpus.eval)

@@ -35,12 +35,14 @@ def variant_of(spec: dict[str, Any]) -> str:
 def _build_scratch(spec: dict[str, Any], out: Path, run: tracking.Run) -> dict[str, Any]:
     s = spec["scratch"]
     torch.set_num_threads(s["threads"])
+    family = s.get("family", "phi")  # unset: phi (schema)
     arch = s["architecture"]  # checked with the rest of the spec (sophia.config.check_scratch)
     data = corpus.load_corpus(s["corpus"]["max_files"], s["corpus"]["eval_files"], s["seed"])
     log.info("corpus: %d train / %d eval files, digest %s", len(data.train), len(data.eval), data.digest)
-    tok = tokenizer.train_tokenizer(data.train, s["tokenizer"]["vocab_size"], arch["max_position_embeddings"])
+    tok = tokenizer.train_tokenizer(data.train, s["tokenizer"]["vocab_size"], arch["max_position_embeddings"],
+                                    family)
     try:
-        result = scratch.pretrain(tok, data, arch, s["training"], s["seed"])
+        result = scratch.pretrain(tok, data, arch, s["training"], s["seed"], family)
     except ValueError as exc:
         raise ConfigError(f"base_model.scratch: {exc}") from exc
     result.model.save_pretrained(out)
@@ -53,6 +55,7 @@ def _build_scratch(spec: dict[str, Any], out: Path, run: tracking.Run) -> dict[s
         ylabel="loss",
     )
     return {
+        "family": family,
         "vocab_size": len(tok),
         "corpus": {"files": data.files, "digest": data.digest, "eval_files": len(data.eval), "root": data.root},
         "training": {

@@ -39,16 +39,25 @@ def load_student(ref: Mapping[str, Any], source: str | Path, dev: torch.device) 
     path = local_dir(source, ref.get("revision") or "main")
     if ref.get("scratch") is None:
         return lm.load(path, dev, trainable=True)
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
+    from sophia.base_model.families import FAMILIES
     from sophia.base_model.scratch import build_model
 
     tok = AutoTokenizer.from_pretrained(path)
+    # the student takes the base model's family along with its tokenizer: a Llama student of a Llama teacher
+    family = AutoConfig.from_pretrained(path).model_type
+    if family not in FAMILIES:
+        raise ConfigError(f"student.scratch: the base model's family '{family}' cannot be built from scratch "
+                          f"(one of {', '.join(FAMILIES)}); give the student as hub or path")
     arch = dict(ref["scratch"]["architecture"])
     if arch["hidden_size"] % arch["num_attention_heads"]:
         raise ConfigError(f"student.scratch.architecture: hidden_size {arch['hidden_size']} is not divisible by "
                           f"num_attention_heads {arch['num_attention_heads']}")
-    model = build_model(tok, arch, ref["scratch"]["seed"]).to(dev)
+    try:
+        model = build_model(tok, arch, ref["scratch"]["seed"], family).to(dev)
+    except ValueError as exc:  # an architecture key of another family
+        raise ConfigError(f"student.scratch: {exc}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok

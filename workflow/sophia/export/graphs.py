@@ -1,5 +1,5 @@
-"""The fixed-shape graphs the phone runs, as torch modules over a Hugging Face Phi model's own
-submodules (same weights, same math):
+"""The fixed-shape graphs the phone runs, as torch modules over a Hugging Face model's own
+submodules (same weights, same math), for the Phi, Llama and Qwen2 families:
 
 - `KVStep(length=T)`, the prefill graph (file `window_*.tflite`): T token ids from position `pos`
   against a static key/value cache [L, 1, H, MAX, D] → logits [1, T, V] and the updated cache. The
@@ -14,6 +14,15 @@ transformers' dynamic causal-mask machinery and GPU delegates dislike dynamic sh
 inputs: LiteRT.js (the phone app's runtime) has no int64 tensors, so the graphs cast to int64 inside.
 The cache is written with one-hot arithmetic rather than scatter ops, which convert to TFLite
 builtins cleanly.
+
+Why our own block code rather than transformers' StaticCache: its cache update is an index_copy_
+(a scatter, which the converters do not turn into TFLite builtins) behind a mutable Python object
+the graph cannot take as an input. The families differ in few places, all read from the model
+itself (`Layout`): Phi runs attention and MLP in parallel on one LayerNorm and rotates part of each
+head; Llama and Qwen2 run them one after the other on two RMSNorms, rotate the whole head and may
+share each key/value head among several query heads (grouped-query attention: the cache holds the
+key/value heads only). The rotary tables come from the model's own rotary module, so its scaling
+(DeepSeek-Coder's linear factor) is the model's.
 """
 
 from __future__ import annotations
@@ -25,16 +34,39 @@ from torch import nn
 
 from sophia.errors import ModelError
 
-SUPPORTED = {"phi": "PhiForCausalLM"}  # families whose block layout KVStep reproduces
+# families whose block layout KVStep reproduces
+SUPPORTED = {"phi": "PhiForCausalLM", "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 NEG = -1e9  # finite additive mask: -inf would give inf - inf = NaN in fp16
 
 
 def check_family(model: Any) -> None:
-    kind = getattr(model.config, "model_type", None)
+    cfg = model.config
+    kind = getattr(cfg, "model_type", None)
     if kind not in SUPPORTED:
         raise ModelError(f"export: model_type '{kind}' is not supported (supported: "
                          f"{', '.join(f'{k} ({v})' for k, v in SUPPORTED.items())}); the static KV-cache graph "
                          "reproduces each family's attention block")
+    if getattr(cfg, "use_sliding_window", False) and getattr(cfg, "sliding_window", None):
+        raise ModelError(f"export: this {kind} model uses sliding-window attention, which the static KV-cache "
+                         "graph does not reproduce (every query sees the whole cache)")
+
+
+class Layout:
+    """Where a family keeps the parts of its decoder the graphs use."""
+
+    def __init__(self, model: Any) -> None:
+        check_family(model)
+        cfg = model.config
+        self.parallel = cfg.model_type == "phi"  # attention and MLP side by side on one norm
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
+
+    def out_proj(self, attn: nn.Module) -> nn.Module:
+        return attn.dense if self.parallel else attn.o_proj
+
+    def final_norm(self, model: Any) -> nn.Module:
+        return model.model.final_layernorm if self.parallel else model.model.norm
 
 
 class WindowLM(nn.Module):
@@ -49,7 +81,7 @@ class WindowLM(nn.Module):
 
 
 class KVStep(nn.Module):
-    """`length` tokens of a Phi model at positions pos .. pos + length - 1 against a static cache of
+    """`length` tokens of the model at positions pos .. pos + length - 1 against a static cache of
     `max_len` positions: the decode step (length 1) and the prefill (length T) are the same math.
 
     Positions past the cache (the padding of a last prefill chunk) write nothing and read the last
@@ -58,26 +90,24 @@ class KVStep(nn.Module):
 
     def __init__(self, model: Any, max_len: int, length: int = 1) -> None:
         super().__init__()
-        check_family(model)
+        self.layout = Layout(model)
         cfg = model.config
         self.model = model
         self.layers = cfg.num_hidden_layers
-        self.heads = cfg.num_attention_heads
-        self.head_dim = cfg.hidden_size // self.heads
+        self.heads, self.kv_heads, self.head_dim = self.layout.heads, self.layout.kv_heads, self.layout.head_dim
         self.max_len = max_len
         self.length = length
-        attn = model.model.layers[0].self_attn
-        self.rot = attn.rotary_ndims
-        self.scaling = attn.scaling
+        self.scaling = model.model.layers[0].self_attn.scaling
         positions = torch.arange(max_len)[None]
         cos, sin = model.model.rotary_emb(torch.zeros(1, max_len, cfg.hidden_size), position_ids=positions)
+        self.rot = cos.shape[-1]  # the rotated dimensions of a head: all of them, or Phi's share
         self.register_buffer("cos_table", cos[0].contiguous(), persistent=False)  # [MAX, rot]
         self.register_buffer("sin_table", sin[0].contiguous(), persistent=False)
         self.register_buffer("slots", torch.arange(max_len), persistent=False)
         self.register_buffer("offsets", torch.arange(length), persistent=False)
 
     def cache_shape(self) -> tuple[int, ...]:
-        return (self.layers, 1, self.heads, self.max_len, self.head_dim)
+        return (self.layers, 1, self.kv_heads, self.max_len, self.head_dim)
 
     def empty_cache(self) -> torch.Tensor:
         return torch.zeros(self.cache_shape())
@@ -94,12 +124,22 @@ class KVStep(nn.Module):
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         r = self.rot
+        if r == x.shape[-1]:
+            return x * cos + self._rotate_half(x) * sin
         return torch.cat((x[..., :r] * cos + self._rotate_half(x[..., :r]) * sin, x[..., r:]), dim=-1)
+
+    def _shared(self, kv: torch.Tensor) -> torch.Tensor:
+        """[1, KVH, MAX, D] → [1, H, MAX, D]: query head h reads key/value head h // (H / KVH)."""
+        groups = self.heads // self.kv_heads
+        if groups == 1:
+            return kv
+        return kv[:, :, None].expand(1, self.kv_heads, groups, self.max_len, self.head_dim).reshape(
+            1, self.heads, self.max_len, self.head_dim)
 
     def forward(self, input_ids: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor,
                 v_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        m = self.model.model
-        h_n, d, t_n = self.heads, self.head_dim, self.length
+        m, lay = self.model.model, self.layout
+        h_n, kv_n, d, t_n = self.heads, self.kv_heads, self.head_dim, self.length
         positions = pos.long() + self.offsets  # [T]
         x = m.embed_tokens(input_ids.long())  # [1, T, C]
         rows = torch.clamp(positions, max=self.max_len - 1)
@@ -115,47 +155,86 @@ class KVStep(nn.Module):
             a = layer.self_attn
             h = layer.input_layernorm(x)
             q = self._rope(a.q_proj(h).view(1, t_n, h_n, d).transpose(1, 2), cos, sin)  # [1, H, T, D]
-            k = self._rope(a.k_proj(h).view(1, t_n, h_n, d).transpose(1, 2), cos, sin)
-            v = a.v_proj(h).view(1, t_n, h_n, d).transpose(1, 2)
-            kc = k_cache[i] * keep + torch.matmul(write, k)  # [1, H, MAX, D]
+            k = self._rope(a.k_proj(h).view(1, t_n, kv_n, d).transpose(1, 2), cos, sin)
+            v = a.v_proj(h).view(1, t_n, kv_n, d).transpose(1, 2)
+            kc = k_cache[i] * keep + torch.matmul(write, k)  # [1, KVH, MAX, D]
             vc = v_cache[i] * keep + torch.matmul(write, v)
-            w = torch.softmax(torch.matmul(q, kc.transpose(2, 3)) * self.scaling + mask, dim=-1)
-            o = torch.matmul(w, vc).transpose(1, 2).reshape(1, t_n, h_n * d)
-            x = a.dense(o) + layer.mlp(h) + x  # Phi: attention and MLP in parallel on one norm
+            w = torch.softmax(torch.matmul(q, self._shared(kc).transpose(2, 3)) * self.scaling + mask, dim=-1)
+            o = lay.out_proj(a)(torch.matmul(w, self._shared(vc)).transpose(1, 2).reshape(1, t_n, h_n * d))
+            if lay.parallel:
+                x = o + layer.mlp(h) + x
+            else:
+                x = x + o
+                x = x + layer.mlp(layer.post_attention_layernorm(x))
             keys.append(kc)
             values.append(vc)
-        logits = self.model.lm_head(m.final_layernorm(x))
+        logits = self.model.lm_head(lay.final_norm(self.model)(x))
         return logits, torch.stack(keys), torch.stack(values)
+
+
+class UnitRMSNorm(nn.Module):
+    """Llama's and Qwen2's RMSNorm without its scale (folded into the next linears): transformers'
+    class has no switch for that, and a scale of ones left in the graph would be folded by the
+    converter into one signature's weights again."""
+
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.to(torch.float32)
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
 
 @torch.no_grad()
 def fold_layer_norms(model: Any) -> Any:
-    """Move each LayerNorm's scale and shift into the linear layers that read it, in place: Phi's
-    input norm feeds q, k, v and fc1, the final norm lm_head; W(g * x + b) + c = (W diag g) x + (W b + c).
-    The norms keep no affine part, so the model computes the same function (up to float rounding).
+    """Move each norm's scale (and LayerNorm's shift) into the linear layers that read it, in place:
+    W(g * x + b) + c = (W diag g) x + (W b + c). Phi's input norm feeds q, k, v and fc1; a Llama or
+    Qwen2 layer's input norm q, k, v and its post-attention norm the gate and up projections; the
+    final norm feeds lm_head. The norms keep no scale or shift, so the model computes the same
+    function (up to float rounding). A tied lm_head is untied first: the embedding must not change.
 
     Why: TFLite's converter folds the norm's scale into the following fully-connected weights on its
     own, in the decode signature but not in the prefill one, so a two-signature file kept a second
-    copy of q, k, v, fc1 and lm_head (1.6x the weights). Folded beforehand, both signatures read
+    copy of those weights and lm_head (1.6x the weights). Folded beforehand, both signatures read
     the same tensors and the file holds them once."""
-    check_family(model)
+    lay = Layout(model)
 
-    def fold(norm: nn.LayerNorm, linears: list[nn.Linear]) -> nn.LayerNorm:
-        g, b = norm.weight.detach().clone(), norm.bias.detach().clone()
+    def scale_in(linears: list[nn.Linear], g: torch.Tensor, b: torch.Tensor | None) -> None:
         for lin in linears:
             w = lin.weight.detach().clone()
-            lin.weight.copy_(w * g[None, :])
+            lin.weight = nn.Parameter(w * g[None, :])  # a new tensor: a tied weight keeps its own
+            if b is None:
+                continue
             shift = w @ b
             if lin.bias is None:
                 lin.bias = nn.Parameter(shift)
             else:
                 lin.bias.add_(shift)
-        return nn.LayerNorm(norm.normalized_shape, eps=norm.eps, elementwise_affine=False)
+
+    def fold(norm: nn.Module, linears: list[nn.Linear]) -> nn.Module:
+        g = norm.weight.detach().clone()
+        if isinstance(norm, nn.LayerNorm):
+            scale_in(linears, g, norm.bias.detach().clone())
+            return nn.LayerNorm(norm.normalized_shape, eps=norm.eps, elementwise_affine=False)
+        scale_in(linears, g, None)  # RMSNorm: a scale only
+        return UnitRMSNorm(norm.variance_epsilon)
 
     for layer in model.model.layers:
         a = layer.self_attn
-        layer.input_layernorm = fold(layer.input_layernorm, [a.q_proj, a.k_proj, a.v_proj, layer.mlp.fc1])
-    model.model.final_layernorm = fold(model.model.final_layernorm, [model.lm_head])
+        attn_in = [a.q_proj, a.k_proj, a.v_proj]
+        if lay.parallel:
+            layer.input_layernorm = fold(layer.input_layernorm, [*attn_in, layer.mlp.fc1])
+        else:
+            layer.input_layernorm = fold(layer.input_layernorm, attn_in)
+            layer.post_attention_layernorm = fold(layer.post_attention_layernorm,
+                                                  [layer.mlp.gate_proj, layer.mlp.up_proj])
+    final = fold(lay.final_norm(model), [model.lm_head])
+    if lay.parallel:
+        model.model.final_layernorm = final
+    else:
+        model.model.norm = final
+    model.config.tie_word_embeddings = False
     return model
 
 
