@@ -1,7 +1,7 @@
-"""Planning proof without a GPU: the paper's and the DeepSeek-Coder study plan exactly the expected
-jobs, every GPU job asks SLURM for a GPU on the GPU partition, and the executor plugin, run for real
-up to a stub sbatch, turns those requests into the right sbatch arguments (tests/test_slurm.py
-submits to a real SLURM cluster)."""
+"""Planning proof without a GPU: the paper's, the DeepSeek-Coder and the Qwen2.5-Coder study plan
+exactly the expected jobs with resources for their model's size, every GPU job asks SLURM for a
+GPU on the GPU partition, and the executor plugin, run for real up to a stub sbatch, turns those
+requests into the right sbatch arguments (tests/test_slurm.py submits to a real SLURM cluster)."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ pytestmark = pytest.mark.e2e
 # float base (with the students' adapters on it) and the GPTQ model (with the 4 curricula's adapters).
 STUDY = {"base_model": 1, "data": 2, "quantize": 1, "finetune": 5, "evaluate_vllm_base": 1, "evaluate_vllm_gptq": 1,
          "report": 1, "all": 1, "distill": 1, "distill_control": 1}
-# the paper's study also builds the phone app from the tiny->alpaca curriculum (litert-torch route)
+# every study also builds the phone app and the GGUF from the tiny->alpaca curriculum (litert-torch route)
 PHONE = {"merge": 1, "export": 1, "mobile": 1, "gguf": 1}
-PLANS = {"paper": STUDY | PHONE, "deepseek-coder": STUDY}
+PLANS = {"paper": STUDY | PHONE, "deepseek-coder": STUDY | PHONE, "qwen2.5-coder": STUDY | PHONE}
 GPU_RULES = {"base_model", "quantize", "finetune", "evaluate", "evaluate_vllm_base", "evaluate_vllm_gptq", "distill",
              "distill_control"}
 
@@ -68,7 +68,7 @@ def jobs(text: str) -> list[dict[str, Any]]:
     return out
 
 
-@pytest.mark.parametrize("name", ["paper", "deepseek-coder"])
+@pytest.mark.parametrize("name", list(PLANS))
 def test_study_plans_every_model_on_every_benchmark(name: str, tmp_path: Path) -> None:
     config = ROOT / "configs" / f"{name}.yaml"
     cfg = validate(yaml.safe_load(config.read_text()))
@@ -76,6 +76,12 @@ def test_study_plans_every_model_on_every_benchmark(name: str, tmp_path: Path) -
     assert len(cfg["evaluate"]["benchmarks"]) == 9 and len(cfg["finetune"]["curricula"]) == 4
     text = dry_run(tmp_path, config, "--printshellcmds")
     assert job_counts(text) == PLANS[name]
+    # a GPU per GPU job; the export job holds the float32 model (twice the fp16 size) and a converted copy
+    for job in jobs(text):
+        if job["rule"] in GPU_RULES:
+            assert job["resources"]["gpu"] == "1", job
+        if job["rule"] == "export":
+            assert int(job["resources"]["mem_mb"]) >= 2 * 2 * cfg["compute"]["model_gb"] * 1000, job
     # every planned evaluate job runs the full protocol: no CPU caps, no cut prompts allowed
     jobs_ = [shlex.split(m[1]) for m in re.finditer(r"-m sophia\.evaluate_vllm_job --spec (.*)$", text, re.M)]
     specs = [json.loads(args[0]) for args in jobs_]

@@ -50,12 +50,14 @@ def test_the_fixtures_a_test_uses_decide_its_tier() -> None:
         "micro": FakeItem(["micro_model", "micro_dag", "_micro_dag_start"]),
         "slurm": FakeItem(["slurm_run", "slurm_cluster", "mlflow_server"]),
         "by hand": FakeItem(["tmp_path"], {"browser"}),
+        "family": FakeItem(["family_dag", "family", "_family_dags_start"]),
     }
     tiers.mark_by_fixtures(list(items.values()))
     assert items["unit"].marks == set()
     assert items["micro"].marks == {"micro", "e2e"}
     assert items["slurm"].marks == {"slurm", "server", "e2e"}
     assert items["by hand"].marks == {"browser", "e2e"}
+    assert items["family"].marks == {"micro", "e2e"}
 
 
 def test_a_fast_test_that_starts_snakemake_fails_naming_it() -> None:

@@ -73,7 +73,7 @@ def test_set_up_builds_the_vllm_environment_only_for_engine_vllm() -> None:
 
     default = yaml.safe_load((ROOT / "config.yaml").read_text())
     assert "vllm" not in needs(default)
-    for name in ("paper", "deepseek-coder"):
+    for name in ("paper", "deepseek-coder", "qwen2.5-coder"):
         assert "vllm" in needs(yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text()))
 
 

@@ -20,6 +20,7 @@ import pytest
 # fixture -> the mark it gives (each also marks the test e2e)
 FIXTURE_MARKS = {
     "micro_dag": "micro",  # the micro study: every micro_* output fixture depends on it
+    "family_dag": "micro",  # the Llama and Qwen2 micro studies
     "slurm_cluster": "slurm",
     "mlflow_server": "server",
 }

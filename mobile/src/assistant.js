@@ -68,6 +68,14 @@ export class Assistant {
       ? new KVModel(runner("kv"), withPrefill ? new WindowModel(runner("window")) : null)
       : new WindowModel(runner("window"));
     const tokenizer = new Tokenizer(tokJson, tokConfig);
+    // The ids the model's tokenizer starts every text with (a Llama/DeepSeek-Coder BOS; none for Phi
+    // and Qwen2): a tokenizer that drops them would feed the model prompts it was never trained on.
+    const prefix = template.prefix_ids ?? [];
+    const first = tokenizer.encode("").ids;
+    if (first.length !== prefix.length || prefix.some((id, i) => first[i] !== id)) {
+      throw new BundleError(`The tokenizer starts a text with [${first}], but this ` +
+        `${template.family ? template.family + " " : ""}model was trained on texts starting with [${prefix}].`);
+    }
     return new Assistant({ manifest, settings, template: template.template, model, tokenizer,
       loadMs: performance.now() - start });
   }

@@ -176,8 +176,10 @@ def convert(espec: dict[str, Any], work: Path, model_dir: Path) -> dict[str, Any
     return json.loads((work / "parity.json").read_text(encoding="utf-8"))
 
 
-def write_bundle(out: Path, model_id: str, espec: dict[str, Any], tok: Any) -> dict[str, Any]:
-    """Everything the phone app needs, and nothing it does not: one precision of each graph."""
+def write_bundle(out: Path, model_id: str, espec: dict[str, Any], tok: Any, family: str = "phi") -> dict[str, Any]:
+    """Everything the phone app needs, and nothing it does not: one precision of each graph. prompt.json
+    says the model's family and the ids its tokenizer starts every text with (DeepSeek-Coder's BOS; none
+    for Phi and Qwen2): the app checks that its own tokenizer gives the prompt the model was trained on."""
     bundle = out / "bundle"
     bundle.mkdir()
     precision = espec["bundle_precision"]
@@ -194,7 +196,8 @@ def write_bundle(out: Path, model_id: str, espec: dict[str, Any], tok: Any) -> d
                   "eos_token_id": tok.eos_token_id, "window": espec["window"], "kv_cache": espec["kv_cache"],
                   "precision": precision, "models": models, "signatures": signatures, "greedy": True}
     template = {"template": prompt.TEMPLATE, "answer_prefix": prompt.ANSWER_PREFIX,
-                "modes": {"generate": "a request in plain words", "summarise": "a piece of code"}}
+                "modes": {"generate": "a request in plain words", "summarise": "a piece of code"},
+                "family": family, "prefix_ids": tok("").input_ids}
     (bundle / "generation.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
     (bundle / "prompt.json").write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
     files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(bundle.iterdir())}
@@ -210,6 +213,7 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, out: Path) -
     with tracking.stage_run("export", model_id, {"model": model_id, "export": espec}, inputs=inputs) as run, \
             atomic_dir(out) as tmp:
         model, tok = load_float(model_dir)
+        family = model.config.model_type
         check_convertible(model, espec)
         check_export_precisions(espec)
         kv_torch = prefill_torch = None
@@ -241,7 +245,7 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, out: Path) -
         run.log_metrics(parity_metrics(parity))
         if failures:
             raise ParityError("export parity gate failed:\n  " + "\n  ".join(failures))
-        manifest = write_bundle(tmp, model_id, espec, tok)
+        manifest = write_bundle(tmp, model_id, espec, tok, family)
         run.log_metrics({"bundle.total_bytes": manifest["total_bytes"]})
         run.write_record(tmp, "export", model_id)
         run.log_datasets([], model_ids=tracking.model_ids(model_dir))

@@ -9,6 +9,10 @@ to the cached wheel (envs/llama_cpp.sh). Two adjustments are made from here, bot
   stops with "BPE pre-tokenizer was not recognized". Its pre-tokenizer is GPT-2's regex, so it is
   named as such; the stage then checks token for token that llama.cpp tokenizes like the HF
   tokenizer. Without `--pre` (hub models) the converter's own detection decides.
+- Llama without `tokenizer.model` (DeepSeek-Coder and the scratch Llama have a byte-level BPE in
+  tokenizer.json only): the converter tries SentencePiece first and falls back to the BPE on the
+  FileNotFoundError for the missing file, but it imports `sentencepiece` before it looks, so without
+  that package it stops with ModuleNotFoundError. The missing file is reported before the import.
 - Phi: the converter writes `feed_forward_length = 4 * hidden_size` (true for Phi-2) instead of the
   config's `intermediate_size`; llama.cpp then rejects any other ratio at load. The real width is
   written over it.
@@ -26,6 +30,15 @@ def patch(pre: str | None) -> None:
 
     if pre is not None:
         base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+
+    sentencepiece = base.TextModel._create_vocab_sentencepiece
+
+    def create_vocab_sentencepiece(self: base.TextModel) -> tuple:
+        if not (self.dir_model / "tokenizer.model").is_file():
+            raise FileNotFoundError(f"File not found: {self.dir_model / 'tokenizer.model'}")
+        return sentencepiece(self)
+
+    base.TextModel._create_vocab_sentencepiece = create_vocab_sentencepiece
 
     original = phi.Phi2Model.set_gguf_parameters
 
