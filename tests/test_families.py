@@ -145,3 +145,18 @@ def test_family_architecture_keys_are_checked(family: str, key: str, value: Any,
     message = config_error(lambda base: mutate(base["scratch"]), "base_model")
     assert "base_model.scratch." in message
     assert re.search(expected, message), message
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_a_scratch_student_takes_its_base_models_family(family: str, tmp_path: Path) -> None:
+    """Distillation: a Llama (Qwen2) base model gets a Llama (Qwen2) student with its tokenizer."""
+    from sophia.distill.models import load_student
+
+    model, tok = tiny(family)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    arch = {**ARCH, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    student, student_tok = load_student({"scratch": {"architecture": arch, "seed": 0}}, tmp_path, torch.device("cpu"))
+    assert type(student).__name__ == FAMILIES[family].model_class and student.config.hidden_size == 32
+    assert student.config.vocab_size == len(student_tok) == len(tok)
+    assert student.config.bos_token_id == tok.bos_token_id
