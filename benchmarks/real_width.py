@@ -107,7 +107,7 @@ def measure(wd: Path) -> dict[str, dict[str, float]]:
 
 def own_measurements(results: Path) -> dict[str, float]:
     """What the stages record themselves, the parts a job's wall time hides: GPTQ alone, a
-    fine-tuning optimizer step, the TFLite conversion, the app's int8 file."""
+    fine-tuning optimizer step, the TFLite conversion, the app's bundle."""
     out: dict[str, float] = {}
     quantize = json.loads((results / "models" / "gptq" / "quantize.json").read_text(encoding="utf-8"))
     out["gptq_s"] = quantize["quantize_seconds"]
@@ -123,7 +123,7 @@ def own_measurements(results: Path) -> dict[str, float]:
 
 
 def browser(wd: Path, prompt_tokens: int, new_tokens: int) -> dict[str, Any]:
-    """The app's int8 bundle in headless Chromium (mobile/bench.mjs): load, first token for a
+    """The app's bundle in headless Chromium (mobile/bench.mjs): load, first token for a
     `prompt_tokens` prompt through prefill, decode ms per token; medians of 3 first starts."""
     proc = subprocess.run(["node", "bench.mjs", "--app", str(wd / "results" / "mobile"), "--graphs", "kv",
                            "--repeats", "3", "--prompt-tokens", str(prompt_tokens), "--new-tokens", str(new_tokens)],
@@ -131,8 +131,9 @@ def browser(wd: Path, prompt_tokens: int, new_tokens: int) -> dict[str, Any]:
     if proc.returncode != 0:
         return {"error": proc.stderr.strip()[-2000:]}
     kv = json.loads(proc.stdout.strip().splitlines()[-1])["graphs"]["kv"]
-    return {"load_s": kv["load_ms"] / 1000, "first_token_ms": kv["first_token_ms"],
-            "decode_ms_per_token": kv["decode_ms_per_token"]}
+    generation = json.loads((wd / "results" / "mobile" / "bundle" / "generation.json").read_text(encoding="utf-8"))
+    return {"precision": generation["precision"], "load_s": kv["load_ms"] / 1000,
+            "first_token_ms": kv["first_token_ms"], "decode_ms_per_token": kv["decode_ms_per_token"]}
 
 
 def extrapolate(a: tuple[int, float], b: tuple[int, float], layers: int = PHI2_LAYERS) -> tuple[float, float]:
@@ -182,6 +183,7 @@ def table(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
             out["browser"][key] = {str(la): ra["browser"][key], str(lb): rb["browser"][key], "per_layer": per_layer,
                                    "phi2": full}
         out["browser"]["phi2_tokens_per_s"] = 1000 / out["browser"]["decode_ms_per_token"]["phi2"]
+        out["browser"]["precision"] = ra["browser"].get("precision")
     return out
 
 
@@ -210,13 +212,14 @@ def markdown(result: dict[str, Any]) -> str:
                      f"| {phi2(v)} | |")
     if "browser" in result:
         b = result["browser"]
+        precision = b.get("precision") or "bundle"
         for key, unit in (("load_s", "load s"), ("first_token_ms", "first token ms (100-token prompt)"),
                           ("decode_ms_per_token", "decode ms/token")):
             v = b[key]
-            lines.append(f"| browser (int8) | {unit} | {v[str(la)]:.1f} | {v[str(lb)]:.1f} | {v['per_layer']:.1f} "
-                         f"| {phi2(v)} | |")
-        lines.append(f"\nFull Phi-2 int8 in this browser on this CPU: {b['phi2_tokens_per_s']:.2f} tokens/s "
-                     "(extrapolated decode time).")
+            lines.append(f"| browser ({precision}) | {unit} | {v[str(la)]:.1f} | {v[str(lb)]:.1f} "
+                         f"| {v['per_layer']:.1f} | {phi2(v)} | |")
+        lines.append(f"\nFull Phi-2 ({precision}) in this browser on this CPU: {b['phi2_tokens_per_s']:.2f} "
+                     "tokens/s (extrapolated decode time).")
     return "\n".join(lines) + "\n"
 
 

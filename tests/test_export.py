@@ -122,6 +122,35 @@ def test_gates_name_the_check_and_the_amount() -> None:
     assert any("greedy tokens differ" in f and "[(0, 3)]" in f for f in failures)
 
 
+def test_perplexity_gate_names_its_key() -> None:
+    from sophia.config import validate_section
+
+    gates = validate_section({}, "export", "export")["parity"]["gates"]
+    measured = {**parity(0.5, 0.9, False), "perplexity": {"torch": 4.0, "tflite": 6.0, "increase": 0.5}}
+    failures = stage.gate_failures({"onnx": {}, "tflite": {"kv_int4": measured}}, gates)
+    assert failures == [f"kv_int4.tflite: perplexity +50.00% vs PyTorch > export.parity.gates.int4.max_ppl_increase="
+                        f"{gates['int4']['max_ppl_increase']}"]
+    measured["perplexity"]["increase"] = gates["int4"]["max_ppl_increase"] / 2
+    assert stage.gate_failures({"onnx": {}, "tflite": {"kv_int4": measured}}, gates) == []
+
+
+def test_int4_settings_are_checked_up_front() -> None:
+    """int4 only on the route that makes it, with a block size from the quantizer's list that tiles
+    every linear layer's input width (the error names the key and the layer)."""
+    from conftest import config_error
+
+    msg = config_error(lambda e: e.update(precisions=["fp32", "int4"]), "export")
+    assert "export.precisions: int4 needs export.backend litert_torch" in msg
+    assert "export.int4_block_size" in config_error(lambda e: e.update(backend="litert_torch", int4_block_size=48),
+                                                    "export")
+    espec = {"backend": "litert_torch", "window": 8, "kv_cache": 8, "precisions": ["int4"], "int4_block_size": 128}
+    with pytest.raises(ConfigError, match=r"export\.int4_block_size: 128 does not divide the input width of "
+                                          r"model\.layers\.0\.self_attn\.q_proj \(64\);.* 64, 128"):
+        stage.check_convertible(micro_phi(), espec)
+    stage.check_convertible(micro_phi(), {**espec, "int4_block_size": 64})
+    stage.check_convertible(micro_phi(), {**espec, "precisions": ["int8"]})  # no int4, no constraint
+
+
 # --- a real export of the micro model ---------------------------------------------------------------
 
 
@@ -275,21 +304,29 @@ def test_litert_torch_route_passes_the_same_gates(micro_model: Path, tmp_path: P
     from transformers import AutoModelForCausalLM
 
     spec = json.loads(json.dumps(EXPORT_SPEC))
-    spec["export"].update({"backend": "litert_torch", "precisions": ["fp32", "int8"], "bundle_precision": "fp32"})
+    spec["export"].update({"backend": "litert_torch", "precisions": ["fp32", "int8", "int4"],
+                           "bundle_precision": "int4"})
     out = tmp_path / "base"
     parity = stage.run_stage(spec, "base", micro_model, out)
     assert parity["failures"] == [] and parity["backend"] == "litert_torch"
-    assert set(parity["tflite"]) == {"window_fp32", "window_int8", "kv_fp32", "kv_int8"}
+    assert set(parity["tflite"]) == {f"{g}_{q}" for g in ("window", "kv") for q in ("fp32", "int8", "int4")}
     assert parity["tflite"]["kv_fp32"]["greedy_equal"] and parity["tflite"]["window_fp32"]["logits"]["max_abs"] < 1e-4
     assert parity["tflite"]["kv_fp32"]["prefill_decode"]["max_abs"] < 1e-4
+    # perplexity on PyTorch's own greedy answers: fp32 reproduces it, int4 loses more than int8
+    ppl = {k: r["perplexity"]["increase"] for k, r in parity["tflite"].items()}
+    assert abs(ppl["kv_fp32"]) < 1e-4 and abs(ppl["window_fp32"]) < 1e-4, ppl
     assert not (out / "onnx").exists()
     # one file per precision: prefill and decode are two signatures over one copy of the weights
     # (two single-graph files of the same model would each be about as large as this one)
-    assert sorted(p.name for p in out.glob("*.tflite")) == ["model_fp32.tflite", "model_int8.tflite"]
+    files = {p.name: p.stat().st_size for p in out.glob("*.tflite")}
+    assert sorted(files) == ["model_fp32.tflite", "model_int4.tflite", "model_int8.tflite"]
     weights = sum(p.numel() * 4 for p in AutoModelForCausalLM.from_pretrained(micro_model).parameters())
-    assert (out / "model_fp32.tflite").stat().st_size < 1.25 * weights
+    assert files["model_fp32.tflite"] < 1.25 * weights
+    # int4: the linear layers' weights in 4 bits (+ a 16-bit scale per 32), the embedding's in 8
+    assert files["model_int4.tflite"] < 0.75 * files["model_int8.tflite"], files
     generation = json.loads((out / "bundle" / "generation.json").read_text())
-    assert generation["models"] == {"window": "model_fp32.tflite", "kv": "model_fp32.tflite"}
+    assert generation["models"] == {"window": "model_int4.tflite", "kv": "model_int4.tflite"}
+    assert generation["precision"] == "int4"
     assert generation["signatures"] == {"window": "prefill", "kv": "decode"}
     result = run_cli(out / "bundle", "--prompt", PROMPTS[1], "--max-new-tokens", "4", "--json")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -148,18 +148,21 @@ def test_browser_benchmark_times_a_prompt_of_a_given_length(app: tuple[Path, Pat
 
 def test_two_signature_bundle_in_the_browser(micro_merged: Path, tmp_path: Path, mlflow_store: str) -> None:
     """litert_torch's bundle (one file, prefill and decode signatures, what the real-width model
-    ships): the app opens the file once, runs both signatures, and its greedy ids equal the Python
-    runner's, with the prompt through prefill and one step per token alike."""
+    ships) in int4 (blockwise 4-bit linear weights, the bundle full Phi-2 needs): the app opens the
+    file once, runs both signatures, and its greedy ids equal the Python runner's, with the prompt
+    through prefill and one step per token alike."""
     import copy
 
     from conftest import EXPORT_SPEC
     from sophia.export import stage
 
     spec = copy.deepcopy(EXPORT_SPEC)
-    spec["export"].update({"backend": "litert_torch", "precisions": ["fp32"], "bundle_precision": "fp32"})
+    spec["export"].update({"backend": "litert_torch", "precisions": ["int4"], "bundle_precision": "int4"})
     stage.run_stage(spec, "gptq+alpaca", micro_merged, tmp_path / "export")
     bundle = tmp_path / "export" / "bundle"
-    assert json.loads((bundle / "generation.json").read_text())["signatures"] == {"window": "prefill", "kv": "decode"}
+    generation = json.loads((bundle / "generation.json").read_text())
+    assert generation["signatures"] == {"window": "prefill", "kv": "decode"}
+    assert generation["models"] == {"window": "model_int4.tflite", "kv": "model_int4.tflite"}
     built = node("build.mjs", "--bundle", str(bundle), "--out", str(tmp_path / "app"))
     assert built.returncode == 0, built.stderr
     result = node("bench.mjs", "--app", str(tmp_path / "app"), "--new-tokens", "4", "--repeats", "1",

@@ -169,3 +169,37 @@ def test_table_extrapolates_per_layer_and_flags_requests_too_low() -> None:
     assert "TOO LOW" in rw.markdown(rw.table(runs))
     runs[4]["stages"]["quantize"]["seconds"] = 200.0  # faster with more layers: noise, not extrapolated
     assert "| quantize | wall s | 200.0 | 250.0 | -50.0 | noise |" in rw.markdown(rw.table(runs))
+
+
+# --- benchmarks/real_width_app.py: the phone bundle at Phi-2's width (its runs are opt-in) ----------
+def test_app_rehearsal_extrapolates_and_checks_the_targets() -> None:
+    """Per-layer share from two depths, 32 layers on that line, each Phi-2 figure against its target
+    (tokens/s from the extrapolated decode time, not extrapolated itself)."""
+    app = benchmark_script("real_width_app")
+    point = {"bundle_mb": 400.0, "load_s": 3.0, "first_token_s": 1.0, "decode_ms_per_token": 60.0,
+             "browser_peak_mb": 900.0, "export_s": 200.0, "export_peak_mb": 8000.0}
+    runs = {2: point, 4: {**point, "bundle_mb": 500.0, "load_s": 5.0, "decode_ms_per_token": 70.0}}
+    t = app.table(runs)
+    assert t["depths"] == [4, 2] and t["rows"]["bundle_mb"]["per_layer"] == 50.0
+    assert t["phi2"]["bundle_mb"] == 500.0 + 28 * 50.0 and t["phi2"]["decode_ms_per_token"] == 70.0 + 28 * 5.0
+    assert t["phi2"]["tokens_per_s"] == 1000 / 210.0
+    met = {k: v["met"] for k, v in t["targets"].items()}
+    assert met == {"bundle_mb": False, "load_s": False, "first_token_s": True, "tokens_per_s": True}
+    assert "| bundle_mb | 1900.00 | <= 1700 | no |" in app.markdown({**t, "precision": "int4"})
+
+
+def test_app_rehearsal_kills_a_job_past_its_memory_cap(tmp_path: Path) -> None:
+    """The machine is shared: a job whose process tree grows past --max-gb is killed, and the run
+    stops naming the cap (here a child of the child allocates 400 MB against a 200 MB cap)."""
+    import sys
+    import time
+
+    app = benchmark_script("real_width_app")
+    child = "import time; b = bytearray(400_000_000); time.sleep(20)"
+    grow = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"
+    start = time.perf_counter()
+    with pytest.raises(SystemExit, match=r"passed --max-gb \(0.2 GB\) and was killed"):
+        app.watched([sys.executable, "-c", grow], 200, tmp_path / "log")
+    assert time.perf_counter() - start < 15
+    _, peak, out = app.watched([sys.executable, "-c", "print('ok')"], 200, tmp_path / "log")
+    assert out.strip() == "ok" and 0 < peak < 200

@@ -173,7 +173,10 @@ def check_pass_at_k(name: str, bench: Mapping[str, Any]) -> None:
 def check_export_precisions(spec: Mapping[str, Any]) -> None:
     if spec["backend"] == "litert_torch" and "fp16" in spec["precisions"]:
         raise ConfigError("export.precisions: fp16 is not available with export.backend litert_torch "
-                          "(fp32 and int8 are)")
+                          "(fp32, int8 and int4 are)")
+    if spec["backend"] == "onnx2tf" and "int4" in spec["precisions"]:
+        raise ConfigError("export.precisions: int4 needs export.backend litert_torch (onnx2tf makes fp32, fp16 "
+                          "and int8)")
 
 
 def check_evaluate(spec: Mapping[str, Any], curricula: Mapping[str, Any],

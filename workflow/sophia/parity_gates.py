@@ -30,3 +30,10 @@ def greedy_equal(name: str, greedy: Sequence[Mapping[str, Any]], required: bool,
         return None
     return (f"{name}: greedy tokens differ from PyTorch generate (prompt, first differing token): {bad} "
             f"({where}.greedy_equal=true)")
+
+
+def ppl_increase(name: str, value: float, limit: float | None, where: str) -> str | None:
+    """The relative perplexity increase over PyTorch on the same text (0.1 = +10%)."""
+    if limit is None or value <= limit:
+        return None
+    return f"{name}: perplexity +{100 * value:.2f}% vs PyTorch > {where}.max_ppl_increase={limit}"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from sophia.export import decode
-from sophia.export.decode import WindowModel, greedy
+from sophia.export.decode import KVModel, WindowModel, greedy
 
 PRECISIONS = ("fp32", "fp16", "int8")  # int8: dynamic-range quantized weights
 KV_INPUTS = ["k_cache", "v_cache"]  # 5-D tensors onnx2tf must keep as they are
@@ -154,7 +154,30 @@ def tflite_parity(files: dict[str, Path], graph: str, refs: dict[str, np.ndarray
         matches.append({"equal": got_tokens == want, "first_difference": first_diff, "tokens": got_tokens})
     result["greedy"] = matches
     result["greedy_equal"] = all(m["equal"] for m in matches)
+    if "greedy_nll" in meta:  # PyTorch's greedy answers, teacher-forced through this graph
+        want_nll = [x for row in meta["greedy_nll"] for x in row]
+        got_nll = [x for p, a in zip(meta["greedy_prompts"], meta["greedy_tokens"], strict=True)
+                   for x in answer_nll(model, p, a)]
+        ppl = {"torch": float(np.exp(np.mean(want_nll))), "tflite": float(np.exp(np.mean(got_nll)))}
+        result["perplexity"] = {**ppl, "increase": ppl["tflite"] / ppl["torch"] - 1, "tokens": len(got_nll)}
     return result
+
+
+def answer_nll(model: WindowModel | KVModel, prompt: list[int], answer: list[int]) -> list[float]:
+    """Per answer token, its negative log-likelihood under the graph, given the prompt and the
+    answer before it: the prompt through `feed` (the prefill, as the app does), then one decode step
+    per token; a window graph sees prompt + answer in one call."""
+    if isinstance(model, KVModel):
+        model.reset()
+        rows = np.stack([model.feed(list(prompt))] + [model.step(t) for t in answer[:-1]])
+    else:
+        ids = np.zeros((1, model.window), dtype=np.int32)
+        ids[0, : len(prompt) + len(answer)] = list(prompt) + list(answer)
+        rows = model.logits(ids)[0, len(prompt) - 1: len(prompt) + len(answer) - 1]
+    rows = rows.astype(np.float64)
+    top = rows.max(-1, keepdims=True)
+    log_z = top[:, 0] + np.log(np.exp(rows - top).sum(-1))
+    return (log_z - rows[np.arange(len(answer)), answer]).tolist()
 
 
 def graph_files(work: Path, graph: str, precision: str) -> dict[str, Path]:

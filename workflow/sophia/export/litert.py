@@ -1,10 +1,11 @@
 """The direct PyTorch → TFLite route (export.backend: litert_torch), for models whose float32
 weights exceed the 2 GB TensorFlow SavedModel limit of the onnx2tf route (Phi-2). Runs in its own
 environment (`.venv-litert/bin/python -m sophia.export.litert`, envs/litert.txt): litert-torch
-traces the same graph modules and writes `model_{fp32,int8}.tflite`: one file per precision with
-two signatures over one copy of the weights, `prefill` (`graphs.KVStep` of `window` tokens) and
+traces the same graph modules and writes `model_{fp32,int8,int4}.tflite`: one file per precision
+with two signatures over one copy of the weights, `prefill` (`graphs.KVStep` of `window` tokens) and
 `decode` (one token), as the LiteRT LLM exports do; without a KV cache, `window_*.tflite` of
-`graphs.WindowLM`. int8 is ai-edge-quantizer's dynamic-range recipe on the fp32 file. The parity
+`graphs.WindowLM`. int8 and int4 are ai-edge-quantizer's dynamic-range recipes on the fp32 file
+(`quantize`). The parity
 measurements are the onnx2tf route's own (`convert.tflite_parity`), written to the same
 parity.json, so the export stage applies the same gates.
 """
@@ -23,7 +24,8 @@ import torch
 from sophia.export import decode, graphs
 from sophia.export.convert import tflite_parity
 
-PRECISIONS = ("fp32", "int8")  # the quantizer offers no fp16 weight recipe
+PRECISIONS = ("fp32", "int8", "int4")  # the quantizer offers no fp16 weight recipe
+BLOCK_SIZES = (32, 64, 128, 256)  # the blockwise granularities ai-edge-quantizer has
 KV_INPUTS = ("input_ids", "pos", "k_cache", "v_cache")
 KV_OUTPUTS = ("logits", "k_cache_out", "v_cache_out")
 
@@ -54,11 +56,22 @@ def convert_graphs(modules: dict[str, tuple[torch.nn.Module, dict[str, torch.Ten
     converter.convert().export(str(path))
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
-    from ai_edge_quantizer import quantizer, recipe
+def quantize(src: Path, dst: Path, precision: str, block_size: int = 32) -> None:
+    """The fp32 file's weights quantized, activations left float (XNNPACK quantizes them on the fly).
+    int8: every weight-carrying op channelwise. int4: the fully-connected layers (all of a layer's
+    matrices and the lm_head: nearly every weight) int4 with one fp16 scale per `block_size` inputs,
+    the rest (the embedding table) int8 as above; a float embedding would be a fifth of Phi-2's
+    int4 bundle."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe_manager
 
+    ops = qtyping.TFLOperationName
+    rules = recipe_manager.RecipeManager()  # a later rule wins for the ops it names
+    rules.add_dynamic_config(regex=".*", operation_name=ops.ALL_SUPPORTED, num_bits=8)
+    if precision == "int4":
+        rules.add_dynamic_config(regex=".*", operation_name=ops.FULLY_CONNECTED, num_bits=4,
+                                 granularity=qtyping.QuantGranularity(f"BLOCKWISE_{block_size}"))
     q = quantizer.Quantizer(str(src))
-    q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    q.load_quantization_recipe(rules.get_quantization_recipe())
     q.quantize().export_model(str(dst), overwrite=True)
 
 
@@ -69,6 +82,7 @@ def main() -> None:
     p.add_argument("--window", required=True, type=int)
     p.add_argument("--kv-cache", required=True, type=int)
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    p.add_argument("--int4-block-size", type=int, default=32, choices=BLOCK_SIZES)
     args = p.parse_args()
     from transformers import AutoModelForCausalLM
 
@@ -95,9 +109,10 @@ def main() -> None:
     fp32 = work / f"{name}_fp32.tflite"
     convert_graphs(modules, fp32)
     made = {"fp32": fp32}
-    if "int8" in args.precisions:
-        made["int8"] = work / f"{name}_int8.tflite"
-        quantize_int8(fp32, made["int8"])
+    for precision in ("int8", "int4"):
+        if precision in args.precisions:
+            made[precision] = work / f"{name}_{precision}.tflite"
+            quantize(fp32, made[precision], precision, args.int4_block_size)
     if "fp32" not in args.precisions:
         fp32.unlink()
         made.pop("fp32")

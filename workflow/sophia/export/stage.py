@@ -34,7 +34,7 @@ from sophia.config import check_export_precisions, validate_section
 from sophia.errors import ConfigError, ModelError, ParityError
 from sophia.export import decode, graphs
 from sophia.generate import STOP_STRINGS
-from sophia.parity_gates import argmax_agreement, greedy_equal, max_abs
+from sophia.parity_gates import argmax_agreement, greedy_equal, max_abs, ppl_increase
 from sophia.provenance import git_commit, sha256_file
 from sophia.tracking import models as tracking_models
 
@@ -67,10 +67,26 @@ def check_convertible(model: Any, espec: dict[str, Any]) -> None:
         raise ModelError(
             f"export: {n_bytes / 1e9:.1f} GB of float32 weights exceed the TensorFlow SavedModel protobuf limit "
             f"(2 GB) that onnx2tf goes through; set export.backend: litert_torch (direct PyTorch -> TFLite)")
+    if "int4" in espec["precisions"]:
+        check_int4_blocks(model, espec["int4_block_size"])
     limit = model.config.max_position_embeddings
     for key in ("window", "kv_cache"):
         if espec[key] > limit:
             raise ConfigError(f"export.{key}: {espec[key]} exceeds the model's max_position_embeddings ({limit})")
+
+
+def check_int4_blocks(model: Any, block: int) -> None:
+    """int4 weights take one scale per `block` inputs of a linear layer: the block must tile every
+    layer's input width, or the quantizer fails late and without naming the setting."""
+    widths: dict[int, str] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            widths.setdefault(module.in_features, name)
+    bad = {w: n for w, n in widths.items() if w % block}
+    if bad:
+        raise ConfigError(f"export.int4_block_size: {block} does not divide the input width of "
+                          + ", ".join(f"{n} ({w})" for w, n in sorted(bad.items()))
+                          + f"; choose one that divides {', '.join(str(w) for w in sorted(widths))}")
 
 
 @torch.no_grad()
@@ -102,7 +118,17 @@ def references(model: Any, tok: Any, espec: dict[str, Any], prompts: list[str]) 
                              pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
         greedy_prompts.append(ids)
         greedy_tokens.append(out[0, len(ids):].tolist())
-    return refs, {"greedy_prompts": greedy_prompts, "greedy_tokens": greedy_tokens, "seed": par["seed"]}
+    nll = [answer_nll(model(input_ids=torch.tensor([p + a])).logits[0], p, a)
+           for p, a in zip(greedy_prompts, greedy_tokens, strict=True)]
+    return refs, {"greedy_prompts": greedy_prompts, "greedy_tokens": greedy_tokens, "greedy_nll": nll,
+                  "seed": par["seed"]}
+
+
+def answer_nll(logits: torch.Tensor, prompt: list[int], answer: list[int]) -> list[float]:
+    """Per answer token, its negative log-likelihood given everything before it ([T, V] logits of
+    prompt + answer): what the exported graphs' perplexity is compared with."""
+    rows = logits[len(prompt) - 1: len(prompt) + len(answer) - 1].double().log_softmax(-1)
+    return (-rows[torch.arange(len(answer)), torch.tensor(answer)]).tolist()
 
 
 def window_graph(model: Any, espec: dict[str, Any]) -> torch.nn.Module:
@@ -144,6 +170,8 @@ def gate_failures(parity: dict[str, Any], gates: dict[str, Any]) -> list[str]:
                 found += [max_abs(name, r[part]["max_abs"], g["max_abs"], where, what),
                           argmax_agreement(name, r[part]["argmax_agreement"], g["argmax_agreement"], where, what)]
         found.append(greedy_equal(name, r["greedy"], g["greedy_equal"], where))
+        if "perplexity" in r:
+            found.append(ppl_increase(name, r["perplexity"]["increase"], g.get("max_ppl_increase"), where))
     return [f for f in found if f]
 
 
@@ -163,7 +191,7 @@ def convert(espec: dict[str, Any], work: Path, model_dir: Path) -> dict[str, Any
         python = export_python(espec["litert_python"], "export.litert_python")
         cmd = [str(python), "-m", "sophia.export.litert", "--work", str(work), "--model", str(model_dir),
                "--window", str(espec["window"]), "--kv-cache", str(espec["kv_cache"]),
-               "--precisions", *espec["precisions"]]
+               "--precisions", *espec["precisions"], "--int4-block-size", str(espec["int4_block_size"])]
     else:
         python = export_python(espec["python"])
         cmd = [str(python), "-m", "sophia.export.convert", "--work", str(work), "--precisions", *espec["precisions"]]
@@ -272,6 +300,8 @@ def parity_metrics(parity: dict[str, Any]) -> dict[str, float]:
             m[f"{key}.prefill_decode.max_abs"] = r["prefill_decode"]["max_abs"]
             m[f"{key}.prefill_decode.argmax_agreement"] = r["prefill_decode"]["argmax_agreement"]
         m[f"{key}.greedy_equal"] = float(r["greedy_equal"])
+        if "perplexity" in r:
+            m[f"{key}.ppl_increase"] = r["perplexity"]["increase"]
         m[f"{key}.bytes"] = r["bytes"]
         m[f"{key}.load_s"] = r["load_s"]
     for graph, s in parity.get("convert_s", {}).items():
