@@ -1,5 +1,6 @@
 """The paper's benchmark suite as lm-eval sees it: which built-in task(s) each benchmark is, the
-metric the paper reports, and the group it counts towards (BBH, commonsense, math, coding)."""
+metric the paper reports, and the group it counts towards (BBH, commonsense, math, coding), plus
+MultiPL-E's HumanEval and MBPP in the curriculum's languages (group coding_langs)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from sophia.errors import ConfigError
 
-GROUPS = ("bbh", "commonsense", "math", "coding")
+GROUPS = ("bbh", "commonsense", "math", "coding", "coding_langs")
+MULTIPL_E_LANGUAGES = ("cpp", "java", "rs", "rb", "sh")  # MultiPL-E's codes of C++, Java, Rust, Ruby, Bash
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,7 @@ class Benchmark:
     filter: str
     task_dir: str  # folder under lm_eval/tasks holding the built-in YAMLs
     code: bool = False
+    language: str | None = None  # MultiPL-E's language code; None: Python through lm-eval's own task
 
     @property
     def key(self) -> str:
@@ -38,6 +41,9 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("gsm8k", "math", ("gsm8k_cot",), "exact_match", "strict-match", "gsm8k"),
     Benchmark("humaneval", "coding", ("humaneval",), "pass@1", "greedy", "humaneval", code=True),
     Benchmark("mbpp", "coding", ("mbpp",), "pass@1", "greedy", "mbpp", code=True),
+    # MultiPL-E: inline tasks (sophia.evaluate.multipl_e); task_dir only keeps lm-eval's task index small.
+    *(Benchmark(f"{suite}-{lang}", "coding_langs", (), "pass@1", "greedy", "humaneval", code=True, language=lang)
+      for suite in ("humaneval", "mbpp") for lang in MULTIPL_E_LANGUAGES),
 )}
 
 

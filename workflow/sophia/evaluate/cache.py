@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from sophia.atomic import atomic_dir
+from sophia.evaluate import languages
 from sophia.evaluate.benchmarks import BENCHMARKS
 from sophia.evaluate.results import SCORES
 from sophia.provenance import file_manifest, sha256_file, stage_digest
@@ -67,8 +68,9 @@ def benchmark_spec(espec: Mapping[str, Any], benchmark: str) -> dict[str, Any]:
     code_only = ("sandbox", "rerank", "selfdebug")
     section = {k: v for k, v in espec.items() if k not in ("models", "benchmarks", *code_only)}
     section["benchmarks"] = {benchmark: espec["benchmarks"][benchmark]}
-    if BENCHMARKS[benchmark].code:
-        section.update({k: espec[k] for k in code_only if k in espec})
+    if BENCHMARKS[benchmark].code:  # MultiPL-E's languages run no reranking or self-debugging
+        used = code_only if BENCHMARKS[benchmark].language is None else ("sandbox",)
+        section.update({k: espec[k] for k in used if k in espec})
     return {"evaluate": section}
 
 
@@ -76,7 +78,8 @@ def uses_verifier(espec: Mapping[str, Any], benchmark: str) -> bool:
     """LEVER reranks a code benchmark's sampled solutions with the variant's verifier (the rule's
     condition for the verifier input)."""
     bspec = espec["benchmarks"][benchmark]
-    return BENCHMARKS[benchmark].code and espec["rerank"]["enabled"] and bspec.get("n_samples", 1) > 1
+    python = BENCHMARKS[benchmark].language is None  # CodeT and LEVER write and read Python tests
+    return BENCHMARKS[benchmark].code and python and espec["rerank"]["enabled"] and bspec.get("n_samples", 1) > 1
 
 
 def run_id(output: Path) -> str | None:
@@ -132,6 +135,8 @@ def key(espec: Mapping[str, Any], model_id: str, benchmark: str, identity: Mappi
     """The benchmark's cache key, or None when an input it reads has no run record."""
     roles = ["model", "adapter"] + (["verifier"] if uses_verifier(espec, benchmark) else [])
     what = {"model_id": model_id, "benchmark": benchmark, "spec": benchmark_spec(espec, benchmark)}
+    if BENCHMARKS[benchmark].language is not None:  # another compiler may score the same programs otherwise
+        what["toolchain"] = languages.version(languages.LANGUAGES[BENCHMARKS[benchmark].language])
     return content_key(what, roles, identity)
 
 

@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 NOBODY = 65534
@@ -105,13 +106,18 @@ def _tree() -> list[str]:
 
 
 def command(python: list[str], program_fd: int, disk_mb: int, as_root: bool, userns: bool,
-            direct: bool = False) -> list[str]:
+            direct: bool = False, name: str = PROGRAM, binds: Sequence[str] = ()) -> list[str]:
     """bwrap argv running `python` in `RUNDIR`, with the program copied from `program_fd` (a memfd:
-    nothing lands on the host disk). `as_root`: drop to `nobody`, in a user namespace if `userns`,
-    before bwrap if `direct` (`nobody` can reach the interpreter), else inside it."""
+    nothing lands on the host disk) to `name`. `as_root`: drop to `nobody`, in a user namespace if
+    `userns`, before bwrap if `direct` (`nobody` can reach the interpreter), else inside it.
+    `binds`: host paths a toolchain reads beyond /usr (the JDK's /etc links), read-only."""
     size = str(disk_mb << 20)
     unprivileged = not as_root or (userns and direct)
-    cmd = [bwrap_exe() or "bwrap", *(_USERNS if unprivileged else []), *_NS, *_tree(),
+    # Parents first, searchable: bwrap would make a missing /etc root-only before a bind below it.
+    parents = sorted({str(p) for path in binds for p in Path(path).parents if str(p) != "/"})
+    cmd = [bwrap_exe() or "bwrap", *(_USERNS if unprivileged else []), *_NS,
+           *(arg for d in parents for arg in ("--perms", "0755", "--dir", d)), *_tree(),
+           *(arg for path in binds for arg in ("--ro-bind-try", path, path)),
            "--dev", "/dev", "--proc", "/proc",
            "--perms", "1777", "--size", size, "--tmpfs", "/tmp",
            "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm"]
@@ -125,7 +131,7 @@ def command(python: list[str], program_fd: int, disk_mb: int, as_root: bool, use
                 cmd += ["--perms", "0755", "--dir", str(parent)]
         cmd += ["--ro-bind", path, path]
     cmd += ["--perms", "0777", "--dir", RUNDIR,
-            "--perms", "0444", "--file", str(program_fd), f"{RUNDIR}/{PROGRAM}",
+            "--perms", "0444", "--file", str(program_fd), f"{RUNDIR}/{name}",
             "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", RUNDIR,
             "--die-with-parent", "--new-session", "--clearenv"]
     for key, value in ENV.items():

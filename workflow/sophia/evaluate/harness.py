@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sophia.errors import ConfigError, DataError
-from sophia.evaluate import code
+from sophia.evaluate import code, multipl_e
 from sophia.evaluate.benchmarks import Benchmark, lm_eval_tasks, tasks_root
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ def local_dataset(hub_id: str, root: Path) -> str:
 
 def task_specs(bench: Benchmark, spec: dict[str, Any], root: Path | None) -> list[Any]:
     """What to hand lm-eval for `bench`: registered task names, or an inline group with overrides."""
+    if bench.language is not None:
+        return multipl_e.task_specs(bench.name, spec, local_dataset(multipl_e.HUB_ID, root) if root else None)
     if bench.code:
         return code_task_specs(bench, spec, root)
     names = lm_eval_tasks(bench, spec.get("subtasks"))

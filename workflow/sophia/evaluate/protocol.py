@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sophia.evaluate import languages
 from sophia.evaluate.benchmarks import BENCHMARKS, Benchmark, bbh_subtasks
 
 # HFLM's own generation budget when a task sets none; lm-eval's tasks (BBH and HumanEval: 1024)
@@ -47,6 +48,8 @@ AGGREGATION = {
                    "over its items), as the paper averages the group",
     "math": "micro: the mean over GSM8k's items",
     "coding": "macro: the unweighted mean of HumanEval and MBPP pass@1 (each a micro mean over its problems)",
+    "coding_langs": "macro: the unweighted mean of MultiPL-E's HumanEval and MBPP pass@1 in C++, Java, Rust, Ruby "
+                    "and Bash (each a micro mean over its problems)",
 }
 
 
@@ -88,6 +91,7 @@ def card(bench: Benchmark, bspec: Mapping[str, Any], res: Mapping[str, Any], n_i
         "cpu_caps": cpu_caps(bench.name, bspec) or None,
         "short_budget_subtasks": short_budgets(bspec) or None,
         "aggregate": "macro over subtasks" if bench.name in MACRO else "micro over items",
+        "toolchain": languages.version(languages.LANGUAGES[bench.language]) if bench.language else None,
     }
 
 
@@ -119,8 +123,8 @@ def params(card_: Mapping[str, Any]) -> dict[str, str]:
 
 
 FIELDS = ("tasks", "lm_eval_version", "dataset", "split", "items_scored", "limit", "shots", "max_gen_toks",
-          "stop", "score", "aggregate", "execution_limits", "context_tokens", "truncated_share", "truncated_allowed",
-          "cpu_caps", "short_budget_subtasks", "reranking", "lever", "selfdebug")
+          "stop", "score", "aggregate", "toolchain", "execution_limits", "context_tokens", "truncated_share",
+          "truncated_allowed", "cpu_caps", "short_budget_subtasks", "reranking", "lever", "selfdebug")
 
 
 def _fmt(field: str, v: Any) -> str:
@@ -129,7 +133,9 @@ def _fmt(field: str, v: Any) -> str:
     if field in ("truncated_share", "truncated_allowed"):
         return f"{100 * v:.1f} %"
     if isinstance(v, dict):
-        return ", ".join(f"{k}: {x}" for k, x in v.items())
+        return ", ".join(f"{k}: {_fmt(k, x) if isinstance(x, list) else x}" for k, x in v.items())
+    if isinstance(v, list) and v and isinstance(v[0], dict):  # a language's steps
+        return "; ".join(", ".join(f"{k} {x}" for k, x in d.items()) for d in v)
     if isinstance(v, list) and field == "stop":
         return " ".join(f"`{s!r}`" for s in v)
     if isinstance(v, list):

@@ -18,7 +18,7 @@ from typing import Any
 
 from sophia import tracking
 from sophia.errors import EvalError
-from sophia.evaluate import code, sandbox
+from sophia.evaluate import code, multipl_e, sandbox
 from sophia.evaluate.benchmarks import Benchmark
 from sophia.evaluate.protocol import MACRO
 from sophia.evaluate.scoring import combine, pass_at_k, summarize
@@ -118,14 +118,21 @@ def score(bench: Benchmark, bspec: dict[str, Any], samples: dict[str, list[dict[
         return {"metrics": metrics}
     if box is None:
         raise ValueError(f"{bench.name}: code benchmarks need a sandbox")
-    records, exec_seconds = run_programs(bench, samples, box, workers)
+    distinct: dict[str, Any] = {}
+    if bench.language is not None:  # MultiPL-E: compiled and run with the language's toolchain
+        multipl_e.check_rows(bench.name, samples, bench.language)
+        records, exec_seconds, dedup = multipl_e.run_programs(bench.language, samples, box, workers)
+        distinct = {"distinct_programs": dedup["distinct"]}
+    else:
+        records, exec_seconds = run_programs(bench, samples, box, workers)
     metrics, problems = code_scores(records, bspec["k"], bspec["n_samples"], confidence)
     statuses = Counter(r["status"] for r in records)
     counts = {s: statuses.get(s, 0) for s in (sandbox.PASSED, sandbox.FAILED, sandbox.TIMEOUT, sandbox.ERROR)}
+    ran = distinct.get("distinct_programs", len(records))
     return {
         "metrics": metrics, "problems": problems, "records": records,
-        "executions": {"programs": len(records), **counts, "seconds": exec_seconds,
-                       "programs_per_second": len(records) / exec_seconds if records else None},
+        "executions": {"programs": len(records), **distinct, **counts, "seconds": exec_seconds,
+                       "programs_per_second": ran / exec_seconds if ran and exec_seconds > 0 else None},
         "sandbox": {"isolation": box.isolation, "missing": box.missing, "workers": workers,
                     **{k: v for k, v in vars(box.limits).items()}},
     }

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -98,6 +98,20 @@ class Limits:
     max_open_files: int = 64
     output_bytes: int = 4096
     disk_mb: int = 64  # each of the program's two tmpfs mounts (/tmp with its run dir, /dev/shm)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Another start-up in the same sandbox (`toolchain`: compile and run another language): the
+    fresh interpreter runs `code` instead of the Python harness, with the report pipe's descriptor
+    and `args` as its arguments; the program becomes `name` in the run directory; `binds` are
+    further host paths it may read; `outcome` reads the exit status; `limits` replace the box's."""
+    code: str
+    args: tuple[str, ...]
+    name: str
+    binds: tuple[str, ...]
+    outcome: Callable[..., Outcome]
+    limits: Limits
 
 
 @dataclass
@@ -166,7 +180,8 @@ class Sandbox:
     def missing(self) -> list[str]:
         return list(MISSING[self.isolation])
 
-    def _command(self, program_fd: int, report_fd: int, limits: Limits | None = None) -> list[str]:
+    def _command(self, program_fd: int, report_fd: int, limits: Limits | None = None,
+                 launch: Launch | None = None) -> list[str]:
         lim = limits or self.limits
         # RLIMIT_NPROC counts the tasks of one uid in one user namespace, and root ignores it:
         # without bwrap it would count all of the evaluator user's processes, so leave it off.
@@ -174,9 +189,12 @@ class Sandbox:
         args = [report_fd, int(lim.timeout_s) + 1, lim.memory_mb << 20, lim.file_size_mb << 20,
                 lim.max_open_files, nproc]
         python = [sys.executable, "-I", "-c", _HARNESS, *map(str, args)]
+        if launch is not None:
+            python = [sys.executable, "-I", "-c", launch.code, str(report_fd), *launch.args]
         if self.isolation == "process":
             return python
-        return confine.command(python, program_fd, lim.disk_mb, self.drop_privileges, self.userns, self.direct)
+        return confine.command(python, program_fd, lim.disk_mb, self.drop_privileges, self.userns, self.direct,
+                               name=launch.name if launch else confine.PROGRAM, binds=launch.binds if launch else ())
 
     def self_test(self) -> None:
         """A known-good and a known-bad program, before any real one: a broken sandbox (say, an
@@ -186,25 +204,27 @@ class Sandbox:
             raise SandboxError(f"sandbox self-test failed ({self.isolation}): a correct program gave "
                                f"{good.status} ({good.reason or 'ok'}), a failing one {bad.status} ({bad.reason})")
 
-    def run(self, program: str, limits: Limits | None = None) -> Outcome:
-        """Run one program; `limits` overrides the sandbox's own for this run (a longer batch, say)."""
-        lim = limits or self.limits
+    def run(self, program: str, limits: Limits | None = None, launch: Launch | None = None) -> Outcome:
+        """Run one program; `limits` overrides the sandbox's own for this run (a longer batch, say);
+        `launch` starts it another way (another language)."""
+        lim = limits or (launch.limits if launch else self.limits)
+        name = launch.name if launch else confine.PROGRAM
         if self.isolation != "process":
-            fd = os.memfd_create("program.py")
+            fd = os.memfd_create(name)
             try:
                 os.write(fd, program.encode("utf-8"))
                 os.lseek(fd, 0, os.SEEK_SET)
-                return self._run(program_fd=fd, cwd="/", limits=lim)
+                return self._run(program_fd=fd, cwd="/", limits=lim, launch=launch)
             finally:
                 os.close(fd)
         rundir = Path(tempfile.mkdtemp(prefix="sophia-sandbox-", dir=self.workdir))
         try:
-            (rundir / confine.PROGRAM).write_text(program, encoding="utf-8")
-            return self._run(program_fd=-1, cwd=str(rundir), limits=lim)
+            (rundir / name).write_text(program, encoding="utf-8")
+            return self._run(program_fd=-1, cwd=str(rundir), limits=lim, launch=launch)
         finally:
             shutil.rmtree(rundir, ignore_errors=True)
 
-    def _run(self, program_fd: int, cwd: str, limits: Limits) -> Outcome:
+    def _run(self, program_fd: int, cwd: str, limits: Limits, launch: Launch | None = None) -> Outcome:
         token = secrets.token_hex(16)
         report_r, report_w = os.pipe()
         env = {**confine.ENV, "HOME": cwd, "TMPDIR": cwd}
@@ -212,7 +232,7 @@ class Sandbox:
         start = time.monotonic()
         # A new session (process group) so the timeout kills every descendant at once.
         try:
-            proc = subprocess.Popen(self._command(program_fd, report_w, limits), cwd=cwd, env=env,
+            proc = subprocess.Popen(self._command(program_fd, report_w, limits, launch), cwd=cwd, env=env,
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     pass_fds=fds, start_new_session=True)
         except OSError as exc:
@@ -231,19 +251,21 @@ class Sandbox:
         seconds = time.monotonic() - start
         with os.fdopen(report_r, "rb") as fh:
             reported = fh.read(64).decode(errors="replace")
-        return _outcome(proc.returncode, timed_out, reported == token, seconds, stdout.text(), stderr.text(), limits)
+        read = launch.outcome if launch else _outcome
+        return read(proc.returncode, timed_out, reported == token, seconds, stdout.text(), stderr.text(), limits)
 
     def run_many(self, programs: Sequence[str], workers: int,
-                 limits: Limits | Sequence[Limits] | None = None) -> list[Outcome]:
+                 limits: Limits | Sequence[Limits] | None = None, launch: Launch | None = None) -> list[Outcome]:
         """Run programs in parallel (each in its own sandbox), results in input order. `limits`: one
-        override for all, or one per program (a batch of tests gets a budget per test)."""
+        override for all, or one per program (a batch of tests gets a budget per test); `launch`:
+        how every one of them starts (another language)."""
         each = list(limits) if isinstance(limits, Sequence) else [limits] * len(programs)
         if len(each) != len(programs):
             raise ValueError(f"{len(programs)} programs but {len(each)} limits")
         if workers <= 1 or len(programs) <= 1:
-            return [self.run(p, lim) for p, lim in zip(programs, each, strict=True)]
+            return [self.run(p, lim, launch) for p, lim in zip(programs, each, strict=True)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(self.run, programs, each))
+            return list(pool.map(self.run, programs, each, [launch] * len(programs)))
 
 
 def _outcome(rc: int | None, timed_out: bool, reported: bool, seconds: float, out: str, err: str,

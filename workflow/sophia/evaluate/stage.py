@@ -31,11 +31,15 @@ from sophia.evaluate import (
     cache,
     context,
     harness,
+    languages,
+    multipl_e,
+    multipl_e_fixture,
     protocol,
     rerank,
     results,
     sandbox,
     selfdebug,
+    toolchain,
     verifier_lm,
     vllm_server,
 )
@@ -143,6 +147,10 @@ def run_stage(spec: dict[str, Any], model_id: str, model_dir: Path, adapter: Pat
     if not todo:
         return done
     box = make_sandbox(espec) if any(BENCHMARKS[b].code for b in todo) else None
+    langs = sorted({BENCHMARKS[b].language for b in todo if BENCHMARKS[b].language})
+    if box is not None and langs:  # every toolchain proven in the sandbox before any generation
+        languages.check_installed(langs, "evaluate.benchmarks")
+        multipl_e.self_test(langs, box, multipl_e_fixture.programs)
     if espec["engine"] == "vllm":
         if served is None:
             raise ConfigError("evaluate.engine: vllm runs through sophia.evaluate_vllm_job (one vLLM server "
@@ -207,7 +215,8 @@ def evaluate_benchmark(espec: dict[str, Any], job: Loaded, benchmark: str, out: 
         log.info("%s on %s: %d of %d requests truncated to fit %d tokens (%.1f %%)", model_id, benchmark,
                  cut["truncated"], cut["requests"], cut["max_length"], 100 * cut["share"])
         results.check_truncation(benchmark, cut, espec["max_truncated_share"])
-        limits = vars(box.limits) if box else None
+        limits = (toolchain.describe(bench.language, box.limits) if box and bench.language
+                  else vars(box.limits) if box else None)
         scores: dict[str, Any] = {
             "model": model_id, "benchmark": benchmark, "group": bench.group, "primary": bench.metric,
             "device": str(dev), "engine": backend.label, "dataset_root": str(root) if root else None, "settings": bspec,
@@ -222,13 +231,14 @@ def evaluate_benchmark(espec: dict[str, Any], job: Loaded, benchmark: str, out: 
         result = results.score(bench, bspec, samples, espec["confidence"], box, espec["sandbox"]["workers"])
         records = result.pop("records", None)
         scores.update(result)
-        if records is not None:  # CodeT and LEVER reranking, self-debugging, of the sampled solutions
+        if records is not None and bench.language is None:  # CodeT, LEVER, self-debugging: Python only
             assert box is not None
             eng = backend.engine()
             measured = rerank.attach(scores, tmp, samples, records, eng, box, espec,
                                      job.load_verifier() if verifier is not None else None,
                                      transfer=benchmark != rerank.VERIFIER_BENCHMARK)
             selfdebug.attach(scores, samples, records, measured, benchmark, eng, box, espec)
+        if records is not None:
             with open(tmp / EXECUTIONS, "w", encoding="utf-8") as fh:
                 for r in records:
                     fh.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -14,7 +14,8 @@ from sophia.evaluate.benchmarks import BENCHMARKS, GROUPS
 from sophia.evaluate.scoring import combine
 from sophia.report import compare
 
-GROUP_TITLES = {"bbh": "BBH", "commonsense": "Commonsense", "math": "Math", "coding": "Coding"}
+GROUP_TITLES = {"bbh": "BBH", "commonsense": "Commonsense", "math": "Math", "coding": "Coding",
+                "coding_langs": "Coding (curriculum languages)"}
 # Code benchmarks' reranked top-1 scores (evaluate.rerank), shown after pass@10 beside their fair
 # baseline: the expected pass@1 of one random sample from the same n samples they rerank (not greedy).
 RERANKED = {"pass@1_sampled": "pass@1 sampled", "codet_pass@1": "CodeT", "lever_pass@1": "LEVER"}
@@ -186,7 +187,8 @@ def markdown(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, A
     level = round(100 * confidence)
     head = ["model", *(_link(g) for g in GROUPS), "truncated", "size (MB)", "parameters"]
     lines = [f"Scores in percent with {level} % confidence intervals; groups as in the paper's Table 2 "
-             "(commonsense: PIQA, WinoGrande, ARC-e, ARC-c, SIQA; coding: HumanEval and MBPP pass@1; "
+             "(commonsense: PIQA, WinoGrande, ARC-e, ARC-c, SIQA; coding: HumanEval and MBPP pass@1; coding in "
+             "the curriculum languages: MultiPL-E's HumanEval and MBPP pass@1 in C++, Java, Rust, Ruby and Bash; "
              "(k/n) marks a group with only k of its n benchmarks measured). Each group links to the "
              f"protocol cards of its benchmarks ({PROTOCOL}). *truncated*: share of requests whose prompt "
              "was cut to fit the model's context; ⚑ names what a cell holds beyond its name. Micro or macro mean "
