@@ -34,6 +34,8 @@ def test_the_group_is_the_mean_of_its_languages_and_marks_what_is_missing() -> N
     assert "37.5 [" in md and "(2/10)" in md
     cell = next(ln for ln in md.splitlines() if ln.startswith("| base |") and "pass@10" in ln)
     assert "25.0 [" in cell and "pass@10 100.0" in cell
+    python_only = table.build_rows({"base": {"humaneval": per_bench["humaneval"]}}, ["base"], {}, 0.9)
+    assert "curriculum languages" not in table.markdown(python_only, [], 0.9).split("\n\n| model")[1]
 
 
 def test_cards_name_the_toolchain_and_its_steps() -> None:

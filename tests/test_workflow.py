@@ -53,6 +53,11 @@ def test_full_run_produces_every_output(micro_run: MicroRun) -> None:
     assert "| base |" in table and "| gptq+alpaca |" in table
     assert "[Coding](protocol.md#coding)" in table and "; cut " in table  # truncation and protocol links
     assert '<a id="humaneval"></a>' in (workdir / "results" / "report" / "protocol.md").read_text()
+    # MultiPL-E through the DAG (bash in the micro study): its folder per variant and its report group
+    shell = json.loads((workdir / "results" / "eval" / "gptq+alpaca" / "humaneval-sh" / "scores.json").read_text())
+    assert shell["group"] == "coding_langs" and shell["protocol"]["toolchain"].startswith("GNU bash")
+    assert {"pass@1", "pass@2"} <= set(shell["metrics"]) and shell["executions"]["programs"] == 1 + 2
+    assert "[Coding (curriculum languages)](protocol.md#coding_langs)" in table
     assert (workdir / "results" / "report" / "benchmarks.png").stat().st_size > 0
     # the forgetting matrix: every evaluated variant's held-out loss on every curriculum dataset
     forgetting = (workdir / "results" / "report" / "forgetting.csv").read_text().splitlines()
@@ -116,7 +121,7 @@ def test_mlflow_runs_nest_and_link(micro_run: MicroRun) -> None:
     # each job's Snakemake benchmark lands on the run of the output it made
     assert {"job.seconds", "job.max_rss_mb", "job.cpu_seconds"} <= set(base.data.metrics)
     assert runs["evaluate:gptq+alpaca:humaneval"].data.metrics["job.seconds"] > 0
-    assert runs["evaluate:gptq+alpaca:humaneval"].data.metrics["job.outputs"] == 2  # piqa shared the job
+    assert runs["evaluate:gptq+alpaca:humaneval"].data.metrics["job.outputs"] == 3  # piqa, humaneval-sh shared it
     artifacts = {a.path for a in client.list_artifacts(base.info.run_id)}
     assert {"README.md", "manifest.json", "base_model.json", "loss_curve.png"} <= artifacts
     evaluation = runs["evaluate:gptq+alpaca:humaneval"].data
@@ -124,7 +129,7 @@ def test_mlflow_runs_nest_and_link(micro_run: MicroRun) -> None:
     assert evaluation.tags["sophia.input.adapter"] == runs["finetune:alpaca"].info.run_id
     assert evaluation.tags["mlflow.parentRunId"] == parent.info.run_id
     assert {"pass_at_1", "pass_at_1.ci_low", "pass_at_2"} <= set(evaluation.metrics)
-    assert len([n for n in runs if n.startswith("evaluate:")]) == 4
+    assert len([n for n in runs if n.startswith("evaluate:")]) == 6
     assert "heldout_loss.alpaca.instruct" in runs["forgetting:gptq+alpaca"].data.metrics  # forgetting matrix
     # the report lands on the invocation's own run
     assert {"report/base/commonsense", "report/gptq_alpaca/coding"} <= set(parent.data.metrics)

@@ -10,8 +10,7 @@ from typing import Any
 
 from sophia import checkpoint
 from sophia.errors import DataError
-from sophia.evaluate.benchmarks import GROUPS
-from sophia.report.table import GROUP_TITLES, _cell, _params
+from sophia.report.table import GROUP_TITLES, _cell, _params, shown_groups
 
 
 def summaries(out: Path) -> dict[str, dict[str, Any]]:
@@ -57,7 +56,8 @@ def comparison(rows: Sequence[dict[str, Any]], students: Mapping[str, Path]) -> 
     if not students:
         return ""
     by_model = {r["model"]: r for r in rows}
-    head = ["model", "role", *(GROUP_TITLES[g] for g in GROUPS), "parameters", "top-1 agreement % (before → after)",
+    groups = shown_groups(rows)
+    head = ["model", "role", *(GROUP_TITLES[g] for g in groups), "parameters", "top-1 agreement % (before → after)",
             "KL to teacher (before → after)", "train s"]
     lines = ["", "## Distillation: SFT control vs distilled vs teacher", "",
              "Same student, data and training budget for the control and the distilled model; agreement is "
@@ -71,7 +71,7 @@ def comparison(rows: Sequence[dict[str, Any]], students: Mapping[str, Path]) -> 
                    (kd["teacher"], "teacher", None)]
         for model, role, s in entries:
             r = by_model.get(model, {"groups": {}})
-            cells = [model, role, *(_cell(r["groups"].get(g)) for g in GROUPS),
+            cells = [model, role, *(_cell(r["groups"].get(g)) for g in groups),
                      _params(s["parameters"] if s else r.get("parameters")),
                      _agreement(s, "top1_agreement", ".1f") if s else "—",
                      _agreement(s, "kl", ".3f") if s else "—", f"{s['seconds']:.0f}" if s else "—"]

@@ -16,7 +16,6 @@ from sophia import checkpoint, tracking
 from sophia.atomic import atomic_dir
 from sophia.errors import DataError
 from sophia.evaluate import protocol
-from sophia.evaluate.benchmarks import GROUPS
 from sophia.plots import grouped_bars
 from sophia.report import distill, table
 from sophia.report import forgetting as fg
@@ -85,13 +84,14 @@ def protocol_cards(scores: Mapping[str, Mapping[str, dict[str, Any]]],
 
 
 def plot(rows: Sequence[dict[str, Any]], refs: Sequence[Mapping[str, Any]], confidence: float, path: Path) -> None:
+    groups = table.shown_groups(rows, refs)
     series = {r["model"]: [(s.get("value"), s.get("ci_low"), s.get("ci_high"))
-                           for s in (r["groups"].get(g, {}) for g in GROUPS)] for r in rows}
-    notes = {r["model"]: [table.partial(r["groups"].get(g)) for g in GROUPS] for r in rows}
+                           for s in (r["groups"].get(g, {}) for g in groups)] for r in rows}
+    notes = {r["model"]: [table.partial(r["groups"].get(g)) for g in groups] for r in rows}
     for ref in refs:
         series[f"{ref['name']} (published)"] = [
-            ((ref["scores"][g] / 100) if g in ref["scores"] else None, None, None) for g in GROUPS]
-    grouped_bars([table.GROUP_TITLES[g] for g in GROUPS], series, path,
+            ((ref["scores"][g] / 100) if g in ref["scores"] else None, None, None) for g in groups]
+    grouped_bars([table.GROUP_TITLES[g] for g in groups], series, path,
                  title=f"Benchmarks ({round(100 * confidence)} % CI; k/n: group only partly measured)",
                  ylabel="score", hatched=[k for k in series if k.endswith("(published)")], notes=notes)
 

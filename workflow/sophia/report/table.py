@@ -22,6 +22,16 @@ RERANKED = {"pass@1_sampled": "pass@1 sampled", "codet_pass@1": "CodeT", "lever_
 SELFDEBUG = "selfdebug_pass@1_round"  # + r: pass@1 of the same samples after r self-debugging rounds
 
 
+# Shown only where some row measured it: a study without MultiPL-E gets no column of dashes for it.
+OPTIONAL_GROUPS = frozenset({"coding_langs"})
+
+
+def shown_groups(rows: Sequence[Mapping[str, Any]], references: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """The paper's four groups always; an optional group where a row or a published row has it."""
+    return [g for g in GROUPS if g not in OPTIONAL_GROUPS or any(g in r["groups"] for r in rows)
+            or any(g in ref["scores"] for ref in references)]
+
+
 def _rounds(m: Mapping[str, Any]) -> list[int]:
     return sorted(int(k.removeprefix(SELFDEBUG)) for k in m if k.startswith(SELFDEBUG))
 
@@ -185,7 +195,8 @@ def capability(rows: Sequence[dict[str, Any]], forgetting: Sequence[Mapping[str,
 def markdown(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, Any]], confidence: float,
              allowed_truncation: float = 0.0, forgetting: Sequence[Mapping[str, Any]] = ()) -> str:
     level = round(100 * confidence)
-    head = ["model", *(_link(g) for g in GROUPS), "truncated", "size (MB)", "parameters"]
+    groups = shown_groups(rows, references)
+    head = ["model", *(_link(g) for g in groups), "truncated", "size (MB)", "parameters"]
     lines = [f"Scores in percent with {level} % confidence intervals; groups as in the paper's Table 2 "
              "(commonsense: PIQA, WinoGrande, ARC-e, ARC-c, SIQA; coding: HumanEval and MBPP pass@1; coding in "
              "the curriculum languages: MultiPL-E's HumanEval and MBPP pass@1 in C++, Java, Rust, Ruby and Bash; "
@@ -201,12 +212,12 @@ def markdown(rows: Sequence[dict[str, Any]], references: Sequence[Mapping[str, A
         lines.insert(1, f"\n**Truncated prompts allowed up to {100 * allowed_truncation:.1f} % per benchmark "
                         "(evaluate.max_truncated_share): numbers below are not comparable with published ones.**")
     for r in rows:
-        cells = [r["model"], *(_group_cell(r, g) for g in GROUPS), _share(r.get("truncated_share")),
+        cells = [r["model"], *(_group_cell(r, g) for g in groups), _share(r.get("truncated_share")),
                  _mb(r.get("size_bytes")), _params(r.get("parameters"))]
         lines.append("| " + " | ".join(cells) + " |")
     for ref in references:
         size = f"{ref['size_gb'] * 1000:.0f}" if ref.get("size_gb") else "—"
-        cells = [f"{ref['name']} (published)", *(_ref_value(ref, g, confidence) for g in GROUPS), "—", size, "—"]
+        cells = [f"{ref['name']} (published)", *(_ref_value(ref, g, confidence) for g in groups), "—", size, "—"]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- {ref['name']}" + (f" ({ref['model']})" if ref.get("model") else "") + ": "
              + "; ".join(x for x in (ref.get("source"), ref.get("protocol")) if x) for ref in references
