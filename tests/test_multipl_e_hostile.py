@@ -6,14 +6,19 @@ their own user namespace."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sophia.evaluate import languages, sandbox, toolchain
 from sophia.evaluate.benchmarks import MULTIPL_E_LANGUAGES
 from sophia.evaluate.sandbox import PASSED, Limits, Sandbox
-from test_sandbox_hostile import SECRET, Host, base  # noqa: F401  (base: the fixture)
+from test_sandbox_hostile import ROOT, SANDBOX_FILES, SECRET, Host, _python_for, base, user  # noqa: F401 (fixtures)
 
 LIMITS = Limits(timeout_s=6, memory_mb=512, file_size_mb=4, max_processes=16, disk_mb=8)
 # How long an attack step may run: bash retries a refused fork for 15 s before it gives up.
@@ -135,30 +140,82 @@ exit 3
 """
 
 
+def short(code: str) -> languages.Language:
+    """The language with its run step cut to STEP_S (compiles keep their limit)."""
+    lang = languages.language(code)
+    return dataclasses.replace(lang, steps=tuple(
+        s if s.name == "compile" else dataclasses.replace(s, timeout_s=STEP_S) for s in lang.steps))
+
+
+# The child evaluator of the unprivileged half: (language, program) pairs in, outcomes out.
+RUNNER = """
+import dataclasses, json, sys
+from sophia.evaluate import languages, toolchain
+from sophia.evaluate.sandbox import Limits, Sandbox
+jobs = json.load(sys.stdin)
+box = Sandbox(Limits(**jobs["limits"]), "bwrap")
+out = []
+for code, program in jobs["programs"]:
+    lang = languages.language(code)
+    lang = dataclasses.replace(lang, steps=tuple(s if s.name == "compile" else dataclasses.replace(
+        s, timeout_s=jobs["step_s"]) for s in lang.steps))
+    out.append(toolchain.run_many(lang, box, [program], 1)[0].to_dict())
+print(json.dumps(out))
+"""
+
+
+def check(code: str, o: dict[str, Any], host: Host) -> None:
+    """Every attack refused, and the program not counted as passed."""
+    lines = dict(ln.split(" ", 1) for ln in o["stdout"].splitlines() if " " in ln)
+    assert o["status"] != PASSED and "compile" not in o["reason"], (code, o["status"], o["reason"], o["stderr"][-800:])
+    assert SECRET not in o["stdout"] and "FOUND" not in lines.get("secret", "FOUND"), o["stdout"]
+    assert "WRITTEN" not in lines.get("write", "WRITTEN"), o["stdout"]
+    assert "CONNECTED" not in lines.get("tcp", "CONNECTED"), o["stdout"]
+    assert "CONNECTED" not in lines.get("unix", "CONNECTED") and "VISIBLE" not in lines["unix"], o["stdout"]
+    assert host.nothing_connected()
+    lim = toolchain.limits(short(code), LIMITS)
+    assert int(lines["MiB"]) <= lim.disk_mb, o["stdout"]  # /tmp is one of the two capped tmpfs mounts
+    assert 0 < int(o["stdout"].split("procs ")[-1].split()[0]) < lim.max_processes, o["stdout"]
+
+
 @pytest.mark.parametrize("code", MULTIPL_E_LANGUAGES)
 def test_attacks_in_each_language_are_contained(base: Path, code: str) -> None:  # noqa: F811
     if os.geteuid() != 0:
-        pytest.skip("run as root here (the program then runs as nobody in its own user namespace)")
+        pytest.skip("the root half needs root (the program then runs as nobody in its own user namespace)")
     if not sandbox.bwrap_available():
         pytest.fail("bubblewrap is not usable here: `make setup` installs it (apt-get install bubblewrap)")
     languages.check_installed([code], "test")
     host = Host(base, Path.home(), Path.cwd())
-    lang = languages.language(code)
-    lang = type(lang)(**{**lang.__dict__, "steps": tuple(
-        s if s.name == "compile" else type(s)(**{**s.__dict__, "timeout_s": STEP_S}) for s in lang.steps)})
-    box = Sandbox(LIMITS, "bwrap")
     try:
-        o = toolchain.run_many(lang, box, [attacks(code, str(host.secrets[0]), host.sock_path, host.port)], 1)[0]
-        lines = dict(ln.split(" ", 1) for ln in o.stdout.splitlines() if " " in ln)
-        assert o.status != PASSED and "compile" not in o.reason, (o.status, o.reason, o.stderr[-800:])
-        assert SECRET not in o.stdout and "FOUND" not in lines.get("secret", "FOUND"), o.stdout
-        assert "WRITTEN" not in lines.get("write", "WRITTEN"), o.stdout
-        assert "CONNECTED" not in lines.get("tcp", "CONNECTED"), o.stdout
-        assert "CONNECTED" not in lines.get("unix", "CONNECTED") and "VISIBLE" not in lines["unix"], o.stdout
-        assert host.nothing_connected()
-        lim = toolchain.limits(lang, LIMITS)
-        assert int(lines["MiB"]) <= lim.disk_mb, o.stdout  # /tmp is one of the two capped tmpfs mounts
-        limit = lim.max_processes
-        assert 0 < int(o.stdout.split("procs ")[-1].split()[0]) < limit, o.stdout
+        program = attacks(code, str(host.secrets[0]), host.sock_path, host.port)
+        check(code, toolchain.run_many(short(code), Sandbox(LIMITS, "bwrap"), [program], 1)[0].to_dict(), host)
+    finally:
+        host.close()
+
+
+def test_attacks_fail_as_a_normal_user(user: tuple[list[str], int], base: Path) -> None:  # noqa: F811
+    """All five languages through an evaluator running as a fresh unprivileged uid, its secrets in
+    its own home and working directory."""
+    prefix, uid = user
+    languages.check_installed(list(MULTIPL_E_LANGUAGES), "test")
+    home, cwd = base / "home", base / "work"
+    for d in (home, cwd):
+        d.mkdir(mode=0o700)
+        os.chown(d, uid, uid)
+    pkg = base / "lib" / "sophia"
+    for name in (*SANDBOX_FILES, "evaluate/languages.py", "evaluate/toolchain.py"):
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "workflow" / "sophia" / name, pkg / name)
+    host = Host(base, home, cwd)
+    try:
+        programs = [(code, attacks(code, str(host.secrets[1]), host.sock_path, host.port))
+                    for code in MULTIPL_E_LANGUAGES]
+        jobs = json.dumps({"limits": vars(LIMITS), "programs": programs, "step_s": STEP_S})
+        res = subprocess.run([*prefix, _python_for(prefix), "-c", RUNNER], input=jobs, capture_output=True,
+                             text=True, cwd=cwd, timeout=300,
+                             env={"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(base / "lib")})
+        assert res.returncode == 0, res.stderr
+        for (code, _), o in zip(programs, json.loads(res.stdout), strict=True):
+            check(code, o, host)
     finally:
         host.close()
