@@ -21,8 +21,8 @@ from sophia.evaluate.sandbox import PASSED, Limits, Sandbox
 from test_sandbox_hostile import ROOT, SANDBOX_FILES, SECRET, Host, _python_for, base, user  # noqa: F401 (fixtures)
 
 LIMITS = Limits(timeout_s=6, memory_mb=512, file_size_mb=4, max_processes=16, disk_mb=8)
-# How long an attack step may run: bash retries a refused fork for 15 s before it gives up.
-STEP_S = 8.0
+# How long an attack may run: bash and Ruby retry a refused fork for seconds before they give up.
+STEP_S = 4.0
 
 
 def attacks(code: str, secret: str, sock: str, port: int) -> str:
