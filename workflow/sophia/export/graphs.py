@@ -128,18 +128,30 @@ class KVStep(nn.Module):
             return x * cos + self._rotate_half(x) * sin
         return torch.cat((x[..., :r] * cos + self._rotate_half(x[..., :r]) * sin, x[..., r:]), dim=-1)
 
-    def _shared(self, kv: torch.Tensor) -> torch.Tensor:
-        """[1, KVH, MAX, D] → [1, H, MAX, D]: query head h reads key/value head h // (H / KVH)."""
-        groups = self.heads // self.kv_heads
-        if groups == 1:
-            return kv
-        return kv[:, :, None].expand(1, self.kv_heads, groups, self.max_len, self.head_dim).reshape(
-            1, self.heads, self.max_len, self.head_dim)
+    def _split(self, y: torch.Tensor, n: int) -> torch.Tensor:
+        """[1, T, n * D] → [1, n, T, D]. One head (Qwen2's single key/value head) is an unsqueeze: onnx2tf
+        converted the reshape-to-one-head-then-transpose after a biased projection wrongly (its prefill
+        graph's logits off by up to 0.07), while the unsqueeze, the same tensor, converts exactly."""
+        if n == 1:
+            return y.unsqueeze(1)
+        return y.view(1, self.length, n, self.head_dim).transpose(1, 2)
+
+    def _attend(self, q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """softmax(q k^T * scale + mask) v → [1, T, H * D]. With grouped key/value heads (query head h
+        reads key/value head h // G), the G query heads of a group go in as G * T rows against their
+        one key/value head: no copy of the cache per query head."""
+        groups, t_n = self.heads // self.kv_heads, self.length
+        if groups > 1:
+            q = q.reshape(1, self.kv_heads, groups * t_n, self.head_dim)
+            mask = torch.cat([mask] * groups, dim=2)  # row j * T + t is query head j's position t
+        w = torch.softmax(torch.matmul(q, kc.transpose(2, 3)) * self.scaling + mask, dim=-1)
+        o = torch.matmul(w, vc).reshape(1, self.heads, t_n, self.head_dim)
+        return o.transpose(1, 2).reshape(1, t_n, self.heads * self.head_dim)
 
     def forward(self, input_ids: torch.Tensor, pos: torch.Tensor, k_cache: torch.Tensor,
                 v_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m, lay = self.model.model, self.layout
-        h_n, kv_n, d, t_n = self.heads, self.kv_heads, self.head_dim, self.length
+        h_n, kv_n = self.heads, self.kv_heads
         positions = pos.long() + self.offsets  # [T]
         x = m.embed_tokens(input_ids.long())  # [1, T, C]
         rows = torch.clamp(positions, max=self.max_len - 1)
@@ -154,13 +166,12 @@ class KVStep(nn.Module):
         for i, layer in enumerate(m.layers):
             a = layer.self_attn
             h = layer.input_layernorm(x)
-            q = self._rope(a.q_proj(h).view(1, t_n, h_n, d).transpose(1, 2), cos, sin)  # [1, H, T, D]
-            k = self._rope(a.k_proj(h).view(1, t_n, kv_n, d).transpose(1, 2), cos, sin)
-            v = a.v_proj(h).view(1, t_n, kv_n, d).transpose(1, 2)
+            q = self._rope(self._split(a.q_proj(h), h_n), cos, sin)  # [1, H, T, D]
+            k = self._rope(self._split(a.k_proj(h), kv_n), cos, sin)
+            v = self._split(a.v_proj(h), kv_n)
             kc = k_cache[i] * keep + torch.matmul(write, k)  # [1, KVH, MAX, D]
             vc = v_cache[i] * keep + torch.matmul(write, v)
-            w = torch.softmax(torch.matmul(q, self._shared(kc).transpose(2, 3)) * self.scaling + mask, dim=-1)
-            o = lay.out_proj(a)(torch.matmul(w, self._shared(vc)).transpose(1, 2).reshape(1, t_n, h_n * d))
+            o = lay.out_proj(a)(self._attend(q, kc, vc, mask))
             if lay.parallel:
                 x = o + layer.mlp(h) + x
             else:
