@@ -18,7 +18,8 @@ import pytest
 import tiers
 import yaml
 from cluster import mlflow_server, slurm_cluster  # noqa: F401  (fixtures)
-from micro_dag import MicroDag, order_for_workers, shared_tmp
+from family_studies import families_read, start_families
+from micro_dag import MicroDag, group_by_file, order_for_workers, shared_tmp
 from sophia import tracking
 from tiers import fast_tier_guard  # noqa: F401  (an autouse fixture)
 
@@ -107,17 +108,21 @@ def write_config(workdir: Path, cfg: dict[str, Any]) -> None:
 
 
 MICRO_DAG = pytest.StashKey[bool]()
+FAMILY_DAGS = pytest.StashKey[list[str]]()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
-    """Before the other hooks (`-m` deselects among them): mark each test's tier by what it uses
-    (tiers.mark_by_fixtures). After them: micro_dag.order_for_workers on the tests left, for two
+    """Before the other hooks (`-m` deselects among them, xdist reads groups): mark each test's tier
+    by what it uses (tiers.mark_by_fixtures) and its worker group (micro_dag.group_by_file). After
+    them: micro_dag.order_for_workers on the tests left, for two
     workers, SLURM first, then by the micro output a file reads; the micro study starts only if a
     selected test reads it."""
     tiers.mark_by_fixtures(items)
+    group_by_file(items)
     yield
     config.stash[MICRO_DAG] = order_for_workers(items)
+    config.stash[FAMILY_DAGS] = families_read(items)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -138,7 +143,31 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     were deselected or failed first. Workers leave it: another may still be reading it."""
     if hasattr(session.config, "workerinput") or not hasattr(session.config, "_tmp_path_factory"):
         return
-    MicroDag(session.config._tmp_path_factory.getbasetemp() / "micro").stop_if_running()
+    base = session.config._tmp_path_factory.getbasetemp()
+    for name in ["micro", *(f"family-{f}" for f in session.config.stash.get(FAMILY_DAGS, []))]:
+        MicroDag(base / name).stop_if_running()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _family_dags_start(request: pytest.FixtureRequest, _micro_dag_start: MicroDag | None,
+                       tmp_path_factory: pytest.TempPathFactory) -> dict[str, MicroDag]:
+    """The family studies a selected test reads (tests/family_studies.py), started with the run, each
+    after the Phi micro study when that one runs."""
+    families = request.config.stash.get(FAMILY_DAGS, [])
+    if not families:
+        return {}
+
+    def command(wf: Path, cores: str) -> tuple[list[str], dict[str, str]]:
+        return snakemake_command(wf, "--cores", cores, env={"SOPHIA_SYSTEM_METRICS_INTERVAL": "1"})
+
+    return start_families(shared_tmp(tmp_path_factory), families, _micro_dag_start, command)
+
+
+@pytest.fixture
+def family_dag(family: str, _family_dags_start: dict[str, MicroDag]) -> MicroDag:
+    """The micro study of `family` (a test parametrizes `family`), in progress."""
+    assert family in _family_dags_start, f"the {family} study starts for every selected test that reads it"
+    return _family_dags_start[family]
 
 
 @pytest.fixture(scope="session")

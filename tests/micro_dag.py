@@ -27,11 +27,13 @@ class Rank(IntEnum):
     NONE = 2  # reads nothing of the micro study
     LATE = 3  # GPTQ, the merged and the exported model, near the end
     WHOLE = 4  # the whole run: every stage, its MLflow store, Snakemake's own records
+    FAMILY = 5  # the Llama and Qwen2 studies, which start once the Phi study has ended (family_studies.py)
 
 
 # The fixtures that decide a test's rank, latest first.
 RANK_FIXTURES = (
     (Rank.SLURM, ("slurm_run", "slurm_cluster", "mlflow_server")),
+    (Rank.FAMILY, ("family_dag",)),
     (Rank.WHOLE, ("micro_run",)),
     (Rank.LATE, ("micro_gptq", "micro_merged", "micro_export")),
     (Rank.EARLY, ("micro_model", "micro_data", "micro_gguf")),
@@ -59,6 +61,16 @@ def order_for_workers(items: list[pytest.Item]) -> bool:
     first = {path: i for i, path in enumerate(files)}
     items.sort(key=lambda i: (files[i.path], first[i.path], ranks[i]))
     return any(r in (Rank.EARLY, Rank.LATE, Rank.WHOLE) for r in ranks.values())
+
+
+def group_by_file(items: list[pytest.Item]) -> None:
+    """For `--dist loadgroup` (`make test`): a file's tests go to one worker, so its module fixtures
+    are built once, except the tests marked `spread`, each of which any free worker takes (their
+    module fixtures are built once per worker that takes one): the suite's longest file then ends
+    on both workers instead of one."""
+    for item in items:
+        if item.get_closest_marker("spread") is None:
+            item.add_marker(pytest.mark.xdist_group(item.path.relative_to(item.config.rootpath).as_posix()))
 
 
 def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -44,10 +44,13 @@ def python_answer(bundle: Path, request: str, graph: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def app(micro_export: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return build_app(micro_export / "bundle", tmp_path_factory.mktemp("mobile"))
+
+
+def build_app(bundle: Path, root: Path) -> tuple[Path, Path]:
+    """The app built with `bundle` in root/app, and root/ref.json: what the Python runner answers on it."""
     from tokenizers import Tokenizer
 
-    root = tmp_path_factory.mktemp("mobile")
-    bundle = micro_export / "bundle"
     built = node("build.mjs", "--bundle", str(bundle), "--out", str(root / "app"))
     assert built.returncode == 0, built.stderr
     tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
@@ -86,15 +89,21 @@ def test_unit_tests_of_the_decoding_loop_and_tokenizer(app: tuple[Path, Path]) -
     assert "# fail 0" in out and "# skipped 0" in out, out[-1500:]
 
 
-def test_app_in_headless_chromium_on_a_phone(app: tuple[Path, Path]) -> None:
+def in_chromium(app: tuple[Path, Path], artifacts: Path = ARTIFACTS) -> dict[str, Any]:
+    """mobile/tests/e2e.mjs on the built app (headless Chromium, phone viewport): its report, every check passed."""
     if not shutil.which("chromium") and not Path("/usr/bin/chromium").exists():
         pytest.fail("Debian's chromium is missing: `make setup` installs it (apt-get install chromium)")
-    result = node("tests/e2e.mjs", "--app", str(app[0]), "--ref", str(app[1]), "--artifacts", str(ARTIFACTS))
+    result = node("tests/e2e.mjs", "--app", str(app[0]), "--ref", str(app[1]), "--artifacts", str(artifacts))
     lines = result.stdout.strip().splitlines()
     assert lines, result.stderr[-3000:]
     report = json.loads(lines[-1])
     failed = [(r["name"], r["detail"]) for r in report["results"] if not r["ok"]]
     assert failed == [] and result.returncode == 0, failed
+    return report
+
+
+def test_app_in_headless_chromium_on_a_phone(app: tuple[Path, Path]) -> None:
+    report = in_chromium(app)
     names = {r["name"] for r in report["results"]}
     assert {"summarise mode answers given code with the reference ids",
             "a second start works offline, with no request reaching the server",
