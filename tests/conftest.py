@@ -139,13 +139,13 @@ def _micro_dag_start(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The controller (or a run without workers) stops a micro DAG that is still running: its tests
+    """The controller (or a run without workers) stops a micro DAG (Phi or family) still running: its tests
     were deselected or failed first. Workers leave it: another may still be reading it."""
     if hasattr(session.config, "workerinput") or not hasattr(session.config, "_tmp_path_factory"):
         return
     base = session.config._tmp_path_factory.getbasetemp()
-    for name in ["micro", *(f"family-{f}" for f in session.config.stash.get(FAMILY_DAGS, []))]:
-        MicroDag(base / name).stop_if_running()
+    for root in [base / "micro", *(p for p in sorted(base.glob("family-*")) if p.is_dir())]:
+        MicroDag(root).stop_if_running()
 
 
 @pytest.fixture(scope="session", autouse=True)
