@@ -30,7 +30,7 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -250,8 +250,6 @@ CHECKS: dict[str, Callable[[Path, str], None]] = {
     r"benchmarks/stage_times\.py$": _stage_times_match_snakemake,
     r"(configs/|profiles/).* -n$": _says("evaluate", "Nothing to be done"),
 }
-EXTRAS = ("my_code.py", "my_dataset.yaml", "my_eval.yaml", "dag.png", "my_alpaca", "my_eval", "results/report.html",
-          "results-phi2-shape")
 LINKED = (".venv", ".venv-export", ".venv-litert", "Makefile", "Snakefile", "workflow", "mobile", "configs",
           "profiles", "envs", "pyproject.toml", "scripts", "tests", ".test", "docs")
 # The default config's exported model is gptq+tiny-alpaca; the micro study's is gptq+alpaca.
@@ -259,33 +257,26 @@ ALIASED = ("export", "gguf", "merged")
 
 
 @pytest.fixture(scope="module")
-def checkout(micro_run: MicroRun) -> Iterator[Path]:
-    """The micro run's folder, completed into a checkout."""
-    workdir = micro_run.workdir
+def checkout(micro_run: MicroRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the micro run's folder, completed into a checkout. A copy, not the run's own folder:
+    the commands write into it, other tests read the run meanwhile, and each worker that takes some
+    of the commands (they spread over the workers) gets its own. The copy keeps every timestamp, so
+    Snakemake finds the study up to date in it."""
     assert micro_run.result.returncode == 0, micro_run.result.stderr[-3000:]
+    workdir = tmp_path_factory.mktemp("checkout")
+    shutil.copytree(micro_run.workdir, workdir, symlinks=True, dirs_exist_ok=True)
     (workdir / "snakemake.log").write_text(micro_run.result.stdout + micro_run.result.stderr)
-    made = [workdir / name for name in LINKED if (ROOT / name).exists()]
-    for link in made:
-        link.symlink_to(ROOT / link.name)
-    aliases = []
+    for name in LINKED:
+        if (ROOT / name).exists():
+            (workdir / name).symlink_to(ROOT / name)
     for folder in ALIASED:
         if (workdir / "results" / folder / "gptq+alpaca").is_dir():
-            alias = workdir / "results" / folder / "gptq+tiny-alpaca"
-            alias.symlink_to(workdir / "results" / folder / "gptq+alpaca")
-            aliases.append(alias)
+            (workdir / "results" / folder / "gptq+tiny-alpaca").symlink_to(workdir / "results" / folder / "gptq+alpaca")
     bench = workdir / "benchmarks"  # its scripts write benchmarks/results/ here, not into the repository
     bench.mkdir()
     for script in (ROOT / "benchmarks").glob("*.py"):
         (bench / script.name).symlink_to(script)
-    try:
-        yield workdir
-    finally:
-        for link in [*made, *aliases, workdir / "snakemake.log"]:
-            link.unlink()
-        for extra in EXTRAS:
-            path = workdir / extra
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        shutil.rmtree(bench)
+    return workdir
 
 
 def _check(checkout: Path, step: Step, result: subprocess.CompletedProcess[str]) -> None:
@@ -348,6 +339,7 @@ def test_links_and_pictures_resolve() -> None:
     assert not missing, missing
 
 
+@pytest.mark.spread  # the suite's longest file: its blocks share the two workers
 @pytest.mark.parametrize(("page", "index", "steps"), BLOCKS, ids=[f"{p}#{i}" for p, i, _ in BLOCKS])
 def test_commands_work_as_typed(checkout: Path, page: str, index: int, steps: list[Step]) -> None:
     for step in steps:
