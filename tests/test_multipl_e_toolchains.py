@@ -83,12 +83,14 @@ def test_a_completion_is_cut_at_its_rows_first_stop_sequence() -> None:
 def test_stop_tokens_come_from_the_data_and_must_agree(tmp_path: Path) -> None:
     path = str(HUB / fixture.HUB_ID)
     assert multipl_e.stop_tokens(path, "humaneval-java") == ("\n    }\n",)
-    folder = fixture.write(tmp_path)
+    # a folder name of its own: `datasets` caches a local folder under its name, whatever its content
+    folder = fixture.write(tmp_path).rename(tmp_path / "mismatched-stop-tokens")
     rows = [json.loads(ln) for ln in (folder / "mbpp-cpp" / "test.jsonl").read_text().splitlines()]
     rows[1]["stop_tokens"] = ["\n};"]
     (folder / "mbpp-cpp" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(Exception, match="2 different stop_tokens lists"):
         multipl_e.stop_tokens(str(folder), "mbpp-cpp")
+    assert multipl_e.stop_tokens(path, "mbpp-cpp") == ("\n}",)
 
 
 def test_rows_of_another_language_are_refused() -> None:

@@ -36,13 +36,20 @@ def dataset_path(root: str | None) -> str:
     return HUB_ID if root is None else root
 
 
+def dataset_kwargs(path: str) -> dict[str, Any]:
+    """`datasets` keys its cache of a local folder by the folder's and the config's names, not by
+    the files' content, so an edited or another copy with the same names would be read stale: a
+    local copy is read afresh (it is a few rows)."""
+    return {"download_mode": "force_redownload"} if path != HUB_ID else {}
+
+
 @functools.cache
 def stop_tokens(path: str, name: str) -> tuple[str, ...]:
     """The stop sequences the data gives its rows (one list per language in MultiPL-E); a dataset
     whose rows disagree cannot be generated with one list, so that is an error."""
     import datasets
 
-    rows = datasets.load_dataset(path, name, split=SPLIT)
+    rows = datasets.load_dataset(path, name, split=SPLIT, **dataset_kwargs(path))
     found = {tuple(r) for r in rows["stop_tokens"]}
     if len(found) != 1:
         raise DataError(f"{path} ({name}): rows give {len(found)} different stop_tokens lists; expected one")
@@ -73,7 +80,7 @@ def task_config(benchmark: str, mode: str, repeats: int, generation: dict[str, A
     gen = {"until": list(stop_tokens(path, name)), "max_gen_toks": MAX_GEN_TOKS, **generation}
     return {
         "task": f"sophia_{benchmark.replace('-', '_')}_{mode}",
-        "dataset_path": path, "dataset_name": name, "test_split": SPLIT,
+        "dataset_path": path, "dataset_name": name, "dataset_kwargs": dataset_kwargs(path), "test_split": SPLIT,
         "output_type": "generate_until", "doc_to_text": _text, "doc_to_target": _target,
         "target_delimiter": "", "num_fewshot": 0, "unsafe_code": True,
         "generation_kwargs": gen, "repeats": repeats,
