@@ -38,17 +38,19 @@ setup-run: $(STAMP) $(EXPORT_STAMP) $(NODE_STAMP) $(LLAMA_STAMP) system-run
 setup: setup-run $(LITERT_STAMP) $(VLLM_STAMP) system
 
 CONFIG ?= config.yaml
-# Debian packages, as command:package. bubblewrap isolates generated code (evaluate stage); graphviz
-# draws the DAG (snakemake --dag | dot). The tests add chromium (the phone app's and the MLflow UI's
-# browser tests) and SLURM 22.05 with munge and slurmdbd + MariaDB accounting: the one-node cluster
+# Debian packages, as command:package (a path: that file). bubblewrap isolates generated code (evaluate
+# stage); graphviz draws the DAG (snakemake --dag | dot); the MultiPL-E benchmarks compile and run with
+# Debian's g++, JDK (+ javatuples), rustc (not a user's ~/.cargo one), ruby and bash. The tests add
+# chromium (the phone app's and the MLflow UI's browser tests) and SLURM 22.05 with munge and slurmdbd + MariaDB accounting: the one-node cluster
 # of scripts/slurm-cluster.sh, which tests/test_slurm.py submits the workflow to.
-RUN_PACKAGES := bwrap:bubblewrap dot:graphviz
+RUN_PACKAGES := bwrap:bubblewrap dot:graphviz /usr/bin/g++:g++ /usr/bin/javac:default-jdk-headless \
+	/usr/share/java/javatuples.jar:libjavatuples-java /usr/bin/rustc:rustc /usr/bin/ruby:ruby
 TEST_PACKAGES := chromium:chromium slurmctld:slurm-wlm sbatch:slurm-client munged:munge slurmdbd:slurmdbd \
 	mariadbd:mariadb-server
 # Installed when missing and we are root with apt; otherwise say what to do.
 define apt_install
 	@for pair in $(1); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
-	  command -v $$cmd >/dev/null && continue; \
+	  { [ -e "$$cmd" ] || command -v $$cmd >/dev/null; } && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get install -y -qq $$pkg >/dev/null || { apt-get update -qq && apt-get install -y -qq $$pkg >/dev/null; }; \
 	  else echo "warning: $$cmd is missing: install Debian's $$pkg (sudo apt-get install $$pkg)"; fi; done
