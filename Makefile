@@ -41,8 +41,9 @@ CONFIG ?= config.yaml
 # Debian packages, as command:package (a path: that file). bubblewrap isolates generated code (evaluate
 # stage); graphviz draws the DAG (snakemake --dag | dot); the MultiPL-E benchmarks compile and run with
 # Debian's g++, JDK (+ javatuples), rustc (not a user's ~/.cargo one), ruby and bash. The tests add
-# chromium (the phone app's and the MLflow UI's browser tests) and SLURM 22.05 with munge and slurmdbd + MariaDB accounting: the one-node cluster
-# of scripts/slurm-cluster.sh, which tests/test_slurm.py submits the workflow to.
+# chromium (the phone app's and the MLflow UI's browser tests) and SLURM 22.05 with munge and slurmdbd
+# + MariaDB accounting: the one-node cluster of scripts/slurm-cluster.sh, which tests/test_slurm.py
+# submits the workflow to.
 RUN_PACKAGES := bwrap:bubblewrap dot:graphviz /usr/bin/g++:g++ /usr/bin/javac:default-jdk-headless \
 	/usr/share/java/javatuples.jar:libjavatuples-java /usr/bin/rustc:rustc /usr/bin/ruby:ruby
 TEST_PACKAGES := chromium:chromium slurmctld:slurm-wlm sbatch:slurm-client munged:munge slurmdbd:slurmdbd \
