@@ -8,6 +8,7 @@ training, only what decides the phone figures.
 
     .venv/bin/python benchmarks/real_width_app.py                         # int4, depths 2 and 4
     .venv/bin/python benchmarks/real_width_app.py --precision int8 --out benchmarks/results/real_width_app_int8.json
+    .venv/bin/python benchmarks/real_width_app.py --int4-block-size 0 --out ...   # one int4 scale per channel
 
 Memory is the peak of the summed resident memory of a process and all its children, sampled every
 0.2 s: the export stage with its converter subprocess, and the browser (every Chromium process). A
@@ -116,7 +117,7 @@ def build_model(dest: Path, layers: int) -> int:
     return parameters(arch, vocab)
 
 
-def export_spec(precision: str) -> dict[str, Any]:
+def export_spec(precision: str, block: int | None = 32) -> dict[str, Any]:
     """The rehearsal config's export settings, with `precision` in the bundle. Every parity figure is
     measured and recorded, but the quality gates are off: random weights spread 51200 logits thin,
     so the top two lie closer than a quantization's error, and a rounding error moves the
@@ -126,7 +127,7 @@ def export_spec(precision: str) -> dict[str, Any]:
     from sophia.config import validate_section
 
     cfg = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
-    espec = {**cfg["export"], "precisions": [precision], "bundle_precision": precision}
+    espec = {**cfg["export"], "precisions": [precision], "bundle_precision": precision, "int4_block_size": block}
     espec.pop("models", None)
     gates = validate_section({}, "export", "export")["parity"]["gates"]
     espec["parity"] = {"gates": {precision: {**gates[precision], "argmax_agreement": 0.0, "greedy_equal": False,
@@ -143,8 +144,9 @@ def depth(workdir: Path, layers: int, precision: str, args: argparse.Namespace) 
     env = {k: v for k, v in os.environ.items() if k != "SOPHIA_PARENT_RUN_ID"}
     env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{wd / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "real-width-app",
                 "SOPHIA_MLFLOW_ARTIFACT_LOCATION": str(wd / "mlartifacts")})
-    cmd = [sys.executable, "-m", "sophia.export", "--spec", json.dumps(export_spec(precision)),
-           "--model-id", "base", "--model", str(wd / "model"), "--out", str(wd / "export")]
+    spec = export_spec(precision, args.int4_block_size or None)
+    cmd = [sys.executable, "-m", "sophia.export", "--spec", json.dumps(spec), "--model-id", "base",
+           "--model", str(wd / "model"), "--out", str(wd / "export")]
     print(f"[{layers} layers] export ({params / 1e6:.0f} M parameters)", flush=True)
     export_s, export_mb, _ = watched(cmd, args.max_gb * 1000, wd / "export.log", env=env)
     parity = json.loads((wd / "export" / "parity.json").read_text(encoding="utf-8"))
@@ -201,6 +203,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=int, nargs=2, default=[4, 2], help="the two depths")
     p.add_argument("--precision", default="int4", choices=["fp32", "int8", "int4"])
+    p.add_argument("--int4-block-size", type=int, default=32, help="export.int4_block_size; 0: one scale per channel")
     p.add_argument("--workdir", type=Path, default=Path("results-phi2-app"))
     p.add_argument("--prompt-tokens", type=int, default=100)
     p.add_argument("--new-tokens", type=int, default=16)
@@ -211,12 +214,13 @@ def main() -> None:
     if args.layers[0] == args.layers[1]:
         p.error("--layers: two different depths are needed for a per-layer share")
     runs = {n: depth(args.workdir.resolve(), n, args.precision, args) for n in args.layers}
-    result = {"config": str(CONFIG.relative_to(ROOT)), "precision": args.precision, "runs": runs,
+    label = args.precision if args.precision != "int4" else f"int4, block {args.int4_block_size or 'per channel'}"
+    result = {"config": str(CONFIG.relative_to(ROOT)), "precision": label, "runs": runs,
               "method": "random weights at Phi-2's shapes; figures linear in depth through the two points",
               **table(runs)}
     md = markdown(result)
     print(md)
-    save(args.out, result, name="real_width_app", params={"layers": args.layers, "precision": args.precision},
+    save(args.out, result, name="real_width_app", params={"layers": args.layers, "precision": label},
          metrics={f"phi2.{k}": v for k, v in result["phi2"].items()}, markdown_body=md)
 
 

@@ -149,6 +149,7 @@ def test_int4_settings_are_checked_up_front() -> None:
         stage.check_convertible(micro_phi(), espec)
     stage.check_convertible(micro_phi(), {**espec, "int4_block_size": 64})
     stage.check_convertible(micro_phi(), {**espec, "precisions": ["int8"]})  # no int4, no constraint
+    stage.check_convertible(micro_phi(), {**espec, "int4_block_size": None})  # one scale per output channel
 
 
 # --- a real export of the micro model ---------------------------------------------------------------

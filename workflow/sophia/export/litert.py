@@ -56,12 +56,12 @@ def convert_graphs(modules: dict[str, tuple[torch.nn.Module, dict[str, torch.Ten
     converter.convert().export(str(path))
 
 
-def quantize(src: Path, dst: Path, precision: str, block_size: int = 32) -> None:
+def quantize(src: Path, dst: Path, precision: str, block_size: int | None = 32) -> None:
     """The fp32 file's weights quantized, activations left float (XNNPACK quantizes them on the fly).
     int8: every weight-carrying op channelwise. int4: the fully-connected layers (all of a layer's
-    matrices and the lm_head: nearly every weight) int4 with one fp16 scale per `block_size` inputs,
-    the rest (the embedding table) int8 as above; a float embedding would be a fifth of Phi-2's
-    int4 bundle."""
+    matrices and the lm_head: nearly every weight) int4 with one fp16 scale per `block_size` inputs
+    (None: one per output channel), the rest (the embedding table) int8 as above; a float
+    embedding would be a fifth of Phi-2's int4 bundle."""
     from ai_edge_quantizer import qtyping, quantizer, recipe_manager
 
     ops = qtyping.TFLOperationName
@@ -69,7 +69,8 @@ def quantize(src: Path, dst: Path, precision: str, block_size: int = 32) -> None
     rules.add_dynamic_config(regex=".*", operation_name=ops.ALL_SUPPORTED, num_bits=8)
     if precision == "int4":
         rules.add_dynamic_config(regex=".*", operation_name=ops.FULLY_CONNECTED, num_bits=4,
-                                 granularity=qtyping.QuantGranularity(f"BLOCKWISE_{block_size}"))
+                                 granularity=qtyping.QuantGranularity(
+                                     f"BLOCKWISE_{block_size}" if block_size else "CHANNELWISE"))
     q = quantizer.Quantizer(str(src))
     q.load_quantization_recipe(rules.get_quantization_recipe())
     q.quantize().export_model(str(dst), overwrite=True)
@@ -82,7 +83,7 @@ def main() -> None:
     p.add_argument("--window", required=True, type=int)
     p.add_argument("--kv-cache", required=True, type=int)
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
-    p.add_argument("--int4-block-size", type=int, default=32, choices=BLOCK_SIZES)
+    p.add_argument("--int4-block-size", type=int, default=32, choices=(0, *BLOCK_SIZES), help="0: per channel")
     args = p.parse_args()
     from transformers import AutoModelForCausalLM
 
@@ -112,7 +113,7 @@ def main() -> None:
     for precision in ("int8", "int4"):
         if precision in args.precisions:
             made[precision] = work / f"{name}_{precision}.tflite"
-            quantize(fp32, made[precision], precision, args.int4_block_size)
+            quantize(fp32, made[precision], precision, args.int4_block_size or None)
     if "fp32" not in args.precisions:
         fp32.unlink()
         made.pop("fp32")

@@ -67,7 +67,7 @@ def check_convertible(model: Any, espec: dict[str, Any]) -> None:
         raise ModelError(
             f"export: {n_bytes / 1e9:.1f} GB of float32 weights exceed the TensorFlow SavedModel protobuf limit "
             f"(2 GB) that onnx2tf goes through; set export.backend: litert_torch (direct PyTorch -> TFLite)")
-    if "int4" in espec["precisions"]:
+    if "int4" in espec["precisions"] and espec["int4_block_size"]:
         check_int4_blocks(model, espec["int4_block_size"])
     limit = model.config.max_position_embeddings
     for key in ("window", "kv_cache"):
@@ -191,7 +191,7 @@ def convert(espec: dict[str, Any], work: Path, model_dir: Path) -> dict[str, Any
         python = export_python(espec["litert_python"], "export.litert_python")
         cmd = [str(python), "-m", "sophia.export.litert", "--work", str(work), "--model", str(model_dir),
                "--window", str(espec["window"]), "--kv-cache", str(espec["kv_cache"]),
-               "--precisions", *espec["precisions"], "--int4-block-size", str(espec["int4_block_size"])]
+               "--precisions", *espec["precisions"], "--int4-block-size", str(espec["int4_block_size"] or 0)]
     else:
         python = export_python(espec["python"])
         cmd = [str(python), "-m", "sophia.export.convert", "--work", str(work), "--precisions", *espec["precisions"]]
