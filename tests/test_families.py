@@ -160,3 +160,26 @@ def test_a_scratch_student_takes_its_base_models_family(family: str, tmp_path: P
     assert type(student).__name__ == FAMILIES[family].model_class and student.config.hidden_size == 32
     assert student.config.vocab_size == len(student_tok) == len(tok)
     assert student.config.bos_token_id == tok.bos_token_id
+
+
+@pytest.mark.parametrize("family", ["phi", "llama", "qwen2"])
+def test_the_tokenizer_stays_the_same_through_transformers(family: str, tmp_path: Path) -> None:
+    """What pretraining used is what every later stage loads (transformers rebuilds a qwen2 model's
+    tokenizer as Qwen2Tokenizer, with Qwen's own normalizer and pre-tokenizer) and what the app and
+    llama.cpp read from tokenizer.json."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    tok = train_tokenizer(TEXTS, 300, 128, family)
+    tok.save_pretrained(tmp_path)
+    loaded, raw = AutoTokenizer.from_pretrained(tmp_path), Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    for text in ["def fib(n):\n    if n < 2:\n        return n\n", "café  x\r\n\n\t y", "I'VE 123 4.5e-3 'll"]:
+        assert tok(text).input_ids == loaded(text).input_ids == raw.encode(text).ids, text
+
+
+@pytest.mark.parametrize(("family", "pre"), [("phi", "gpt-2"), ("llama", "gpt-2"), ("qwen2", "qwen2")])
+def test_gguf_names_the_scratch_familys_pre_tokenizer(family: str, pre: str) -> None:
+    from sophia.gguf import pre_tokenizer
+
+    assert pre_tokenizer("auto", {"scratch": {"family": family}}) == pre
+    assert pre_tokenizer("auto", {"hub": "Qwen/Qwen2.5-Coder-1.5B"}) is None

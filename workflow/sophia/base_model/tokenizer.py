@@ -19,6 +19,15 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int,
     fam = family(family_name)
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if family_name == "qwen2":
+        # transformers loads every qwen2 model's tokenizer as Qwen2Tokenizer, which sets Qwen's own
+        # normalizer (NFC) and pre-tokenizer (its split regex, then bytes) whatever tokenizer.json says;
+        # training with the same ones keeps the model's tokenization one from pretraining to export
+        # (and llama.cpp's `qwen2` pre-tokenizer reproduces it).
+        from transformers import Qwen2Tokenizer
+
+        qwen = Qwen2Tokenizer().backend_tokenizer
+        tok.normalizer, tok.pre_tokenizer = qwen.normalizer, qwen.pre_tokenizer
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
