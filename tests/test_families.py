@@ -170,10 +170,11 @@ def test_the_tokenizer_stays_the_same_through_transformers(family: str, tmp_path
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
-    tok = train_tokenizer(TEXTS, 300, 128, family)
+    model, tok = tiny(family)
+    model.config.save_pretrained(tmp_path)  # transformers picks the tokenizer class by the model's type
     tok.save_pretrained(tmp_path)
     loaded, raw = AutoTokenizer.from_pretrained(tmp_path), Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
-    for text in ["def fib(n):\n    if n < 2:\n        return n\n", "café  x\r\n\n\t y", "I'VE 123 4.5e-3 'll"]:
+    for text in ["def f7(x):\n    return x * 199\n", "café  x\r\n\n\t y", "I'VE 123 4.5e-3 'll"]:
         assert tok(text).input_ids == loaded(text).input_ids == raw.encode(text).ids, text
 
 
