@@ -9,8 +9,9 @@ compile is its "SyntaxError", any other exit status its "Exception". Wall-clock 
 are MultiPL-E's: 15 s (its `safe_subprocess` default) for compiles and for C++, Java and Bash
 runs, 5 s for Rust and Ruby runs (their scripts' own).
 
-Address-space limits per step were measured (benchmarks/multipl_e_cost.py) and keep a margin:
-g++ with `bits/stdc++.h` peaks near 400 MiB, rustc and its linker near 600 MiB. The JVM reserves
+Address-space limits per step keep a margin over what the snapshot's programs need (found by
+lowering RLIMIT_AS until they no longer compiled: g++ with `bits/stdc++.h` fails at 200 MiB and
+works at 400, rustc with its linker fails at 400 and works at 600). The JVM reserves
 its heap, code cache and class space up front (a 32 GiB heap on a 128 GiB host), so an
 address-space limit kills it at start; instead of lifting the limit, `JVM` fixes those
 reservations (heap 512 MiB, code cache and class space 64 MiB, serial GC, C1 only: also a faster
