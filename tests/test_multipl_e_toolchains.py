@@ -125,3 +125,12 @@ def test_the_toolchain_is_debians_not_a_users() -> None:
     version = languages.version(languages.LANGUAGES["rs"])
     assert version and version.startswith("rustc "), version
     assert all(path.startswith("/usr/") for lang in languages.LANGUAGES.values() for path in lang.tools)
+
+
+def test_without_bubblewrap_the_launcher_still_decides(tmp_path: Path) -> None:
+    """`evaluate.sandbox.allow_unisolated`: the same launcher and pass signal, in a run directory on disk."""
+    bare = Sandbox(Limits(), "process", workdir=tmp_path)
+    cases = fixture.programs("sh")[:2]
+    outcomes = toolchain.run_many(languages.language("sh"), bare, [p for _, p, _ in cases], workers=1)
+    assert [o.status for o in outcomes] == [PASSED, FAILED]
+    assert list(tmp_path.iterdir()) == []  # run directories removed
