@@ -192,7 +192,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"| measure ({p}) | {la} layers | {lb} layers | per layer | Phi-2 (32 layers) |", "|---|---|---|---|---|"]
     for key, unit in MEASURES.items():
         v = result["rows"][key]
-        lines.append(f"| {unit} | {v[str(la)]:.2f} | {v[str(lb)]:.2f} | {v['per_layer']:.2f} | {v['phi2']:.1f} |")
+        # a figure that shrinks with depth is noise (another job, a sampling miss), not extrapolated
+        full = f"{v['phi2']:.1f}" if v["per_layer"] >= 0 else "noise"
+        lines.append(f"| {unit} | {v[str(la)]:.2f} | {v[str(lb)]:.2f} | {v['per_layer']:.2f} | {full} |")
     lines += ["", "| Phi-2 (32 layers) | extrapolated | target | met |", "|---|---|---|---|"]
     for key, t in result["targets"].items():
         lines.append(f"| {key} | {t['phi2']:.2f} | {t['target']} | {'yes' if t['met'] else 'no'} |")

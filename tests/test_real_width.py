@@ -186,6 +186,9 @@ def test_app_rehearsal_extrapolates_and_checks_the_targets() -> None:
     met = {k: v["met"] for k, v in t["targets"].items()}
     assert met == {"bundle_mb": False, "load_s": False, "first_token_s": True, "tokens_per_s": True}
     assert "| bundle_mb | 1900.00 | <= 1700 | no |" in app.markdown({**t, "precision": "int4"})
+    runs[4]["export_peak_mb"] = 7000.0  # less memory with more layers: noise, not extrapolated
+    assert "| export peak RSS MB | 7000.00 | 8000.00 | -500.00 | noise |" in app.markdown(
+        {**app.table(runs), "precision": "int4"})
 
 
 def test_app_rehearsal_kills_a_job_past_its_memory_cap(tmp_path: Path) -> None:
