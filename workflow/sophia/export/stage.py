@@ -67,7 +67,7 @@ def check_convertible(model: Any, espec: dict[str, Any]) -> None:
         raise ModelError(
             f"export: {n_bytes / 1e9:.1f} GB of float32 weights exceed the TensorFlow SavedModel protobuf limit "
             f"(2 GB) that onnx2tf goes through; set export.backend: litert_torch (direct PyTorch -> TFLite)")
-    if "int4" in espec["precisions"] and espec["int4_block_size"]:
+    if "int4" in espec.get("precisions", ()) and espec["int4_block_size"]:
         check_int4_blocks(model, espec["int4_block_size"])
     limit = model.config.max_position_embeddings
     for key in ("window", "kv_cache"):
