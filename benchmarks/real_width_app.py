@@ -53,8 +53,14 @@ class Peak:
         except psutil.NoSuchProcess:
             return []
 
+    def _alive(self) -> bool:
+        try:
+            return self.root.is_running() and self.root.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:  # reaped between the two questions
+            return False
+
     def _watch(self) -> None:
-        while self.root.is_running() and self.root.status() != psutil.STATUS_ZOMBIE:
+        while self._alive():
             total = 0
             tree = self._tree()
             for p in tree:
