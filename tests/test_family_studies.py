@@ -43,6 +43,9 @@ def test_every_stage_ran_on_the_family(study: Path, family: str) -> None:
     scores = json.loads((study / "eval" / VARIANT / "humaneval" / "scores.json").read_text())
     assert "pass@1" in json.dumps(scores)
     assert VARIANT in (study / "report" / "table.md").read_text()
+    if family == "llama":  # .test/llama.yaml distils a Llama student from its Llama teacher
+        for student in (study / "distill" / "micro", study / "distill" / "micro" / "control"):
+            assert json.loads((student / "config.json").read_text())["model_type"] == "llama", student
 
 
 def test_export_passes_its_parity_gates(study: Path, family: str) -> None:
