@@ -184,3 +184,22 @@ def test_gguf_names_the_scratch_familys_pre_tokenizer(family: str, pre: str) -> 
 
     assert pre_tokenizer("auto", {"scratch": {"family": family}}) == pre
     assert pre_tokenizer("auto", {"hub": "Qwen/Qwen2.5-Coder-1.5B"}) is None
+
+
+def test_folding_a_tied_lm_head_leaves_the_embedding_alone() -> None:
+    """Qwen2.5-Coder 1.5B ties lm_head to the embedding: the final norm's scale goes into an untied
+    copy, and the token embedding (what the first layer reads) keeps its values."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)).eval()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    with torch.no_grad():
+        model.model.norm.weight.copy_(1 + 0.5 * torch.randn(64, generator=torch.Generator().manual_seed(1)))
+        embedding = model.model.embed_tokens.weight.clone()
+        ids = torch.randint(0, 300, (1, 12), generator=torch.Generator().manual_seed(2))
+        want = model(input_ids=ids).logits
+        got = graphs.fold_layer_norms(model)(input_ids=ids).logits
+    assert torch.equal(model.model.embed_tokens.weight, embedding)
+    assert (got - want).abs().max() / want.abs().max() < 1e-5
