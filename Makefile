@@ -115,11 +115,11 @@ run: setup-run
 	  echo "  make serve-app   (http://127.0.0.1:8321/; a phone needs HTTPS: copy results/mobile/ to any static host)"; fi
 
 # The whole suite, every end-to-end path (CI's command): two workers (CORES), one test file each at
-# a time (module fixtures build once) but for the tests marked `spread` (tests/micro_dag.py
-# group_by_file), in the order of tests/micro_dag.py (SLURM first: its worker mostly waits on the
-# scheduler); the 25 slowest tests in every log.
+# a time (module fixtures build once) but test_readme's commands one at a time (tests/micro_dag.py
+# SpreadFileScheduling), in the order of tests/micro_dag.py (SLURM first: its worker mostly waits
+# on the scheduler); the 25 slowest tests in every log.
 test: setup lint
-	$(PY) -m pytest -n $(CORES) --dist loadgroup --no-loadscope-reorder --durations=25
+	$(PY) -m pytest -n $(CORES) --dist loadfile --no-loadscope-reorder --durations=25
 
 # The fast tier for the inner loop: unit and contract tests (tests/tiers.py), main environment only.
 check: setup-check lint

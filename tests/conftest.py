@@ -19,7 +19,7 @@ import tiers
 import yaml
 from cluster import mlflow_server, slurm_cluster  # noqa: F401  (fixtures)
 from family_studies import families_read, start_families
-from micro_dag import MicroDag, group_by_file, order_for_workers, shared_tmp
+from micro_dag import MicroDag, SpreadFileScheduling, order_for_workers, shared_tmp
 from sophia import tracking
 from tiers import fast_tier_guard  # noqa: F401  (an autouse fixture)
 
@@ -113,16 +113,19 @@ FAMILY_DAGS = pytest.StashKey[list[str]]()
 
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
-    """Before the other hooks (`-m` deselects among them, xdist reads groups): mark each test's tier
-    by what it uses (tiers.mark_by_fixtures) and its worker group (micro_dag.group_by_file). After
-    them: micro_dag.order_for_workers on the tests left, for two
+    """Before the other hooks (`-m` deselects among them): mark each test's tier by what it uses
+    (tiers.mark_by_fixtures). After them: micro_dag.order_for_workers on the tests left, for two
     workers, SLURM first, then by the micro output a file reads; the micro study starts only if a
     selected test reads it."""
     tiers.mark_by_fixtures(items)
-    group_by_file(items)
     yield
     config.stash[MICRO_DAG] = order_for_workers(items)
     config.stash[FAMILY_DAGS] = families_read(items)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> SpreadFileScheduling | None:
+    """`--dist loadfile` hands out whole files but the tests of micro_dag.SPREAD one by one."""
+    return SpreadFileScheduling(config, log) if config.getvalue("dist") == "loadfile" else None
 
 
 @pytest.fixture(scope="session", autouse=True)

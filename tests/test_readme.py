@@ -339,7 +339,6 @@ def test_links_and_pictures_resolve() -> None:
     assert not missing, missing
 
 
-@pytest.mark.spread  # the suite's longest file: its blocks share the two workers
 @pytest.mark.parametrize(("page", "index", "steps"), BLOCKS, ids=[f"{p}#{i}" for p, i, _ in BLOCKS])
 def test_commands_work_as_typed(checkout: Path, page: str, index: int, steps: list[Step]) -> None:
     for step in steps:

@@ -207,7 +207,8 @@ def test_default_config_plans_one_evaluate_job_per_variant(tmp_path: Path) -> No
     plan = dry_run(tmp_path, tmp_path / "default.yaml", "--printshellcmds")
     variants = model_variants(cfg["finetune"]["curricula"], cfg["distill"])
     benchmarks = list(cfg["evaluate"]["benchmarks"])
-    assert len(variants) == 8 and len(benchmarks) == 9 and job_counts(plan)["evaluate"] == len(variants)
+    # the paper's nine and MultiPL-E's ten (HumanEval and MBPP in five languages)
+    assert len(variants) == 8 and len(benchmarks) == 19 and job_counts(plan)["evaluate"] == len(variants)
     blocks = [b for b in re.split(r"\n(?=rule \w+:|localrule \w+:)", plan) if b.startswith("rule evaluate:")]
     planned = {}
     for block in blocks:
@@ -218,7 +219,7 @@ def test_default_config_plans_one_evaluate_job_per_variant(tmp_path: Path) -> No
         assert re.search(rf"^\s+log: results/logs/evaluate/{re.escape(model)}\.log$", block, re.M), block
         assert re.search(rf"^\s+benchmark: results/benchmarks/eval/{re.escape(model)}\.tsv$", block, re.M), block
         shell = re.search(r"-m sophia\.evaluate_job .*$", block, re.M)[0]
-        assert re.findall(r"--benchmark (\w+)", shell) == benchmarks and "--cache results/cache " in shell
+        assert re.findall(r"--benchmark ([\w-]+)", shell) == benchmarks and "--cache results/cache " in shell
         assert f"--verifier results/verifier/{model} " in shell and "--verifier-spec " in shell
         assert f"--out results/eval/{model} " in shell
         planned[model] = outputs
