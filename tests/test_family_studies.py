@@ -41,7 +41,8 @@ def test_every_stage_ran_on_the_family(study: Path, family: str) -> None:
     assert set(adapter["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                               "down_proj"}
     scores = json.loads((study / "eval" / VARIANT / "humaneval" / "scores.json").read_text())
-    assert "pass@1" in json.dumps(scores)
+    limit = family_config(family)["evaluate"]["benchmarks"]["humaneval"]["limit"]
+    assert scores["model"] == VARIANT and "pass@1" in scores["metrics"] and scores["score"]["n"] == limit, scores
     assert VARIANT in (study / "report" / "table.md").read_text()
     if family == "llama":  # .test/llama.yaml distils a Llama student from its Llama teacher
         for student in (study / "distill" / "micro", study / "distill" / "micro" / "control"):
