@@ -24,6 +24,8 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 # `mlflow ui` without MLflow's job runner (GenAI scorers; Sophia runs none): 8 fewer processes, a faster start.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION ?= false
+# and one uvicorn worker instead of four: a local UI has one reader; each worker imports the whole server.
+export MLFLOW_WORKERS ?= 1
 
 .PHONY: setup setup-run setup-check system system-run run test check lint dry-run serve-app mlflow-ui lock clean
 

@@ -54,8 +54,9 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
 
 
 # MLflow's server starts a job runner (GenAI scorers, prompt optimisation; Sophia uses none): eight more
-# processes that import mlflow, about 20 s of CPU per server. The Makefile turns it off for `make mlflow-ui`.
-NO_MLFLOW_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# processes that import mlflow, about 20 s of CPU per server; and four uvicorn workers, each importing the
+# server app (one serves a test's few clients). As the Makefile runs `make mlflow-ui`.
+LEAN_MLFLOW_SERVER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_WORKERS": "1"}
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +80,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, **NO_MLFLOW_JOBS})
+        env={**os.environ, **LEAN_MLFLOW_SERVER})
     try:
         deadline = time.monotonic() + 300
         while True:

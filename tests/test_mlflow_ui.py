@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster import NO_MLFLOW_JOBS
+from cluster import LEAN_MLFLOW_SERVER
 from conftest import ROOT, VENV_BIN, MicroRun
 
 pytestmark = pytest.mark.e2e
@@ -122,7 +122,7 @@ def _free_port() -> int:
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SOPHIA_"))}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p).resolve() != VENV_BIN.resolve())
-    return {**env, **NO_MLFLOW_JOBS}  # as `make mlflow-ui` runs it
+    return {**env, **LEAN_MLFLOW_SERVER}  # as `make mlflow-ui` runs it
 
 
 @pytest.fixture(scope="module")
