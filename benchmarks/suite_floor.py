@@ -141,8 +141,8 @@ class ProcessCpu:
         return self._total(lambda key: kind(self.seen[key][0].cmd))
 
     def by_part(self) -> dict[str, dict[str, float]]:
-        """CPU by the part of the suite each process served (SUITE_PARTS); a pytest worker's own CPU
-        is the tests it ran in-process."""
+        """CPU by the part of the suite each process served (SUITE_PARTS); the rest of a pytest worker's
+        tree is the other tests (a worker's own CPU: the tests it ran in-process)."""
         started: dict[int, list[int]] = {}
         for pid, start in self.seen:
             started.setdefault(pid, []).append(start)
@@ -153,7 +153,7 @@ class ProcessCpu:
                 seen.add(key)
                 proc = self.seen[key][0]
                 if WORKER.search(proc.cmd):
-                    return "tests run in the pytest workers"
+                    return "the other tests (the pytest workers and what they start)"
                 text = f"{proc.cwd} {proc.cmd[:400]}"
                 if name := next((n for n, pattern in SUITE_PARTS if pattern.search(text)), None):
                     return name

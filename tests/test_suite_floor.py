@@ -70,7 +70,7 @@ def test_process_cpu_by_part_follows_each_process_up_to_the_study_it_serves() ->
         (21, 60): P("/v/bin/python -m sophia.gguf", 4.0, ppid=20, cwd="/src"),  # the pid 20 it started from
     }, first=False)
     assert cpu.by_part() == {
-        "tests run in the pytest workers": {"processes": 2, "core_s": 32.0},
+        "the other tests (the pytest workers and what they start)": {"processes": 2, "core_s": 32.0},
         "the Llama study": {"processes": 5, "core_s": 19.0},
         "the micro study and the runs in its folder": {"processes": 2, "core_s": 5.5},
         "the real-width build's export": {"processes": 1, "core_s": 3.5},
