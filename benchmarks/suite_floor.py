@@ -14,7 +14,7 @@ reach ten minutes with them in it. With --by-process it also says where each par
 kind of process, and for the suite by the study or test each process served (its own or an
 ancestor's folder or command line: the micro study's, each family study's, the SLURM study's...).
 
-    .venv/bin/python benchmarks/suite_floor.py                               # all four (~17 min)
+    .venv/bin/python benchmarks/suite_floor.py                               # all four (half an hour)
     .venv/bin/python benchmarks/suite_floor.py --parts micro_dag real_width  # some parts only
     .venv/bin/python benchmarks/suite_floor.py --parts suite --by-process    # the suite's CPU by kind and by study
 

@@ -1,4 +1,4 @@
-"""benchmarks/suite_floor.py's arithmetic and attribution (its runs are on demand: 17 minutes and more)."""
+"""benchmarks/suite_floor.py's arithmetic and attribution (its runs are on demand: up to half an hour)."""
 
 from __future__ import annotations
 
