@@ -84,3 +84,12 @@ def test_read_proc_sees_this_process() -> None:
     procs = benchmark_script("suite_floor").read_proc()
     (proc,) = [v for (pid, _), v in procs.items() if pid == os.getpid()]
     assert "python" in proc.cmd and proc.cpu > 0 and proc.ppid == os.getppid() and proc.cwd == os.getcwd()
+
+
+def test_process_cpu_keeps_the_command_a_shell_execs() -> None:
+    sf = benchmark_script("suite_floor")
+    cpu = sf.ProcessCpu()
+    cpu.add({(5, 1): sf.Proc('/bin/sh -c exec "$PY" -m sophia.data > log', 0.5)}, first=False)
+    cpu.add({(5, 1): sf.Proc("/v/bin/python -m sophia.data --spec {}", 4.0)}, first=False)  # same process, exec'd
+    cpu.add({(5, 1): sf.Proc("", 4.5)}, first=False)  # a zombie's empty command line changes nothing
+    assert cpu.by_kind() == {"stage processes (python -m sophia...)": {"processes": 1, "core_s": 4.5}}
